@@ -1,0 +1,341 @@
+import { DISCONNECT, ParleyError, SUPPORTED_VERSIONS } from "@parley/protocol";
+import type { ClientFrame, ErrorCode, HelloFrame, ServerFrame } from "@parley/protocol";
+import type { Accounts } from "./accounts.ts";
+import type { Principal } from "./api.ts";
+import type { Connection, Session } from "./connection.ts";
+import type { Messaging } from "./messaging.ts";
+import type { CoreOptions } from "./options.ts";
+import type { Bus, Unsubscribe } from "./ports/bus.ts";
+import type { Clock } from "./ports/clock.ts";
+import type { Logger } from "./ports/logger.ts";
+import type { SessionEntry } from "./ports/session-directory.ts";
+import type { Store } from "./ports/store.ts";
+import { presenceTopic, userTopic, type Presence } from "./presence.ts";
+import { TokenBucket } from "./rate-limiter.ts";
+
+/** What a session needs from the core. */
+export interface SessionContext {
+  readonly store: Store;
+  readonly bus: Bus<ServerFrame>;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly options: CoreOptions;
+  readonly accounts: Accounts;
+  readonly messaging: Messaging;
+  readonly presence: Presence;
+  /** True once shutdown has begun: new requests are refused with E_SHUTTING_DOWN. */
+  readonly shuttingDown: boolean;
+  connectionsOf(user: string): number;
+  /** The session is authenticated (READY). */
+  attach(session: ClientSession): void;
+  /** An attached session closed. */
+  detach(session: ClientSession): void;
+  /** Any session closed (called once, after detach if it was attached). */
+  forget(session: ClientSession): void;
+}
+
+// States of one connection: HELLO (waiting for hello) -> AUTH (checking the token; frames that
+// arrive meanwhile are queued) -> READY -> CLOSED.
+type State = "HELLO" | "AUTH" | "READY" | "CLOSED";
+
+/** Most frames queued while a hello is being checked; beyond, the client is not waiting for
+ * welcome as the protocol requires. */
+const AUTH_QUEUE_MAX = 64;
+
+/** The core's handling of one client connection: hello and auth, heartbeats, per-connection
+ * rate limit, request dispatch, live pushes. All replies go through conn.send in order. */
+export class ClientSession implements Session {
+  private state: State = "HELLO";
+  principal: Principal | undefined;
+  private entry: SessionEntry | undefined;
+  private readonly queued: ClientFrame[] = [];
+  private unsubscribe: Unsubscribe[] = [];
+  private pendingPushes: ServerFrame[] | undefined = [];
+  private readonly bucket: TokenBucket;
+  private strikes = 0;
+  private lastHeard: number;
+  private pingN = 0;
+  private timer: { cancel(): void } | undefined;
+  private cursor = 0;
+  private savedCursor = 0;
+  private lastCursorFlush = 0;
+
+  constructor(
+    private readonly ctx: SessionContext,
+    readonly conn: Connection,
+  ) {
+    const now = ctx.clock.now();
+    this.lastHeard = now;
+    this.bucket = new TokenBucket(ctx.options.framesPerSecond, ctx.options.frameBurst, now);
+    this.timer = ctx.clock.setTimeout(() => {
+      if (this.state === "HELLO" || this.state === "AUTH") this.fail("E_TIMEOUT", DISCONNECT.HELLO_TIMEOUT);
+    }, ctx.options.helloTimeoutMs);
+  }
+
+  receive(frame: ClientFrame): void {
+    if (this.state === "CLOSED") return;
+    this.lastHeard = this.ctx.clock.now();
+    switch (this.state) {
+      case "HELLO":
+        if (frame.t !== "hello") return this.fail("E_NOT_AUTHENTICATED", DISCONNECT.PROTOCOL_ERROR);
+        this.state = "AUTH";
+        this.hello(frame).catch((e: unknown) => this.internal(e));
+        return;
+      case "AUTH":
+        if (this.queued.length >= AUTH_QUEUE_MAX) return this.fail("E_RATE_LIMITED", DISCONNECT.RATE_LIMITED);
+        this.queued.push(frame);
+        return;
+      case "READY":
+        return this.ready(frame);
+    }
+  }
+
+  closed(): void {
+    if (this.state === "CLOSED") return;
+    const wasReady = this.state === "READY";
+    this.state = "CLOSED";
+    this.timer?.cancel();
+    for (const u of this.unsubscribe) u();
+    this.unsubscribe = [];
+    if (wasReady && this.entry && this.principal) {
+      this.ctx.presence.disconnected(this.entry);
+      this.ctx.detach(this);
+      this.flushCursor(true);
+    }
+    this.ctx.forget(this);
+  }
+
+  /** Closes the connection with a disconnect code (the gateway then calls closed()). */
+  close(code: (typeof DISCONNECT)[keyof typeof DISCONNECT], reason: string): void {
+    if (this.state === "CLOSED") return;
+    this.conn.close(code, reason);
+  }
+
+  private async hello(frame: HelloFrame): Promise<void> {
+    const { ctx } = this;
+    if (ctx.shuttingDown) return this.fail("E_SHUTTING_DOWN", DISCONNECT.SHUTDOWN);
+    const version = Math.max(...frame.versions.filter((v) => SUPPORTED_VERSIONS.includes(v)));
+    if (!Number.isFinite(version)) return this.fail("E_UNSUPPORTED_VERSION", DISCONNECT.UNSUPPORTED_VERSION);
+    let principal: Principal;
+    try {
+      principal = await ctx.accounts.authenticate(frame.token);
+    } catch (e) {
+      if (e instanceof ParleyError) return this.fail(e.code, DISCONNECT.AUTH_FAILED);
+      throw e;
+    }
+    if (this.isClosed()) return;
+    if (ctx.connectionsOf(principal.user) >= ctx.options.maxConnectionsPerUser) {
+      return this.fail("E_RATE_LIMITED", DISCONNECT.RATE_LIMITED, "too many connections for this user");
+    }
+    this.principal = principal;
+    // Subscribe before reading the head, so no update committed in between is missed; pushes that
+    // arrive before welcome is sent wait in pendingPushes.
+    this.unsubscribe.push(ctx.bus.subscribe(userTopic(principal.user), (f) => this.push(f)));
+    const head = await ctx.store.head(principal.user);
+    if (this.isClosed()) return;
+    this.entry = {
+      user: principal.user,
+      device: principal.device,
+      conn: this.conn.id,
+      since: ctx.clock.now(),
+    };
+    this.ctx.attach(this);
+    ctx.presence.connected(this.entry);
+    this.state = "READY";
+    this.timer?.cancel();
+    this.conn.send({
+      t: "welcome",
+      version,
+      user: principal.user,
+      device: principal.device,
+      heartbeatMs: ctx.options.heartbeatMs,
+      maxFrameBytes: ctx.options.maxFrameBytes,
+      serverTime: ctx.clock.now(),
+      head,
+    });
+    const pending = this.pendingPushes ?? [];
+    this.pendingPushes = undefined;
+    for (const f of pending) this.conn.send(f);
+    this.scheduleHeartbeat();
+    for (const f of this.queued.splice(0)) {
+      if (this.isClosed()) return;
+      this.ready(f);
+    }
+  }
+
+  private isClosed(): boolean {
+    return this.state === "CLOSED";
+  }
+
+  private push(frame: ServerFrame): void {
+    if (this.state === "CLOSED") return;
+    if (this.pendingPushes) this.pendingPushes.push(frame);
+    else this.conn.send(frame);
+  }
+
+  private ready(frame: ClientFrame): void {
+    const now = this.ctx.clock.now();
+    if (frame.t !== "pong" && !this.bucket.take(now)) {
+      // Repeatedly ignoring the limit gets the connection closed; a well-behaved client backs off.
+      if (++this.strikes > this.ctx.options.frameBurst)
+        return this.fail("E_RATE_LIMITED", DISCONNECT.RATE_LIMITED);
+      if ("id" in frame)
+        this.error(
+          frame.id,
+          new ParleyError("E_RATE_LIMITED", undefined, { retryAfterMs: this.bucket.waitMs(now) }),
+        );
+      return;
+    }
+    this.strikes = 0;
+    this.dispatch(frame).catch((e: unknown) => this.error("id" in frame ? frame.id : undefined, e));
+  }
+
+  private async dispatch(frame: ClientFrame): Promise<void> {
+    const p = this.principal!;
+    const { messaging } = this.ctx;
+    if (this.ctx.shuttingDown && "id" in frame)
+      throw new ParleyError("E_SHUTTING_DOWN", undefined, { retryAfterMs: 1000 });
+    switch (frame.t) {
+      case "hello":
+        throw new ParleyError("E_ALREADY_AUTHENTICATED");
+      case "send": {
+        const r = await messaging.send(p, {
+          conv: frame.conv,
+          cid: frame.cid,
+          type: frame.type,
+          body: frame.body,
+          ...(frame.replyTo !== undefined ? { replyTo: frame.replyTo } : {}),
+        });
+        return this.reply({ t: "sent", id: frame.id, conv: r.conv, cid: r.cid, seq: r.seq, ts: r.ts });
+      }
+      case "ack":
+        if (frame.cursor !== undefined) this.advanceCursor(frame.cursor);
+        for (const { conv, seq } of frame.convs ?? []) {
+          // Delivery receipts are best effort: a stale conversation (left meanwhile) is skipped.
+          await messaging.receipt(p, conv, "delivered", seq).catch((e: unknown) => {
+            if (!(e instanceof ParleyError)) throw e;
+          });
+        }
+        return;
+      case "sync": {
+        this.advanceCursor(frame.cursor);
+        const limit = Math.min(frame.limit ?? 500, this.ctx.options.syncBatchMax);
+        const [updates, head] = await Promise.all([
+          this.ctx.store.readUpdates(p.user, frame.cursor, limit),
+          this.ctx.store.head(p.user),
+        ]);
+        const last = updates.length > 0 ? updates[updates.length - 1]!.useq : frame.cursor;
+        return this.reply({ t: "synced", id: frame.id, updates, more: last < head, head });
+      }
+      case "history": {
+        const page = await messaging.history(p, frame.conv, frame);
+        return this.reply({
+          t: "history",
+          id: frame.id,
+          conv: frame.conv,
+          messages: page.messages,
+          more: page.more,
+        });
+      }
+      case "receipt":
+        await messaging.receipt(p, frame.conv, frame.kind, frame.seq);
+        return this.reply({ t: "ok", id: frame.id });
+      case "edit":
+        await messaging.edit(p, frame.conv, frame.seq, frame.type, frame.body);
+        return this.reply({ t: "ok", id: frame.id });
+      case "delete":
+        await messaging.delete(p, frame.conv, frame.seq);
+        return this.reply({ t: "ok", id: frame.id });
+      case "react":
+        await messaging.react(p, frame.conv, frame.seq, frame.emoji, frame.on);
+        return this.reply({ t: "ok", id: frame.id });
+      case "typing":
+        return this.ctx.presence.typing(p, frame.conv);
+      case "watch":
+        return this.watch(frame.users);
+      case "ping":
+        return this.reply({ t: "pong", n: frame.n });
+      case "pong":
+        return;
+    }
+  }
+
+  private async watch(users: string[]): Promise<void> {
+    const { presence, bus } = this.ctx;
+    const visible = await presence.visible(this.principal!, users);
+    if (this.isClosed()) return;
+    // Replace the previous watch list: keep only the user-topic subscription (index 0).
+    for (const u of this.unsubscribe.splice(1)) u();
+    for (const user of visible)
+      this.unsubscribe.push(bus.subscribe(presenceTopic(user), (f) => this.push(f)));
+    for (const user of visible) this.reply(await presence.current(user));
+  }
+
+  private advanceCursor(cursor: number): void {
+    if (cursor > this.cursor) this.cursor = cursor;
+    this.flushCursor(false);
+  }
+
+  /** Persists the device cursor at most every cursorFlushMs (and on close): it is advisory (the
+   * device keeps its own), so losing the last few seconds of it on a crash costs nothing. */
+  private flushCursor(force: boolean): void {
+    const now = this.ctx.clock.now();
+    if (
+      this.cursor <= this.savedCursor ||
+      (!force && now - this.lastCursorFlush < this.ctx.options.cursorFlushMs)
+    )
+      return;
+    this.savedCursor = this.cursor;
+    this.lastCursorFlush = now;
+    this.ctx.store.touchDevice(this.principal!.device, this.cursor, now).catch((e: unknown) => {
+      this.ctx.logger.warn({ err: e }, "could not save device cursor");
+    });
+  }
+
+  private scheduleHeartbeat(): void {
+    const hb = this.ctx.options.heartbeatMs;
+    this.timer = this.ctx.clock.setTimeout(() => {
+      if (this.state !== "READY") return;
+      const silence = this.ctx.clock.now() - this.lastHeard;
+      if (silence >= hb * 2.5) return this.close(DISCONNECT.IDLE_TIMEOUT, "no frames received");
+      if (silence >= hb) this.conn.send({ t: "ping", n: ++this.pingN });
+      this.scheduleHeartbeat();
+    }, hb / 2);
+  }
+
+  private reply(frame: ServerFrame): void {
+    if (this.state !== "CLOSED") this.conn.send(frame);
+  }
+
+  private error(id: number | undefined, e: unknown): void {
+    if (!(e instanceof ParleyError)) {
+      this.ctx.logger.error({ err: e, conn: this.conn.id }, "request failed");
+      e = new ParleyError("E_INTERNAL");
+    }
+    const err = e as ParleyError;
+    this.reply({
+      t: "error",
+      ...(id !== undefined ? { id } : {}),
+      code: err.code,
+      message: err.message,
+      retry: err.retry,
+      ...(err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}),
+    });
+  }
+
+  /** Connection-level failure: an error frame, then close with `code`. */
+  private fail(
+    errorCode: ErrorCode,
+    code: (typeof DISCONNECT)[keyof typeof DISCONNECT],
+    message?: string,
+  ): void {
+    if (this.state === "CLOSED") return;
+    this.error(undefined, new ParleyError(errorCode, message));
+    this.close(code, message ?? errorCode);
+  }
+
+  private internal(e: unknown): void {
+    this.ctx.logger.error({ err: e, conn: this.conn.id }, "session failed");
+    this.fail("E_INTERNAL", DISCONNECT.INTERNAL);
+  }
+}

@@ -1,0 +1,311 @@
+import { describe, it, expect, beforeEach } from "vitest";
+import type { ErrorFrame, Message, PushFrame, ServerFrame } from "@parley/protocol";
+import { ManualClock } from "../clock/manual-clock.ts";
+import { MemoryBus } from "../bus/memory/memory-bus.ts";
+import { MemorySessionDirectory } from "../session/memory/memory-session-directory.ts";
+import { MemoryStore } from "../store/memory/memory-store.ts";
+import type { Principal } from "./api.ts";
+import { Core } from "./core.ts";
+import { silentLogger } from "./ports/logger.ts";
+import { TestConnection, plainHasher } from "./testing/test-connection.ts";
+
+const text = (s: string): Uint8Array => new TextEncoder().encode(s);
+const isPush = (f: ServerFrame): f is PushFrame => f.t === "push";
+const isError = (f: ServerFrame): f is ErrorFrame => f.t === "error";
+const pushedMessages = (c: TestConnection): Message[] =>
+  c.frames.filter(isPush).flatMap((f) => (f.u.k === "msg" ? [f.u.msg] : []));
+
+interface Account {
+  p: Principal;
+  token: string;
+}
+
+describe("Core", () => {
+  let clock: ManualClock;
+  let core: Core;
+
+  async function account(name: string): Promise<Account> {
+    await core.register(name, "password-" + name);
+    const login = await core.login(name, "password-" + name, "test");
+    return { p: await core.authenticate(login.token), token: login.token };
+  }
+
+  async function connect(a: Account): Promise<TestConnection> {
+    const c = new TestConnection(core);
+    c.receive({ t: "hello", versions: [1], token: a.token });
+    await c.waitFor((f) => f.t === "welcome");
+    return c;
+  }
+
+  beforeEach(() => {
+    clock = new ManualClock(1_700_000_000_000);
+    core = new Core({
+      store: new MemoryStore(),
+      bus: new MemoryBus(),
+      sessions: new MemorySessionDirectory(),
+      clock,
+      hasher: plainHasher,
+      logger: silentLogger,
+    });
+  });
+
+  describe("accounts", () => {
+    it("registers, logs in and authenticates; each login is a device", async () => {
+      const a = await account("alice");
+      const second = await core.login("alice", "password-alice", "phone");
+      expect(second.device).not.toBe(a.p.device);
+      const devices = await core.listDevices(a.p);
+      expect(devices.map((d) => d.current).sort()).toEqual([false, true]);
+    });
+
+    it("refuses bad names, short passwords, taken names and wrong passwords", async () => {
+      await expect(core.register("", "password1")).rejects.toMatchObject({ code: "E_INVALID" });
+      await expect(core.register("a b", "password1")).rejects.toMatchObject({ code: "E_INVALID" });
+      await expect(core.register("bob", "short")).rejects.toMatchObject({ code: "E_INVALID" });
+      await core.register("bob", "password1");
+      await expect(core.register("BOB", "password2")).rejects.toMatchObject({ code: "E_CONFLICT" });
+      await expect(core.login("bob", "wrong-password", "x")).rejects.toMatchObject({ code: "E_BAD_CREDENTIALS" });
+      await expect(core.login("nobody", "password1", "x")).rejects.toMatchObject({ code: "E_BAD_CREDENTIALS" });
+      await expect(core.authenticate("forged")).rejects.toMatchObject({ code: "E_TOKEN_INVALID" });
+    });
+
+    it("expires tokens and revokes devices, closing their connections", async () => {
+      const a = await account("alice");
+      const conn = await connect(a);
+      await core.revokeDevice(a.p, a.p.device);
+      expect(conn.closedWith?.code).toBe(4101);
+      await expect(core.authenticate(a.token)).rejects.toMatchObject({ code: "E_TOKEN_INVALID" });
+      const b = await core.login("alice", "password-alice", "x");
+      clock.advance(core.options.tokenTtlMs + 1);
+      await expect(core.authenticate(b.token)).rejects.toMatchObject({ code: "E_TOKEN_INVALID" });
+    });
+  });
+
+  describe("sessions", () => {
+    it("refuses any frame before hello with E_NOT_AUTHENTICATED and closes 4100", async () => {
+      const c = new TestConnection(core);
+      c.receive({ t: "ping", n: 1 });
+      const err = await c.waitFor(isError);
+      expect(err.code).toBe("E_NOT_AUTHENTICATED");
+      expect(c.closedWith?.code).toBe(4100);
+    });
+
+    it("refuses a bad token (4101) and an unknown version (4102)", async () => {
+      const c1 = new TestConnection(core);
+      c1.receive({ t: "hello", versions: [1], token: "nope" });
+      expect((await c1.waitFor(isError)).code).toBe("E_TOKEN_INVALID");
+      expect(c1.closedWith?.code).toBe(4101);
+      const a = await account("alice");
+      const c2 = new TestConnection(core);
+      c2.receive({ t: "hello", versions: [99], token: a.token });
+      expect((await c2.waitFor(isError)).code).toBe("E_UNSUPPORTED_VERSION");
+      expect(c2.closedWith?.code).toBe(4102);
+    });
+
+    it("closes a connection that does not say hello in time", () => {
+      const c = new TestConnection(core);
+      clock.advance(core.options.helloTimeoutMs + 1);
+      expect(c.frames.find(isError)?.code).toBe("E_TIMEOUT");
+      expect(c.closedWith?.code).toBe(4003);
+    });
+
+    it("pings a silent connection and closes it after 2.5 heartbeats", async () => {
+      const c = await connect(await account("alice"));
+      clock.advance(core.options.heartbeatMs * 1.2);
+      expect(c.frames.some((f) => f.t === "ping")).toBe(true);
+      clock.advance(core.options.heartbeatMs * 2);
+      expect(c.closedWith?.code).toBe(4002);
+    });
+
+    it("rate-limits requests with a retryable error carrying retryAfterMs", async () => {
+      const c = await connect(await account("alice"));
+      const n = core.options.frameBurst + 5;
+      for (let i = 0; i < n; i++) c.receive({ t: "sync", id: i, cursor: 0 });
+      const err = await c.waitFor(isError);
+      expect(err.code).toBe("E_RATE_LIMITED");
+      expect(err.retry).toBe(true);
+      expect(err.retryAfterMs).toBeGreaterThan(0);
+      expect(c.closedWith).toBeUndefined();
+    });
+  });
+
+  describe("messaging", () => {
+    it("delivers a direct message to both users' devices, acks with seq after commit", async () => {
+      const a = await account("alice");
+      const b = await account("bob");
+      const conv = await core.createDirect(a.p, b.p.user);
+      expect((await core.createDirect(b.p, a.p.user)).id).toBe(conv.id);
+      const ca = await connect(a);
+      const cb = await connect(b);
+      ca.receive({ t: "send", id: 1, conv: conv.id, cid: "m1", type: "text/plain", body: text("hi") });
+      const sent = await ca.reply(1);
+      expect(sent).toMatchObject({ t: "sent", seq: 1, cid: "m1" });
+      await cb.waitFor((f) => isPush(f) && f.u.k === "msg");
+      expect(pushedMessages(cb).map((m) => new TextDecoder().decode(m.body))).toEqual(["hi"]);
+      // The sender's own devices see it too (their other devices must).
+      await ca.waitFor((f) => isPush(f) && f.u.k === "msg");
+    });
+
+    it("is idempotent by client id", async () => {
+      const a = await account("alice");
+      const b = await account("bob");
+      const conv = await core.createDirect(a.p, b.p.user);
+      const first = await core.send(a.p, { conv: conv.id, cid: "x", type: "text/plain", body: text("1") });
+      const again = await core.send(a.p, { conv: conv.id, cid: "x", type: "text/plain", body: text("1") });
+      expect(again).toMatchObject({ seq: first.seq, duplicate: true });
+      expect((await core.history(a.p, conv.id, {})).messages).toHaveLength(1);
+    });
+
+    it("keeps outsiders out: no read, no send, no existence", async () => {
+      const a = await account("alice");
+      const b = await account("bob");
+      const eve = await account("eve");
+      const conv = await core.createDirect(a.p, b.p.user);
+      await core.send(a.p, { conv: conv.id, cid: "1", type: "text/plain", body: text("secret") });
+      const ce = await connect(eve);
+      for (const call of [
+        () => core.getConversation(eve.p, conv.id),
+        () => core.history(eve.p, conv.id, {}),
+        () => core.send(eve.p, { conv: conv.id, cid: "e", type: "text/plain", body: text("x") }),
+        () => core.getConversation(eve.p, "c_doesnotexist"),
+      ]) {
+        await expect(call()).rejects.toMatchObject({ code: "E_NOT_FOUND" });
+      }
+      ce.receive({ t: "sync", id: 1, cursor: 0 });
+      const synced = await ce.reply(1);
+      expect(synced).toMatchObject({ t: "synced", updates: [] });
+      expect(await core.listConversations(eve.p)).toEqual([]);
+      expect(pushedMessages(ce)).toEqual([]);
+    });
+
+    it("syncs an offline device from its cursor, in order", async () => {
+      const a = await account("alice");
+      const b = await account("bob");
+      const conv = await core.createDirect(a.p, b.p.user);
+      for (let i = 0; i < 30; i++) {
+        await core.send(a.p, { conv: conv.id, cid: `c${i}`, type: "text/plain", body: text(String(i)) });
+      }
+      const cb = await connect(b);
+      const welcome = cb.frames.find((f) => f.t === "welcome");
+      expect(welcome && "head" in welcome ? welcome.head : -1).toBe(31); // conv + 30 messages
+      cb.receive({ t: "sync", id: 7, cursor: 1, limit: 10 });
+      const page = await cb.reply(7);
+      if (page.t !== "synced") throw new Error("expected synced");
+      expect(page.more).toBe(true);
+      expect(page.updates.map((u) => u.useq)).toEqual([2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+      expect(page.updates.map((u) => (u.u.k === "msg" ? u.u.msg.seq : 0))).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    });
+
+    it("edits, deletes and reactions follow the rules and reach every member", async () => {
+      const a = await account("alice");
+      const b = await account("bob");
+      const conv = await core.createDirect(a.p, b.p.user);
+      const m = await core.send(a.p, { conv: conv.id, cid: "1", type: "text/plain", body: text("helo") });
+      const cb = await connect(b);
+      cb.receive({ t: "edit", id: 1, conv: conv.id, seq: m.seq, type: "text/plain", body: text("nope") });
+      expect(await cb.reply(1)).toMatchObject({ t: "error", code: "E_FORBIDDEN" });
+      const ca = await connect(a);
+      ca.receive({ t: "edit", id: 2, conv: conv.id, seq: m.seq, type: "text/plain", body: text("hello") });
+      expect(await ca.reply(2)).toMatchObject({ t: "ok" });
+      cb.receive({ t: "react", id: 3, conv: conv.id, seq: m.seq, emoji: "+1", on: true });
+      expect(await cb.reply(3)).toMatchObject({ t: "ok" });
+      cb.receive({ t: "delete", id: 4, conv: conv.id, seq: m.seq });
+      expect(await cb.reply(4)).toMatchObject({ t: "error", code: "E_FORBIDDEN" });
+      ca.receive({ t: "delete", id: 5, conv: conv.id, seq: m.seq });
+      expect(await ca.reply(5)).toMatchObject({ t: "ok" });
+      await cb.waitFor((f) => isPush(f) && f.u.k === "del");
+      const kinds = cb.frames.filter(isPush).map((f) => f.u.k);
+      expect(kinds).toEqual(["edit", "react", "del"]);
+      const [msg] = (await core.history(b.p, conv.id, {})).messages;
+      expect(msg?.deleted).toBe(true);
+      expect(msg?.body.byteLength).toBe(0);
+    });
+
+    it("read receipts reach the sender's devices and the reader's other devices", async () => {
+      const a = await account("alice");
+      const b = await account("bob");
+      const b2login = await core.login("bob", "password-bob", "tablet");
+      const conv = await core.createDirect(a.p, b.p.user);
+      const m = await core.send(a.p, { conv: conv.id, cid: "1", type: "text/plain", body: text("hi") });
+      const ca = await connect(a);
+      const cb2 = await connect({ p: await core.authenticate(b2login.token), token: b2login.token });
+      const cb = await connect(b);
+      cb.receive({ t: "receipt", id: 1, conv: conv.id, kind: "read", seq: m.seq });
+      expect(await cb.reply(1)).toMatchObject({ t: "ok" });
+      for (const c of [ca, cb2]) {
+        const f = await c.waitFor((x) => isPush(x) && x.u.k === "receipt");
+        expect(isPush(f) && f.u).toMatchObject({ k: "receipt", user: b.p.user, kind: "read", seq: 1 });
+      }
+    });
+  });
+
+  describe("groups", () => {
+    it("enforces roles on rename, add, remove and role changes", async () => {
+      const [o, m1, m2, m3] = await Promise.all(["owner", "m1", "m2", "m3"].map((n) => account(n)));
+      const g = await core.createGroup(o!.p, "team", [m1!.p.user, m2!.p.user]);
+      await expect(core.renameGroup(m1!.p, g.id, "x")).rejects.toMatchObject({ code: "E_FORBIDDEN" });
+      await expect(core.addMembers(m1!.p, g.id, [m3!.p.user])).rejects.toMatchObject({ code: "E_FORBIDDEN" });
+      await core.setRole(o!.p, g.id, m1!.p.user, "admin");
+      await core.renameGroup(m1!.p, g.id, "team2");
+      await core.addMembers(m1!.p, g.id, [m3!.p.user]);
+      await expect(core.removeMember(m2!.p, g.id, m3!.p.user)).rejects.toMatchObject({ code: "E_FORBIDDEN" });
+      await core.removeMember(m1!.p, g.id, m3!.p.user);
+      await expect(core.send(m3!.p, { conv: g.id, cid: "z", type: "t", body: text("") })).rejects.toMatchObject({
+        code: "E_NOT_FOUND",
+      });
+      await expect(core.history(m3!.p, g.id, {})).rejects.toMatchObject({ code: "E_NOT_FOUND" });
+      // The owner leaves: the admin inherits ownership.
+      await core.removeMember(o!.p, g.id, o!.p.user);
+      const after = await core.getConversation(m1!.p, g.id);
+      expect(after.members.find((m) => m.user === m1!.p.user)?.role).toBe("owner");
+      expect(after.name).toBe("team2");
+    });
+  });
+
+  describe("ephemeral signals", () => {
+    it("relays typing to other members only, throttled", async () => {
+      const a = await account("alice");
+      const b = await account("bob");
+      const eve = await account("eve");
+      const conv = await core.createDirect(a.p, b.p.user);
+      const [ca, cb, ce] = [await connect(a), await connect(b), await connect(eve)];
+      ca.receive({ t: "typing", conv: conv.id });
+      ca.receive({ t: "typing", conv: conv.id });
+      await cb.waitFor((f) => f.t === "typing");
+      ce.receive({ t: "typing", conv: conv.id });
+      await new Promise((r) => setTimeout(r, 20));
+      expect(cb.frames.filter((f) => f.t === "typing")).toHaveLength(1);
+      expect(ca.frames.filter((f) => f.t === "typing")).toHaveLength(0);
+    });
+
+    it("shows presence only to users who share a conversation", async () => {
+      const a = await account("alice");
+      const b = await account("bob");
+      const eve = await account("eve");
+      await core.createDirect(a.p, b.p.user);
+      const ca = await connect(a);
+      ca.receive({ t: "watch", users: [b.p.user, eve.p.user] });
+      const first = await ca.waitFor((f) => f.t === "presence");
+      expect(first).toMatchObject({ user: b.p.user, online: false });
+      const cb = await connect(b);
+      await ca.waitFor((f) => f.t === "presence" && f.online);
+      cb.close(4000, "bye");
+      await ca.waitFor((f) => f.t === "presence" && !f.online && f.lastSeen > 0 && f !== first);
+      await connect(eve);
+      expect(ca.frames.filter((f) => f.t === "presence" && f.user === eve.p.user)).toEqual([]);
+    });
+  });
+
+  it("shutdown commits accepted sends, then says bye 4000", async () => {
+    const a = await account("alice");
+    const b = await account("bob");
+    const conv = await core.createDirect(a.p, b.p.user);
+    const ca = await connect(a);
+    for (let i = 0; i < 50; i++) {
+      ca.receive({ t: "send", id: i, conv: conv.id, cid: `s${i}`, type: "text/plain", body: text(String(i)) });
+    }
+    await core.shutdown();
+    expect(ca.frames.filter((f) => f.t === "sent")).toHaveLength(50);
+    expect(ca.closedWith?.code).toBe(4000);
+  });
+});

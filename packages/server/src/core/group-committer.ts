@@ -1,0 +1,79 @@
+import { ParleyError } from "@parley/protocol";
+import type { AppendResult, NewMessage, Store } from "./ports/store.ts";
+
+// Group commit: sends that arrive while a commit is running (or in the same event-loop turn) are
+// written together in one Store.appendMessages call, i.e. one transaction and one fsync. A send
+// resolves only after its batch is committed, so nothing is acknowledged before it is durable.
+
+interface Pending {
+  item: NewMessage;
+  resolve: (r: AppendResult) => void;
+  reject: (e: unknown) => void;
+}
+
+export class GroupCommitter {
+  private queue: Pending[] = [];
+  private running = false;
+  private scheduled = false;
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(
+    private readonly store: Store,
+    private readonly onCommitted: (results: AppendResult[]) => void,
+    private readonly maxBatch: number,
+    private readonly maxPending: number,
+  ) {}
+
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  /** Queues one message for the next commit. Rejects E_OVERLOADED when too much is waiting. */
+  submit(item: NewMessage): Promise<AppendResult> {
+    if (this.queue.length >= this.maxPending) {
+      return Promise.reject(new ParleyError("E_OVERLOADED", undefined, { retryAfterMs: 500 }));
+    }
+    return new Promise((resolve, reject) => {
+      this.queue.push({ item, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** Resolves once everything submitted so far is committed (or failed). */
+  drain(): Promise<void> {
+    if (!this.running && !this.scheduled && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private schedule(): void {
+    if (this.running || this.scheduled) return;
+    this.scheduled = true;
+    // setImmediate, not a microtask: lets the current I/O turn deliver every frame already read
+    // from sockets, so they join this batch.
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.run();
+    });
+  }
+
+  private async run(): Promise<void> {
+    this.running = true;
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, this.maxBatch);
+      try {
+        const results = await this.store.appendMessages(batch.map((p) => p.item));
+        // onCommitted (publishing pushes) must not throw: the batch is committed either way.
+        this.onCommitted(results);
+        batch.forEach((p, i) => p.resolve(results[i]!));
+      } catch (cause) {
+        // The transaction rolled back: nothing of this batch is stored, so a retry is safe.
+        const err = new ParleyError("E_INTERNAL", "commit failed", { cause });
+        for (const p of batch) p.reject(err);
+      }
+    }
+    this.running = false;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+}

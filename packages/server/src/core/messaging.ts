@@ -1,0 +1,165 @@
+import { ParleyError } from "@parley/protocol";
+import type { ConversationId, Message, ReceiptKind } from "@parley/protocol";
+import type { HistoryPage, Principal, SendInput, SendResult } from "./api.ts";
+import type { Conversations } from "./conversations.ts";
+import { GroupCommitter } from "./group-committer.ts";
+import type { CoreOptions } from "./options.ts";
+import type { Clock } from "./ports/clock.ts";
+import type { AppendResult, MessageChange, Store, UserUpdate } from "./ports/store.ts";
+
+// Messages: send (group-committed, idempotent by client id), edit, delete (recall), reactions,
+// history and receipts. Everything that changes what members see is published after commit.
+
+const CID_MAX = 64;
+const TYPE_MAX = 128;
+const EMOJI_MAX = 32;
+
+export class Messaging {
+  private readonly committer: GroupCommitter;
+
+  constructor(
+    private readonly store: Store,
+    private readonly conversations: Conversations,
+    private readonly clock: Clock,
+    private readonly options: CoreOptions,
+    private readonly publish: (updates: UserUpdate[]) => void,
+  ) {
+    this.committer = new GroupCommitter(
+      store,
+      (results) => this.committed(results),
+      options.commitBatchMax,
+      options.maxPendingSends,
+    );
+  }
+
+  /** Resolves once the message is durably committed (or was already: duplicate). */
+  async send(p: Principal, input: SendInput): Promise<SendResult> {
+    checkString(input.cid, "cid", CID_MAX);
+    checkString(input.type, "type", TYPE_MAX);
+    if (!(input.body instanceof Uint8Array)) throw new ParleyError("E_INVALID", "body must be bytes");
+    if (input.body.byteLength > this.options.maxFrameBytes)
+      throw new ParleyError("E_INVALID", "body too large");
+    if (input.replyTo !== undefined && !isSeq(input.replyTo))
+      throw new ParleyError("E_INVALID", "replyTo must be a seq");
+    if (typeof input.conv !== "string") throw new ParleyError("E_NOT_FOUND", "no such conversation");
+    const result = await this.committer.submit({
+      conv: input.conv,
+      from: p.user,
+      dev: p.device,
+      cid: input.cid,
+      type: input.type,
+      body: input.body,
+      ts: this.clock.now(),
+      ...(input.replyTo !== undefined ? { replyTo: input.replyTo } : {}),
+    });
+    if (!result.ok) throw new ParleyError(result.code, result.message);
+    // A resend whose cid was first used in another conversation must not reveal that one.
+    if (result.msg.conv !== input.conv)
+      throw new ParleyError("E_INVALID", "cid already used for another message");
+    return {
+      conv: result.msg.conv,
+      cid: result.msg.cid,
+      seq: result.msg.seq,
+      ts: result.msg.ts,
+      duplicate: result.duplicate,
+    };
+  }
+
+  async edit(p: Principal, conv: ConversationId, seq: number, type: string, body: Uint8Array): Promise<void> {
+    checkString(type, "type", TYPE_MAX);
+    if (!(body instanceof Uint8Array) || body.byteLength > this.options.maxFrameBytes) {
+      throw new ParleyError("E_INVALID", "body must be bytes within the frame limit");
+    }
+    const msg = await this.visibleMessage(p, conv, seq);
+    if (msg.from !== p.user) throw new ParleyError("E_FORBIDDEN", "only the sender can edit a message");
+    if (msg.deleted) throw new ParleyError("E_CONFLICT", "the message was deleted");
+    await this.change({ kind: "edit", conv, seq, type, body, at: this.clock.now() });
+  }
+
+  async delete(p: Principal, conv: ConversationId, seq: number): Promise<void> {
+    const role = await this.conversations.requireRole(p, conv);
+    const msg = await this.visibleMessage(p, conv, seq);
+    if (msg.deleted) return;
+    const c = msg.from === p.user ? undefined : await this.conversations.get(p, conv);
+    if (c && !(c.kind === "group" && (role === "owner" || role === "admin"))) {
+      throw new ParleyError("E_FORBIDDEN", "only the sender or a group admin can delete a message");
+    }
+    await this.change({ kind: "delete", conv, seq, at: this.clock.now() });
+  }
+
+  async react(p: Principal, conv: ConversationId, seq: number, emoji: string, on: boolean): Promise<void> {
+    checkString(emoji, "emoji", EMOJI_MAX);
+    if (typeof on !== "boolean") throw new ParleyError("E_INVALID", "on must be a boolean");
+    const msg = await this.visibleMessage(p, conv, seq);
+    if (msg.deleted) throw new ParleyError("E_CONFLICT", "the message was deleted");
+    await this.change({ kind: "react", conv, seq, user: p.user, emoji, on });
+  }
+
+  async history(
+    p: Principal,
+    conv: ConversationId,
+    q: { before?: number | undefined; after?: number | undefined; limit?: number | undefined },
+  ): Promise<HistoryPage> {
+    await this.conversations.requireRole(p, conv);
+    if (q.before !== undefined && !isSeqOrZero(q.before))
+      throw new ParleyError("E_INVALID", "before must be a seq");
+    if (q.after !== undefined && !isSeqOrZero(q.after))
+      throw new ParleyError("E_INVALID", "after must be a seq");
+    const limit = Math.min(Math.max(1, Math.floor(q.limit ?? 50)), this.options.historyPageMax);
+    if (!Number.isFinite(limit)) throw new ParleyError("E_INVALID", "limit must be a number");
+    const rows = await this.store.history(conv, {
+      ...(q.before !== undefined ? { before: q.before } : {}),
+      ...(q.after !== undefined ? { after: q.after } : {}),
+      limit: limit + 1,
+    });
+    if (rows.length <= limit) return { messages: rows, more: false };
+    // One extra row was read to know whether there is more; drop it on the far side.
+    return {
+      messages: q.after !== undefined ? rows.slice(0, limit) : rows.slice(rows.length - limit),
+      more: true,
+    };
+  }
+
+  /** Raises the caller's delivered/read mark in `conv`. */
+  async receipt(p: Principal, conv: ConversationId, kind: ReceiptKind, seq: number): Promise<void> {
+    if (kind !== "delivered" && kind !== "read")
+      throw new ParleyError("E_INVALID", "kind must be delivered or read");
+    if (!isSeqOrZero(seq)) throw new ParleyError("E_INVALID", "seq must be a non-negative integer");
+    if (typeof conv !== "string") throw new ParleyError("E_NOT_FOUND", "no such conversation");
+    this.publish(await this.store.setReceipt(conv, p.user, kind, seq));
+  }
+
+  /** Resolves when every send submitted so far is committed. */
+  drain(): Promise<void> {
+    return this.committer.drain();
+  }
+
+  private committed(results: AppendResult[]): void {
+    for (const r of results) if (r.ok && !r.duplicate) this.publish(r.updates);
+  }
+
+  private async visibleMessage(p: Principal, conv: ConversationId, seq: number): Promise<Message> {
+    await this.conversations.requireRole(p, conv);
+    const msg = isSeq(seq) ? await this.store.getMessage(conv, seq) : undefined;
+    if (!msg) throw new ParleyError("E_NOT_FOUND", "no such message");
+    return msg;
+  }
+
+  private async change(change: MessageChange): Promise<void> {
+    this.publish((await this.store.changeMessage(change)).updates);
+  }
+}
+
+function checkString(value: unknown, field: string, max: number): void {
+  if (typeof value !== "string" || value.length === 0 || value.length > max) {
+    throw new ParleyError("E_INVALID", `${field} must be 1-${max} characters`);
+  }
+}
+
+function isSeq(n: unknown): n is number {
+  return Number.isSafeInteger(n) && (n as number) >= 1;
+}
+
+function isSeqOrZero(n: unknown): n is number {
+  return Number.isSafeInteger(n) && (n as number) >= 0;
+}

@@ -1,0 +1,48 @@
+// Tunables of the core, with their defaults. Units are in the names.
+
+export interface CoreOptions {
+  /** Lifetime of a login token. */
+  tokenTtlMs: number;
+  /** A connection that has not completed hello by then is closed (E_TIMEOUT, 4003). */
+  helloTimeoutMs: number;
+  /** The server pings after this much silence and closes after 2.5x (4002). */
+  heartbeatMs: number;
+  /** Largest encoded frame, in bytes; told to clients in `welcome`. */
+  maxFrameBytes: number;
+  /** Per-connection request rate (token bucket: rate and burst). */
+  framesPerSecond: number;
+  frameBurst: number;
+  /** Connections one user may hold at once. */
+  maxConnectionsPerUser: number;
+  /** Largest group. */
+  maxGroupMembers: number;
+  /** At most one typing signal per user and conversation per this interval. */
+  typingThrottleMs: number;
+  /** Updates per `synced` reply at most. */
+  syncBatchMax: number;
+  /** Messages per history page at most. */
+  historyPageMax: number;
+  /** Group commit: largest batch written in one transaction. */
+  commitBatchMax: number;
+  /** Sends waiting for commit beyond which new sends are refused with E_OVERLOADED. */
+  maxPendingSends: number;
+  /** How often a connection's device cursor is persisted while it changes. */
+  cursorFlushMs: number;
+}
+
+export const DEFAULT_CORE_OPTIONS: CoreOptions = {
+  tokenTtlMs: 30 * 24 * 3600 * 1000,
+  helloTimeoutMs: 10_000,
+  heartbeatMs: 30_000,
+  maxFrameBytes: 64 * 1024,
+  framesPerSecond: 500,
+  frameBurst: 1000,
+  maxConnectionsPerUser: 32,
+  maxGroupMembers: 10_000,
+  typingThrottleMs: 2_000,
+  syncBatchMax: 1000,
+  historyPageMax: 500,
+  commitBatchMax: 1000,
+  maxPendingSends: 20_000,
+  cursorFlushMs: 10_000,
+};

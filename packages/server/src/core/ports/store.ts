@@ -1,0 +1,162 @@
+import type {
+  Conversation,
+  ConversationId,
+  ConversationKind,
+  DeviceId,
+  LoggedUpdate,
+  Message,
+  ReceiptKind,
+  Role,
+  UserId,
+} from "@parley/protocol";
+
+// The Store port: everything Parley keeps. Every method is atomic: it commits all its rows in one
+// transaction or none, and a method that resolves has made its writes durable (for SqliteStore:
+// WAL with synchronous=FULL, so fsynced). Methods that change what members see also append to the
+// affected users' update logs in that same transaction and return the appended entries, so the
+// core can push exactly what was committed.
+//
+// Errors: a violated precondition rejects with a ParleyError (code given per method). Anything
+// else (I/O, corruption) rejects with a plain Error and is reported as E_INTERNAL.
+
+export interface UserRecord {
+  id: UserId;
+  name: string;
+  passwordHash: string;
+  createdAt: number;
+}
+
+export interface DeviceRecord {
+  id: DeviceId;
+  userId: UserId;
+  name: string;
+  createdAt: number;
+  /** Highest useq this device has acknowledged (its sync cursor). */
+  cursor: number;
+  lastSeenAt: number;
+  revokedAt?: number;
+}
+
+export interface TokenRecord {
+  /** sha256 of the bearer token, hex. The token itself is never stored. */
+  hash: string;
+  userId: UserId;
+  deviceId: DeviceId;
+  createdAt: number;
+  expiresAt: number;
+  revokedAt?: number;
+}
+
+/** An update appended to one user's log. */
+export interface UserUpdate extends LoggedUpdate {
+  user: UserId;
+}
+
+export interface NewConversation {
+  id: ConversationId;
+  kind: ConversationKind;
+  name: string;
+  createdAt: number;
+  /** For direct conversations: the two user ids sorted and joined with ":"; unique. */
+  directKey?: string;
+  members: Array<{ user: UserId; role: Role }>;
+}
+
+export interface NewMessage {
+  conv: ConversationId;
+  from: UserId;
+  dev: DeviceId;
+  cid: string;
+  type: string;
+  body: Uint8Array;
+  ts: number;
+  replyTo?: number;
+}
+
+export type AppendResult =
+  /** Committed now: `updates` holds one "msg" entry per member. */
+  | { ok: true; duplicate: false; msg: Message; updates: UserUpdate[] }
+  /** Same (from, cid) already stored: the original message, nothing written. */
+  | { ok: true; duplicate: true; msg: Message; updates: [] }
+  /** Refused (sender not a member, replyTo out of range...): nothing written for this item. */
+  | { ok: false; code: "E_NOT_FOUND" | "E_INVALID"; message: string };
+
+/** A change to a conversation's metadata or membership, applied atomically. */
+export type ConversationChange =
+  | { kind: "rename"; conv: ConversationId; name: string }
+  | { kind: "add"; conv: ConversationId; users: UserId[] }
+  | { kind: "remove"; conv: ConversationId; user: UserId }
+  | { kind: "role"; conv: ConversationId; user: UserId; role: Role };
+
+export type MessageChange =
+  | { kind: "edit"; conv: ConversationId; seq: number; type: string; body: Uint8Array; at: number }
+  | { kind: "delete"; conv: ConversationId; seq: number; at: number }
+  | { kind: "react"; conv: ConversationId; seq: number; user: UserId; emoji: string; on: boolean };
+
+export interface HistoryQuery {
+  /** Exclusive upper bound; newest first page when neither bound is set. */
+  before?: number;
+  /** Exclusive lower bound; pages forward. */
+  after?: number;
+  limit: number;
+}
+
+export interface Store {
+  // --- accounts and devices
+  /** Rejects E_CONFLICT if the name is taken (names compare case-insensitively). */
+  createUser(user: UserRecord): Promise<void>;
+  findUserByName(name: string): Promise<UserRecord | undefined>;
+  getUser(id: UserId): Promise<UserRecord | undefined>;
+  createDevice(device: DeviceRecord, token: TokenRecord): Promise<void>;
+  getDevice(id: DeviceId): Promise<DeviceRecord | undefined>;
+  listDevices(user: UserId): Promise<DeviceRecord[]>;
+  /** Marks the device revoked and revokes all its tokens. False if not the user's or already revoked. */
+  revokeDevice(user: UserId, device: DeviceId, at: number): Promise<boolean>;
+  /** Raises the device's cursor to `cursor` (never lowers it) and sets lastSeenAt. */
+  touchDevice(device: DeviceId, cursor: number, at: number): Promise<void>;
+  findToken(hash: string): Promise<TokenRecord | undefined>;
+  revokeToken(hash: string, at: number): Promise<void>;
+
+  // --- conversations
+  /** Creates the conversation and appends a "conv" update for every member. For a direct
+   * conversation whose directKey exists, writes nothing and returns the existing one. */
+  createConversation(
+    conv: NewConversation,
+  ): Promise<{ conv: Conversation; created: boolean; updates: UserUpdate[] }>;
+  getConversation(id: ConversationId): Promise<Conversation | undefined>;
+  /** Role of `user` in `conv`, or undefined if not a current member (or no such conversation). */
+  getRole(conv: ConversationId, user: UserId): Promise<Role | undefined>;
+  /** Conversations the user is a member of, most recently active first. */
+  listConversations(user: UserId): Promise<Conversation[]>;
+  /** Applies the change and appends a "conv" update for every member after the change and a
+   * "left" update for a removed member. Rejects E_NOT_FOUND for an unknown conversation or a
+   * removed user who is not a member. Adding a current member is a no-op for that user. */
+  changeConversation(change: ConversationChange): Promise<{ conv: Conversation; updates: UserUpdate[] }>;
+
+  // --- messages
+  /** Appends a batch in ONE transaction (group commit), each item independently: per-conversation
+   * seq is the previous lastSeq + 1 (gap-free); (from, cid) already present returns the stored
+   * message as a duplicate. Results are in input order. */
+  appendMessages(batch: readonly NewMessage[]): Promise<AppendResult[]>;
+  /** Applies an edit, delete or reaction to an existing message and appends an update ("edit",
+   * "del", "react") for every member. Rejects E_NOT_FOUND if the message does not exist.
+   * Reacting twice with the same emoji (or removing a missing one) writes nothing, returns []. */
+  changeMessage(change: MessageChange): Promise<{ msg: Message; updates: UserUpdate[] }>;
+  getMessage(conv: ConversationId, seq: number): Promise<Message | undefined>;
+  /** Messages in ascending seq order. */
+  history(conv: ConversationId, query: HistoryQuery): Promise<Message[]>;
+
+  // --- receipts and sync
+  /** Raises the member's delivered or read mark to `seq` (capped at lastSeq; read also raises
+   * delivered). When it rises, appends a "receipt" update for every member; otherwise writes
+   * nothing and returns []. Rejects E_NOT_FOUND if not a member. */
+  setReceipt(conv: ConversationId, user: UserId, kind: ReceiptKind, seq: number): Promise<UserUpdate[]>;
+  /** The user's update log after `after` (exclusive), ascending, at most `limit` entries, with
+   * message payloads in their current state. Cost proportional to the entries returned. */
+  readUpdates(user: UserId, after: number, limit: number): Promise<LoggedUpdate[]>;
+  /** Head (highest useq) of the user's update log; 0 when empty. */
+  head(user: UserId): Promise<number>;
+
+  /** Flushes and releases everything. Further calls reject. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,92 @@
+import type { ConversationId, PresenceFrame, ServerFrame, UserId } from "@parley/protocol";
+import type { Principal } from "./api.ts";
+import type { Conversations } from "./conversations.ts";
+import type { Bus } from "./ports/bus.ts";
+import type { Clock } from "./ports/clock.ts";
+import type { SessionDirectory, SessionEntry } from "./ports/session-directory.ts";
+import type { Store } from "./ports/store.ts";
+
+// Ephemeral signals: presence and typing. Never stored, throttled, and only seen by users who
+// share a conversation. Presence is pull-subscribed (a client watches the users it shows), so a
+// change costs work proportional to its watchers, not to the number of users or contacts.
+
+export const userTopic = (user: UserId): string => `u:${user}`;
+export const presenceTopic = (user: UserId): string => `p:${user}`;
+
+export class Presence {
+  private readonly lastSeen = new Map<UserId, number>();
+  private readonly lastTyping = new Map<string, number>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly bus: Bus<ServerFrame>,
+    private readonly sessions: SessionDirectory,
+    private readonly conversations: Conversations,
+    private readonly clock: Clock,
+    private readonly typingThrottleMs: number,
+  ) {}
+
+  connected(entry: SessionEntry): void {
+    if (this.sessions.add(entry)) {
+      this.bus.publish(presenceTopic(entry.user), {
+        t: "presence",
+        user: entry.user,
+        online: true,
+        lastSeen: this.clock.now(),
+      });
+    }
+  }
+
+  disconnected(entry: SessionEntry): void {
+    if (this.sessions.remove(entry)) {
+      const now = this.clock.now();
+      this.lastSeen.set(entry.user, now);
+      this.bus.publish(presenceTopic(entry.user), {
+        t: "presence",
+        user: entry.user,
+        online: false,
+        lastSeen: now,
+      });
+    }
+  }
+
+  /** Of `users`, those who share at least one conversation with the caller. */
+  async visible(p: Principal, users: UserId[]): Promise<UserId[]> {
+    const contacts = new Set<UserId>();
+    for (const c of await this.store.listConversations(p.user))
+      for (const m of c.members) contacts.add(m.user);
+    return [...new Set(users)].filter((u) => u !== p.user && contacts.has(u));
+  }
+
+  async current(user: UserId): Promise<PresenceFrame> {
+    if (this.sessions.isOnline(user))
+      return { t: "presence", user, online: true, lastSeen: this.clock.now() };
+    let lastSeen = this.lastSeen.get(user);
+    if (lastSeen === undefined) {
+      lastSeen = 0;
+      for (const d of await this.store.listDevices(user)) lastSeen = Math.max(lastSeen, d.lastSeenAt);
+    }
+    return { t: "presence", user, online: false, lastSeen };
+  }
+
+  /** Relays "typing" to the other members, at most once per throttle interval per user and
+   * conversation. Silently ignored for non-members (no error: it would reveal existence). */
+  async typing(p: Principal, conv: ConversationId): Promise<void> {
+    const now = this.clock.now();
+    const key = `${p.user}\u0000${conv}`;
+    const last = this.lastTyping.get(key);
+    if (last !== undefined && now - last < this.typingThrottleMs) return;
+    this.lastTyping.set(key, now);
+    if (this.lastTyping.size > 50_000) this.pruneTyping(now);
+    const c = await this.conversations.get(p, conv).catch(() => undefined);
+    if (!c) return;
+    for (const m of c.members) {
+      if (m.user !== p.user) this.bus.publish(userTopic(m.user), { t: "typing", conv, user: p.user });
+    }
+  }
+
+  private pruneTyping(now: number): void {
+    for (const [key, at] of this.lastTyping)
+      if (now - at >= this.typingThrottleMs) this.lastTyping.delete(key);
+  }
+}

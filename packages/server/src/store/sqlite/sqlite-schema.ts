@@ -1,0 +1,153 @@
+import type BetterSqlite3 from "better-sqlite3";
+import type { Logger } from "../../core/ports/logger.ts";
+
+// SqliteStore's schema and how a file gets to it. The schema version lives in
+// PRAGMA user_version: migration i (0-based) takes a database from version i to i + 1, in one
+// transaction. Never edit a shipped migration; append a new one.
+
+/** Marks the file as Parley's (PRAGMA application_id), so another program's database is refused. */
+export const APPLICATION_ID = 0x50726c79; // "Prly"
+
+export const MIGRATIONS: readonly string[] = [
+  // 1: the initial schema.
+  `
+  CREATE TABLE users (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+  ) STRICT;
+
+  -- Head (highest useq) of each user's update log; a narrow row, rewritten on every fan-out.
+  CREATE TABLE user_heads (
+    user_id TEXT PRIMARY KEY REFERENCES users (id),
+    head    INTEGER NOT NULL
+  ) STRICT, WITHOUT ROWID;
+
+  CREATE TABLE devices (
+    id           TEXT PRIMARY KEY,
+    user_id      TEXT NOT NULL REFERENCES users (id),
+    name         TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    cursor       INTEGER NOT NULL,
+    last_seen_at INTEGER NOT NULL,
+    revoked_at   INTEGER
+  ) STRICT;
+  CREATE INDEX devices_by_user ON devices (user_id);
+
+  CREATE TABLE tokens (
+    hash       TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES users (id),
+    device_id  TEXT NOT NULL REFERENCES devices (id),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER
+  ) STRICT;
+  CREATE INDEX tokens_by_device ON tokens (device_id);
+
+  CREATE TABLE conversations (
+    id            TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL CHECK (kind IN ('direct', 'group')),
+    name          TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    direct_key    TEXT UNIQUE,
+    last_seq      INTEGER NOT NULL DEFAULT 0,
+    last_activity INTEGER NOT NULL
+  ) STRICT;
+
+  -- pos is the join order (Conversation.members is listed in it). An explicit INTEGER PRIMARY
+  -- KEY, because VACUUM may renumber an implicit rowid.
+  CREATE TABLE members (
+    pos       INTEGER PRIMARY KEY,
+    conv_id   TEXT NOT NULL REFERENCES conversations (id),
+    user_id   TEXT NOT NULL REFERENCES users (id),
+    role      TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'member')),
+    delivered INTEGER NOT NULL DEFAULT 0,
+    read      INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (conv_id, user_id)
+  ) STRICT;
+  CREATE INDEX members_by_user ON members (user_id);
+
+  CREATE TABLE messages (
+    conv_id    TEXT NOT NULL REFERENCES conversations (id),
+    seq        INTEGER NOT NULL,
+    from_user  TEXT NOT NULL REFERENCES users (id),
+    from_dev   TEXT NOT NULL,
+    cid        TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    body       BLOB NOT NULL,
+    ts         INTEGER NOT NULL,
+    reply_to   INTEGER,
+    edited_at  INTEGER,
+    deleted_at INTEGER,
+    PRIMARY KEY (conv_id, seq),
+    UNIQUE (from_user, cid)
+  ) STRICT, WITHOUT ROWID;
+
+  -- id is the order reactions were added (Message.reactions lists users in it).
+  CREATE TABLE reactions (
+    id      INTEGER PRIMARY KEY,
+    conv_id TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    emoji   TEXT NOT NULL,
+    user_id TEXT NOT NULL REFERENCES users (id),
+    UNIQUE (conv_id, seq, emoji, user_id),
+    FOREIGN KEY (conv_id, seq) REFERENCES messages (conv_id, seq)
+  ) STRICT;
+
+  -- A conversation's state as a "conv" update carried it. Stored once per change and referenced
+  -- by every member's entry: a copy per member would cost members^2 for a large group.
+  CREATE TABLE snapshots (
+    id   INTEGER PRIMARY KEY,
+    data TEXT NOT NULL
+  ) STRICT;
+
+  -- Each user's update log. msg/edit/del/react entries name the message (conv_id, seq) and are
+  -- read joined to its current state; react keeps {user, emoji, on} in data, receipt keeps its
+  -- payload in data, conv points at a snapshot, left needs only conv_id.
+  CREATE TABLE updates (
+    user_id  TEXT NOT NULL,
+    useq     INTEGER NOT NULL,
+    kind     TEXT NOT NULL CHECK (kind IN ('msg', 'edit', 'del', 'react', 'receipt', 'conv', 'left')),
+    conv_id  TEXT NOT NULL,
+    seq      INTEGER,
+    snapshot INTEGER REFERENCES snapshots (id),
+    data     TEXT,
+    PRIMARY KEY (user_id, useq)
+  ) STRICT, WITHOUT ROWID;
+
+  PRAGMA application_id = ${APPLICATION_ID};
+  `,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** Brings the database to SCHEMA_VERSION. Refuses a file written by a newer Parley (its schema is
+ * unknown here) and a SQLite file that belongs to another program. */
+export function migrate(db: BetterSqlite3.Database, path: string, logger: Logger): void {
+  // IMMEDIATE: a second process opening the same file waits here instead of migrating twice.
+  db.transaction(() => {
+    const from = db.pragma("user_version", { simple: true }) as number;
+    const appId = db.pragma("application_id", { simple: true }) as number;
+    if (from > SCHEMA_VERSION) {
+      throw new Error(
+        `${path} has schema version ${from}, newer than this Parley knows (${SCHEMA_VERSION}); ` +
+          "it was written by a newer version: upgrade Parley instead of opening it with this one",
+      );
+    }
+    if (from === 0) {
+      const objects = db.prepare("SELECT count(*) FROM sqlite_schema").pluck().get() as number;
+      if (objects > 0)
+        throw new Error(`${path} is a SQLite database but not a Parley one; refusing to use it`);
+    } else if (appId !== APPLICATION_ID) {
+      throw new Error(
+        `${path} is a SQLite database but not a Parley one (application_id ${appId}); refusing to use it`,
+      );
+    }
+    for (let v = from; v < SCHEMA_VERSION; v++) {
+      db.exec(MIGRATIONS[v] ?? "");
+      db.pragma(`user_version = ${v + 1}`);
+    }
+    if (from < SCHEMA_VERSION) logger.info({ path, from, to: SCHEMA_VERSION }, "sqlite schema migrated");
+  }).immediate();
+}

@@ -1,0 +1,270 @@
+import type BetterSqlite3 from "better-sqlite3";
+import type { Conversation, ConversationKind, Member, Message, Role, UserId } from "@parley/protocol";
+import type { DeviceRecord, TokenRecord, UserRecord } from "../../core/ports/store.ts";
+import { reactionsRecord } from "../store-rules.ts";
+
+// Every statement SqliteStore runs, prepared once when the store opens, with the row shapes they
+// return and the functions that turn rows into port types.
+
+export interface UserRow {
+  id: string;
+  name: string;
+  password_hash: string;
+  created_at: number;
+}
+
+export interface DeviceRow {
+  id: string;
+  user_id: string;
+  name: string;
+  created_at: number;
+  cursor: number;
+  last_seen_at: number;
+  revoked_at: number | null;
+}
+
+export interface TokenRow {
+  hash: string;
+  user_id: string;
+  device_id: string;
+  created_at: number;
+  expires_at: number;
+  revoked_at: number | null;
+}
+
+export interface ConversationRow {
+  id: string;
+  kind: ConversationKind;
+  name: string;
+  created_at: number;
+  last_seq: number;
+  last_activity: number;
+}
+
+export interface MemberRow {
+  conv_id: string;
+  user_id: string;
+  role: Role;
+  delivered: number;
+  read: number;
+}
+
+export interface MessageRow {
+  conv_id: string;
+  seq: number;
+  from_user: string;
+  from_dev: string;
+  cid: string;
+  type: string;
+  body: Buffer;
+  ts: number;
+  reply_to: number | null;
+  edited_at: number | null;
+  deleted_at: number | null;
+  /** JSON array of [emoji, user] pairs in the order they were added. */
+  reactions: string;
+}
+
+/** An update log row, with the conversation snapshot it points at (for "conv"). */
+export interface UpdateRow {
+  useq: number;
+  kind: "msg" | "edit" | "del" | "react" | "receipt" | "conv" | "left";
+  conv_id: string;
+  seq: number | null;
+  data: string | null;
+  snapshot_data: string | null;
+}
+
+const MESSAGE_COLUMNS = [
+  "conv_id",
+  "seq",
+  "from_user",
+  "from_dev",
+  "cid",
+  "type",
+  "body",
+  "ts",
+  "reply_to",
+  "edited_at",
+  "deleted_at",
+] as const;
+
+/** The reactions of message `m`, as MessageRow.reactions. */
+const REACTIONS_OF_M = `(SELECT json_group_array(json_array(r.emoji, r.user_id) ORDER BY r.id)
+  FROM reactions r WHERE r.conv_id = m.conv_id AND r.seq = m.seq)`;
+
+const SELECT_MESSAGE = `SELECT ${MESSAGE_COLUMNS.map((c) => `m.${c}`).join(", ")}, ${REACTIONS_OF_M} AS reactions
+  FROM messages m`;
+
+export function prepareStatements(db: BetterSqlite3.Database) {
+  const s = <P extends unknown[] = unknown[], R = unknown>(sql: string) => db.prepare<P, R>(sql);
+  return {
+    insertUser: s<[string, string, string, number]>(
+      "INSERT INTO users (id, name, password_hash, created_at) VALUES (?, ?, ?, ?)",
+    ),
+    insertHead: s<[string]>("INSERT INTO user_heads (user_id, head) VALUES (?, 0)"),
+    userById: s<[string], UserRow>("SELECT * FROM users WHERE id = ?"),
+    // users.name is COLLATE NOCASE, so this comparison is case-insensitive (ASCII).
+    userByName: s<[string], UserRow>("SELECT * FROM users WHERE name = ?"),
+
+    insertDevice: s<[string, string, string, number, number, number, number | null]>(
+      "INSERT INTO devices (id, user_id, name, created_at, cursor, last_seen_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    ),
+    deviceById: s<[string], DeviceRow>("SELECT * FROM devices WHERE id = ?"),
+    devicesOfUser: s<[string], DeviceRow>("SELECT * FROM devices WHERE user_id = ? ORDER BY created_at, id"),
+    revokeDevice: s<[number, string, string]>(
+      "UPDATE devices SET revoked_at = ? WHERE id = ? AND user_id = ? AND revoked_at IS NULL",
+    ),
+    revokeDeviceTokens: s<[number, string]>(
+      "UPDATE tokens SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL",
+    ),
+    touchDevice: s<[number, number, string]>(
+      "UPDATE devices SET cursor = max(cursor, ?), last_seen_at = ? WHERE id = ?",
+    ),
+    insertToken: s<[string, string, string, number, number, number | null]>(
+      "INSERT INTO tokens (hash, user_id, device_id, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)",
+    ),
+    tokenByHash: s<[string], TokenRow>("SELECT * FROM tokens WHERE hash = ?"),
+    revokeToken: s<[number, string]>(
+      "UPDATE tokens SET revoked_at = ? WHERE hash = ? AND revoked_at IS NULL",
+    ),
+
+    insertConversation: s<[string, string, string, number, string | null, number]>(
+      `INSERT INTO conversations (id, kind, name, created_at, direct_key, last_seq, last_activity)
+       VALUES (?, ?, ?, ?, ?, 0, ?)`,
+    ),
+    convById: s<[string], ConversationRow>("SELECT * FROM conversations WHERE id = ?"),
+    convIdByDirectKey: s<[string], string>("SELECT id FROM conversations WHERE direct_key = ?").pluck(),
+    renameConversation: s<[string, string]>("UPDATE conversations SET name = ? WHERE id = ?"),
+    advanceConversation: s<[number, number, string]>(
+      "UPDATE conversations SET last_seq = ?, last_activity = max(last_activity, ?) WHERE id = ?",
+    ),
+    membersOf: s<[string], MemberRow>("SELECT * FROM members WHERE conv_id = ? ORDER BY pos"),
+    memberUserIds: s<[string], string>("SELECT user_id FROM members WHERE conv_id = ? ORDER BY pos").pluck(),
+    member: s<[string, string], MemberRow>("SELECT * FROM members WHERE conv_id = ? AND user_id = ?"),
+    insertMember: s<[string, string, string]>(
+      "INSERT INTO members (conv_id, user_id, role) VALUES (?, ?, ?)",
+    ),
+    deleteMember: s<[string, string]>("DELETE FROM members WHERE conv_id = ? AND user_id = ?"),
+    setRole: s<[string, string, string]>("UPDATE members SET role = ? WHERE conv_id = ? AND user_id = ?"),
+    setMarks: s<[number, number, string, string]>(
+      "UPDATE members SET delivered = ?, read = ? WHERE conv_id = ? AND user_id = ?",
+    ),
+    // The conversations of a user with all their members, most recently active first.
+    conversationsOfUser: s<
+      [string],
+      ConversationRow & { m_user: string; m_role: Role; m_delivered: number; m_read: number }
+    >(
+      `SELECT c.*, m.user_id AS m_user, m.role AS m_role, m.delivered AS m_delivered, m.read AS m_read
+       FROM members me
+       JOIN conversations c ON c.id = me.conv_id
+       JOIN members m ON m.conv_id = c.id
+       WHERE me.user_id = ?
+       ORDER BY c.last_activity DESC, c.id, m.pos`,
+    ),
+
+    insertMessage: s<[string, number, string, string, string, string, Uint8Array, number, number | null]>(
+      `INSERT INTO messages (conv_id, seq, from_user, from_dev, cid, type, body, ts, reply_to)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    messageBySeq: s<[string, number], MessageRow>(`${SELECT_MESSAGE} WHERE m.conv_id = ? AND m.seq = ?`),
+    messageByCid: s<[string, string], MessageRow>(`${SELECT_MESSAGE} WHERE m.from_user = ? AND m.cid = ?`),
+    historyForward: s<[string, number, number, number], MessageRow>(
+      `${SELECT_MESSAGE} WHERE m.conv_id = ? AND m.seq > ? AND m.seq < ? ORDER BY m.seq LIMIT ?`,
+    ),
+    historyBackward: s<[string, number, number, number], MessageRow>(
+      `SELECT * FROM (${SELECT_MESSAGE} WHERE m.conv_id = ? AND m.seq > ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?)
+       ORDER BY seq`,
+    ),
+    editMessage: s<[string, Uint8Array, number, string, number]>(
+      "UPDATE messages SET type = ?, body = ?, edited_at = ? WHERE conv_id = ? AND seq = ?",
+    ),
+    recallMessage: s<[number, string, number]>(
+      "UPDATE messages SET body = x'', deleted_at = ? WHERE conv_id = ? AND seq = ?",
+    ),
+    addReaction: s<[string, number, string, string]>(
+      "INSERT OR IGNORE INTO reactions (conv_id, seq, emoji, user_id) VALUES (?, ?, ?, ?)",
+    ),
+    removeReaction: s<[string, number, string, string]>(
+      "DELETE FROM reactions WHERE conv_id = ? AND seq = ? AND emoji = ? AND user_id = ?",
+    ),
+    clearReactions: s<[string, number]>("DELETE FROM reactions WHERE conv_id = ? AND seq = ?"),
+
+    bumpHead: s<[string], number>(
+      "UPDATE user_heads SET head = head + 1 WHERE user_id = ? RETURNING head",
+    ).pluck(),
+    head: s<[string], number>("SELECT head FROM user_heads WHERE user_id = ?").pluck(),
+    insertUpdate: s<[string, number, string, string, number | null, number | bigint | null, string | null]>(
+      "INSERT INTO updates (user_id, useq, kind, conv_id, seq, snapshot, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    ),
+    insertSnapshot: s<[string]>("INSERT INTO snapshots (data) VALUES (?)"),
+    // A range scan of the (user_id, useq) primary key: cost follows the entries returned.
+    readUpdates: s<[string, number, number], UpdateRow>(
+      `SELECT u.useq, u.kind, u.conv_id, u.seq, u.data, s.data AS snapshot_data
+       FROM updates u
+       LEFT JOIN snapshots s ON s.id = u.snapshot
+       WHERE u.user_id = ? AND u.useq > ?
+       ORDER BY u.useq
+       LIMIT ?`,
+    ),
+  };
+}
+
+export type Statements = ReturnType<typeof prepareStatements>;
+
+export function toUser(r: UserRow): UserRecord {
+  return { id: r.id, name: r.name, passwordHash: r.password_hash, createdAt: r.created_at };
+}
+
+export function toDevice(r: DeviceRow): DeviceRecord {
+  const d: DeviceRecord = {
+    id: r.id,
+    userId: r.user_id,
+    name: r.name,
+    createdAt: r.created_at,
+    cursor: r.cursor,
+    lastSeenAt: r.last_seen_at,
+  };
+  if (r.revoked_at !== null) d.revokedAt = r.revoked_at;
+  return d;
+}
+
+export function toToken(r: TokenRow): TokenRecord {
+  const t: TokenRecord = {
+    hash: r.hash,
+    userId: r.user_id,
+    deviceId: r.device_id,
+    createdAt: r.created_at,
+    expiresAt: r.expires_at,
+  };
+  if (r.revoked_at !== null) t.revokedAt = r.revoked_at;
+  return t;
+}
+
+export function toMember(r: MemberRow): Member {
+  return { user: r.user_id, role: r.role, delivered: r.delivered, read: r.read };
+}
+
+export function toConversation(r: ConversationRow, members: Member[]): Conversation {
+  return { id: r.id, kind: r.kind, name: r.name, createdAt: r.created_at, lastSeq: r.last_seq, members };
+}
+
+export function toMessage(r: MessageRow): Message {
+  const m: Message = {
+    conv: r.conv_id,
+    seq: r.seq,
+    from: r.from_user,
+    dev: r.from_dev,
+    cid: r.cid,
+    type: r.type,
+    // A plain Uint8Array of its own: a view of the Buffer could expose a shared ArrayBuffer.
+    body: new Uint8Array(r.body),
+    ts: r.ts,
+  };
+  if (r.reply_to !== null) m.replyTo = r.reply_to;
+  if (r.edited_at !== null) m.editedAt = r.edited_at;
+  if (r.deleted_at !== null) m.deleted = true;
+  const reactions = reactionsRecord(JSON.parse(r.reactions) as Array<[string, UserId]>);
+  if (reactions) m.reactions = reactions;
+  return m;
+}

@@ -1,0 +1,197 @@
+import { mkdtemp, rm, stat, truncate, writeFile, open as openFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { runStoreConformance } from "../store-conformance.ts";
+import { SqliteStore } from "./sqlite-store.ts";
+import { SCHEMA_VERSION } from "./sqlite-schema.ts";
+import { T0, addGroup, addUsers, bytes, newMessage, readAll, sendMsg } from "../conformance/fixtures.ts";
+
+/** Opening `file` fails with an error that names it and says it is damaged or not a database. */
+async function expectRefused(file: string): Promise<void> {
+  const err: unknown = await SqliteStore.open(file).then(
+    async (store) => {
+      await store.close();
+      return undefined;
+    },
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(Error);
+  expect((err as Error).message).toContain(file);
+  expect((err as Error).message).toMatch(/damaged|not a usable SQLite database/);
+}
+
+async function tempDir(): Promise<string> {
+  return mkdtemp(join(tmpdir(), "parley-sqlite-"));
+}
+
+runStoreConformance("SqliteStore", async () => {
+  const dir = await tempDir();
+  const store = await SqliteStore.open(join(dir, "parley.db"));
+  return { store, cleanup: () => rm(dir, { recursive: true, force: true }) };
+});
+
+describe("SqliteStore on disk", () => {
+  let dir: string;
+  let file: string;
+
+  beforeEach(async () => {
+    dir = await tempDir();
+    file = join(dir, "parley.db");
+  });
+
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** A closed database with a few pages of data in it. */
+  async function populated(): Promise<void> {
+    const store = await SqliteStore.open(file);
+    await addUsers(store, "a", "b");
+    await addGroup(store, "g1", ["a", "b"]);
+    await store.appendMessages(
+      Array.from({ length: 200 }, (_, i) =>
+        newMessage("g1", i % 2 ? "a" : "b", `c${i}`, { body: randomBytes(300) }),
+      ),
+    );
+    await store.close();
+  }
+
+  it("keeps everything across close and reopen, and goes on from there", async () => {
+    const first = await SqliteStore.open(file);
+    await addUsers(first, "a", "b");
+    await first.createDevice(
+      { id: "d1", userId: "a", name: "phone", createdAt: T0, cursor: 0, lastSeenAt: T0 },
+      { hash: "t1", userId: "a", deviceId: "d1", createdAt: T0, expiresAt: T0 + 1 },
+    );
+    await first.touchDevice("d1", 2, T0 + 1);
+    await addGroup(first, "g1", ["a", "b"]);
+    await sendMsg(first, "g1", "a", "c1", { body: bytes("hello") });
+    await first.changeMessage({ kind: "react", conv: "g1", seq: 1, user: "b", emoji: "👍", on: true });
+    await first.setReceipt("g1", "b", "read", 1);
+    const before = {
+      conv: await first.getConversation("g1"),
+      logA: await readAll(first, "a"),
+      logB: await readAll(first, "b"),
+      device: await first.getDevice("d1"),
+      token: await first.findToken("t1"),
+    };
+    await first.close();
+
+    const second = await SqliteStore.open(file);
+    try {
+      expect(await second.getConversation("g1")).toEqual(before.conv);
+      expect(await readAll(second, "a")).toEqual(before.logA);
+      expect(await readAll(second, "b")).toEqual(before.logB);
+      expect(await second.getDevice("d1")).toEqual(before.device);
+      expect(await second.findToken("t1")).toEqual(before.token);
+      expect((await second.findUserByName("NAME-A"))?.id).toBe("a");
+      const [again] = await second.appendMessages([newMessage("g1", "a", "c1")]);
+      expect(again).toMatchObject({ ok: true, duplicate: true, msg: { seq: 1 } });
+      expect(await sendMsg(second, "g1", "b", "c2")).toMatchObject({ seq: 2 });
+      expect(await second.head("a")).toBe(before.logA.length + 1);
+    } finally {
+      await second.close();
+    }
+  });
+
+  it("sets WAL mode (persistent) and synchronous FULL", async () => {
+    const store = await SqliteStore.open(file);
+    const db = (store as unknown as { db: Database.Database }).db;
+    expect(db.pragma("synchronous", { simple: true })).toBe(2);
+    expect(db.pragma("foreign_keys", { simple: true })).toBe(1);
+    await store.close();
+    const raw = new Database(file, { readonly: true });
+    expect(raw.pragma("journal_mode", { simple: true })).toBe("wal");
+    expect(raw.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
+    raw.close();
+  });
+
+  it("commits a batch of 500 in one call", async () => {
+    const store = await SqliteStore.open(file);
+    await addUsers(store, "a", "b", "c");
+    await addGroup(store, "g1", ["a", "b", "c"]);
+    await addGroup(store, "g2", ["a", "b"]);
+    const batch = Array.from({ length: 500 }, (_, i) =>
+      newMessage(i % 3 ? "g1" : "g2", i % 2 ? "a" : "b", `c${i}`),
+    );
+    const results = await store.appendMessages(batch);
+    expect(results.every((r) => r.ok && !r.duplicate)).toBe(true);
+    const n1 = batch.filter((m) => m.conv === "g1").length;
+    expect((await store.getConversation("g1"))?.lastSeq).toBe(n1);
+    expect((await store.getConversation("g2"))?.lastSeq).toBe(500 - n1);
+    expect(await store.head("c")).toBe(1 + n1);
+    expect(await store.head("a")).toBe(2 + 500);
+    await store.close();
+  });
+
+  it("opens an existing empty file as a new database", async () => {
+    await writeFile(file, new Uint8Array(0));
+    const store = await SqliteStore.open(file);
+    expect(await store.head("x")).toBe(0);
+    await store.close();
+  });
+
+  it("refuses a file of random bytes, naming it", async () => {
+    await writeFile(file, randomBytes(64 * 1024));
+    await expect(SqliteStore.open(file)).rejects.toThrow(file);
+    await expect(SqliteStore.open(file)).rejects.toThrow(/not a usable SQLite database/);
+    // Refusing did not touch the file.
+    expect((await stat(file)).size).toBe(64 * 1024);
+  });
+
+  it("refuses a truncated database", async () => {
+    await populated();
+    const { size } = await stat(file);
+    await truncate(file, Math.floor(size / 2 / 4096) * 4096);
+    await expectRefused(file);
+  });
+
+  it("refuses a database with a damaged page", async () => {
+    await populated();
+    const { size } = await stat(file);
+    expect(size).toBeGreaterThan(8 * 4096);
+    // Overwrite the middle of the file (b-tree pages of the message table) with garbage.
+    const fh = await openFile(file, "r+");
+    await fh.write(randomBytes(4096 * 2), 0, 4096 * 2, 4 * 4096);
+    await fh.close();
+    await expectRefused(file);
+  });
+
+  it("refuses a database in which quick_check finds problems", async () => {
+    await populated();
+    // Bytes 32-35 of the header: the first freelist trunk page, now pointing far past the end.
+    const fh = await openFile(file, "r+");
+    await fh.write(Buffer.alloc(4, 0x41), 0, 4, 32);
+    await fh.close();
+    await expect(SqliteStore.open(file)).rejects.toThrow(
+      /is damaged; PRAGMA quick_check reported: .*Freelist/s,
+    );
+  });
+
+  it("refuses a database from a newer Parley", async () => {
+    await (await SqliteStore.open(file)).close();
+    const raw = new Database(file);
+    raw.pragma(`user_version = ${SCHEMA_VERSION + 1}`);
+    raw.close();
+    await expect(SqliteStore.open(file)).rejects.toThrow(/newer/);
+  });
+
+  it("refuses another program's SQLite database", async () => {
+    const raw = new Database(file);
+    raw.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)");
+    raw.close();
+    await expect(SqliteStore.open(file)).rejects.toThrow(/not a Parley one/);
+    const tagged = new Database(file);
+    tagged.pragma("user_version = 1");
+    tagged.close();
+    await expect(SqliteStore.open(file)).rejects.toThrow(/not a Parley one/);
+  });
+
+  it("reports a path it cannot open, naming it", async () => {
+    const missing = join(dir, "no-such-dir", "parley.db");
+    await expect(SqliteStore.open(missing)).rejects.toThrow(missing);
+  });
+});

@@ -1,0 +1,459 @@
+import type BetterSqlite3 from "better-sqlite3";
+import { ParleyError } from "@parley/protocol";
+import type {
+  Conversation,
+  ConversationId,
+  DeviceId,
+  LoggedUpdate,
+  Message,
+  ReceiptKind,
+  Role,
+  Update,
+  UserId,
+} from "@parley/protocol";
+import { silentLogger } from "../../core/ports/logger.ts";
+import type { Logger } from "../../core/ports/logger.ts";
+import type {
+  AppendResult,
+  ConversationChange,
+  DeviceRecord,
+  HistoryQuery,
+  MessageChange,
+  NewConversation,
+  NewMessage,
+  Store,
+  TokenRecord,
+  UserRecord,
+  UserUpdate,
+} from "../../core/ports/store.ts";
+import {
+  compareActivity,
+  raiseReceipt,
+  replyToProblem,
+  requireInteger,
+  requireReceiptKind,
+} from "../store-rules.ts";
+import { openDatabase } from "./sqlite-open.ts";
+import {
+  prepareStatements,
+  toConversation,
+  toDevice,
+  toMember,
+  toMessage,
+  toToken,
+  toUser,
+} from "./sqlite-statements.ts";
+import type { ConversationRow, Statements } from "./sqlite-statements.ts";
+import { SqliteUpdateLog } from "./sqlite-update-log.ts";
+
+// SqliteStore: the embedded Store, one SQLite file on better-sqlite3. better-sqlite3 is
+// synchronous, so each method runs its whole transaction in one event-loop turn: nothing
+// interleaves with it in this process, and its promise settles after COMMIT has been fsynced.
+
+export interface SqliteStoreOptions {
+  logger?: Logger;
+}
+
+export class SqliteStore implements Store {
+  private readonly st: Statements;
+  private readonly log: SqliteUpdateLog;
+  /** Runs a function inside a transaction (rolled back if it throws). */
+  private readonly txn: BetterSqlite3.Transaction<(fn: () => unknown) => unknown>;
+  private closed = false;
+
+  private constructor(private readonly db: BetterSqlite3.Database) {
+    this.st = prepareStatements(db);
+    this.log = new SqliteUpdateLog(this.st);
+    this.txn = db.transaction((fn: () => unknown) => fn());
+  }
+
+  /** Opens (creating if absent) and migrates the database at `path`. Rejects with an Error naming
+   * the file if it is not a SQLite database, is damaged, belongs to another program, or was
+   * written by a newer Parley. The caller owns the store and must close() it. */
+  static open(path: string, opts: SqliteStoreOptions = {}): Promise<SqliteStore> {
+    return new Promise((resolve) =>
+      resolve(new SqliteStore(openDatabase(path, opts.logger ?? silentLogger))),
+    );
+  }
+
+  // ------------------------------------------------------------------ accounts and devices
+
+  createUser(user: UserRecord): Promise<void> {
+    return this.write(() => {
+      if (this.st.userById.get(user.id)) throw new ParleyError("E_CONFLICT", "user id already exists");
+      if (this.st.userByName.get(user.name)) throw new ParleyError("E_CONFLICT", "name is already taken");
+      this.st.insertUser.run(user.id, user.name, user.passwordHash, user.createdAt);
+      this.st.insertHead.run(user.id);
+    });
+  }
+
+  findUserByName(name: string): Promise<UserRecord | undefined> {
+    return this.read(() => {
+      const r = this.st.userByName.get(name);
+      return r && toUser(r);
+    });
+  }
+
+  getUser(id: UserId): Promise<UserRecord | undefined> {
+    return this.read(() => {
+      const r = this.st.userById.get(id);
+      return r && toUser(r);
+    });
+  }
+
+  createDevice(device: DeviceRecord, token: TokenRecord): Promise<void> {
+    return this.write(() => {
+      if (!this.st.userById.get(device.userId)) throw new ParleyError("E_NOT_FOUND", "no such user");
+      if (token.deviceId !== device.id || token.userId !== device.userId) {
+        throw new ParleyError("E_INVALID", "the token must belong to the device and its user");
+      }
+      if (this.st.deviceById.get(device.id)) throw new ParleyError("E_CONFLICT", "device id already exists");
+      if (this.st.tokenByHash.get(token.hash)) throw new ParleyError("E_CONFLICT", "token already exists");
+      const d = device;
+      this.st.insertDevice.run(
+        d.id,
+        d.userId,
+        d.name,
+        d.createdAt,
+        d.cursor,
+        d.lastSeenAt,
+        d.revokedAt ?? null,
+      );
+      const t = token;
+      this.st.insertToken.run(t.hash, t.userId, t.deviceId, t.createdAt, t.expiresAt, t.revokedAt ?? null);
+    });
+  }
+
+  getDevice(id: DeviceId): Promise<DeviceRecord | undefined> {
+    return this.read(() => {
+      const r = this.st.deviceById.get(id);
+      return r && toDevice(r);
+    });
+  }
+
+  listDevices(user: UserId): Promise<DeviceRecord[]> {
+    return this.read(() => this.st.devicesOfUser.all(user).map(toDevice));
+  }
+
+  revokeDevice(user: UserId, device: DeviceId, at: number): Promise<boolean> {
+    return this.write(() => {
+      if (this.st.revokeDevice.run(at, device, user).changes === 0) return false;
+      this.st.revokeDeviceTokens.run(at, device);
+      return true;
+    });
+  }
+
+  touchDevice(device: DeviceId, cursor: number, at: number): Promise<void> {
+    return this.write(() => {
+      requireInteger(cursor, "cursor");
+      if (this.st.touchDevice.run(cursor, at, device).changes === 0)
+        throw new ParleyError("E_NOT_FOUND", "no such device");
+    });
+  }
+
+  findToken(hash: string): Promise<TokenRecord | undefined> {
+    return this.read(() => {
+      const r = this.st.tokenByHash.get(hash);
+      return r && toToken(r);
+    });
+  }
+
+  revokeToken(hash: string, at: number): Promise<void> {
+    return this.write(() => {
+      this.st.revokeToken.run(at, hash);
+    });
+  }
+
+  // ------------------------------------------------------------------ conversations
+
+  createConversation(
+    conv: NewConversation,
+  ): Promise<{ conv: Conversation; created: boolean; updates: UserUpdate[] }> {
+    return this.write(() => {
+      const existing =
+        conv.directKey === undefined ? undefined : this.st.convIdByDirectKey.get(conv.directKey);
+      if (existing !== undefined)
+        return { conv: this.loadConversation(existing), created: false, updates: [] };
+      if (this.st.convById.get(conv.id))
+        throw new ParleyError("E_CONFLICT", "conversation id already exists");
+      if (conv.members.length === 0) throw new ParleyError("E_INVALID", "a conversation needs members");
+      const users = new Set(conv.members.map((m) => m.user));
+      if (users.size !== conv.members.length) throw new ParleyError("E_INVALID", "a member is listed twice");
+      for (const u of users)
+        if (!this.st.userById.get(u)) throw new ParleyError("E_NOT_FOUND", `no such user: ${u}`);
+
+      const { id, kind, name, createdAt } = conv;
+      this.st.insertConversation.run(id, kind, name, createdAt, conv.directKey ?? null, createdAt);
+      for (const m of conv.members) this.st.insertMember.run(id, m.user, m.role);
+      const c = this.loadConversation(id);
+      return { conv: c, created: true, updates: this.appendConvState(c) };
+    });
+  }
+
+  getConversation(id: ConversationId): Promise<Conversation | undefined> {
+    return this.read(() => (this.st.convById.get(id) ? this.loadConversation(id) : undefined));
+  }
+
+  getRole(conv: ConversationId, user: UserId): Promise<Role | undefined> {
+    return this.read(() => this.st.member.get(conv, user)?.role);
+  }
+
+  listConversations(user: UserId): Promise<Conversation[]> {
+    return this.read(() => {
+      const out: Array<Conversation & { lastActivity: number }> = [];
+      for (const r of this.st.conversationsOfUser.all(user)) {
+        let c = out.at(-1);
+        if (c?.id !== r.id) {
+          c = { ...toConversation(r, []), lastActivity: r.last_activity };
+          out.push(c);
+        }
+        c.members.push({ user: r.m_user, role: r.m_role, delivered: r.m_delivered, read: r.m_read });
+      }
+      // SQL already ordered them; sorting with the shared rule keeps ties identical to MemoryStore.
+      return out.sort(compareActivity).map(({ lastActivity: _, ...c }) => c);
+    });
+  }
+
+  changeConversation(change: ConversationChange): Promise<{ conv: Conversation; updates: UserUpdate[] }> {
+    return this.write(() => {
+      const row = this.st.convById.get(change.conv);
+      if (!row) throw new ParleyError("E_NOT_FOUND", "no such conversation");
+      const unchanged = (): { conv: Conversation; updates: UserUpdate[] } => ({
+        conv: this.loadConversation(row.id),
+        updates: [],
+      });
+      let left: UserUpdate[] = [];
+      switch (change.kind) {
+        case "rename":
+          if (row.name === change.name) return unchanged();
+          this.st.renameConversation.run(change.name, row.id);
+          break;
+        case "add": {
+          const fresh = [...new Set(change.users)].filter((u) => !this.st.member.get(row.id, u));
+          for (const u of fresh)
+            if (!this.st.userById.get(u)) throw new ParleyError("E_NOT_FOUND", `no such user: ${u}`);
+          if (fresh.length === 0) return unchanged();
+          for (const u of fresh) this.st.insertMember.run(row.id, u, "member");
+          break;
+        }
+        case "remove":
+          if (this.st.deleteMember.run(row.id, change.user).changes === 0)
+            throw new ParleyError("E_NOT_FOUND", "not a member");
+          left = this.log.append([change.user], { k: "left", conv: row.id });
+          break;
+        case "role": {
+          const m = this.st.member.get(row.id, change.user);
+          if (!m) throw new ParleyError("E_NOT_FOUND", "not a member");
+          if (m.role === change.role) return unchanged();
+          this.st.setRole.run(change.role, row.id, change.user);
+          break;
+        }
+      }
+      const c = this.loadConversation(row.id);
+      return { conv: c, updates: [...this.appendConvState(c), ...left] };
+    });
+  }
+
+  // ------------------------------------------------------------------ messages
+
+  appendMessages(batch: readonly NewMessage[]): Promise<AppendResult[]> {
+    // The whole batch is one transaction, hence one fsync: this is the group commit.
+    return this.write(() => {
+      // Membership cannot change inside the batch, so each conversation is read once.
+      const convs = new Map<
+        ConversationId,
+        { row: ConversationRow; members: UserId[]; memberSet: Set<UserId> } | null
+      >();
+      const conversation = (id: ConversationId) => {
+        let c = convs.get(id);
+        if (c === undefined) {
+          const row = this.st.convById.get(id);
+          const members = row ? this.st.memberUserIds.all(id) : [];
+          c = row ? { row, members, memberSet: new Set(members) } : null;
+          convs.set(id, c);
+        }
+        return c;
+      };
+      const results = batch.map((item): AppendResult => {
+        const dup = this.st.messageByCid.get(item.from, item.cid);
+        if (dup) return { ok: true, duplicate: true, msg: toMessage(dup), updates: [] };
+        const c = conversation(item.conv);
+        if (!c || !c.memberSet.has(item.from))
+          return { ok: false, code: "E_NOT_FOUND", message: "no such conversation" };
+        const seq = c.row.last_seq + 1;
+        const problem = replyToProblem(item.replyTo, seq);
+        if (problem) return { ok: false, code: "E_INVALID", message: problem };
+
+        const { from, dev, cid, type, ts } = item;
+        const replyTo = item.replyTo ?? null;
+        this.st.insertMessage.run(c.row.id, seq, from, dev, cid, type, item.body, ts, replyTo);
+        c.row.last_seq = seq;
+        c.row.last_activity = Math.max(c.row.last_activity, ts);
+        const msg: Message = {
+          conv: c.row.id,
+          seq,
+          from,
+          dev,
+          cid,
+          type,
+          body: new Uint8Array(item.body),
+          ts,
+        };
+        if (item.replyTo !== undefined) msg.replyTo = item.replyTo;
+        return {
+          ok: true,
+          duplicate: false,
+          msg,
+          updates: this.log.append(c.members, { k: "msg", msg }),
+        };
+      });
+      for (const c of convs.values()) {
+        if (c) this.st.advanceConversation.run(c.row.last_seq, c.row.last_activity, c.row.id);
+      }
+      return results;
+    });
+  }
+
+  changeMessage(change: MessageChange): Promise<{ msg: Message; updates: UserUpdate[] }> {
+    return this.write(() => {
+      const { conv, seq } = change;
+      const row = Number.isSafeInteger(seq) ? this.st.messageBySeq.get(conv, seq) : undefined;
+      if (!row) throw new ParleyError("E_NOT_FOUND", "no such message");
+      const deleted = row.deleted_at !== null;
+      const unchanged = { msg: toMessage(row), updates: [] };
+      switch (change.kind) {
+        case "edit":
+          if (deleted) throw new ParleyError("E_CONFLICT", "the message was deleted");
+          this.st.editMessage.run(change.type, change.body, change.at, conv, seq);
+          break;
+        case "delete":
+          if (deleted) return unchanged;
+          // A recall keeps no content: the body and the reactions to it go.
+          this.st.recallMessage.run(change.at, conv, seq);
+          this.st.clearReactions.run(conv, seq);
+          break;
+        case "react": {
+          if (!this.st.member.get(conv, change.user)) throw new ParleyError("E_NOT_FOUND", "not a member");
+          if (deleted) throw new ParleyError("E_CONFLICT", "the message was deleted");
+          const stmt = change.on ? this.st.addReaction : this.st.removeReaction;
+          if (stmt.run(conv, seq, change.emoji, change.user).changes === 0) return unchanged;
+          break;
+        }
+      }
+      const msg = this.messageNow(conv, seq);
+      const u: Update =
+        change.kind === "react"
+          ? { k: "react", msg, user: change.user, emoji: change.emoji, on: change.on }
+          : { k: change.kind === "edit" ? "edit" : "del", msg };
+      return { msg, updates: this.log.append(this.st.memberUserIds.all(conv), u) };
+    });
+  }
+
+  getMessage(conv: ConversationId, seq: number): Promise<Message | undefined> {
+    return this.read(() => {
+      const r = Number.isSafeInteger(seq) ? this.st.messageBySeq.get(conv, seq) : undefined;
+      return r && toMessage(r);
+    });
+  }
+
+  history(conv: ConversationId, query: HistoryQuery): Promise<Message[]> {
+    return this.read(() => {
+      const { after, before, limit } = query;
+      requireInteger(limit, "limit");
+      if (after !== undefined) requireInteger(after, "after");
+      if (before !== undefined) requireInteger(before, "before");
+      // LIMIT with a negative value means "no limit" in SQLite.
+      if (limit <= 0) return [];
+      // Forward from `after` when it is given, else backward from `before` (or the newest).
+      const stmt = after !== undefined ? this.st.historyForward : this.st.historyBackward;
+      return stmt.all(conv, after ?? 0, before ?? Number.MAX_SAFE_INTEGER, limit).map(toMessage);
+    });
+  }
+
+  // ------------------------------------------------------------------ receipts and sync
+
+  setReceipt(conv: ConversationId, user: UserId, kind: ReceiptKind, seq: number): Promise<UserUpdate[]> {
+    return this.write(() => {
+      requireReceiptKind(kind);
+      requireInteger(seq, "seq");
+      const row = this.st.convById.get(conv);
+      const member = row && this.st.member.get(conv, user);
+      if (!row || !member) throw new ParleyError("E_NOT_FOUND", "no such conversation");
+      const raised = raiseReceipt(member, kind, seq, row.last_seq);
+      if (!raised) return [];
+      this.st.setMarks.run(raised.delivered, raised.read, conv, user);
+      return this.log.append(this.st.memberUserIds.all(conv), {
+        k: "receipt",
+        conv,
+        user,
+        kind,
+        seq: raised.seq,
+      });
+    });
+  }
+
+  readUpdates(user: UserId, after: number, limit: number): Promise<LoggedUpdate[]> {
+    return this.read(() => {
+      requireInteger(after, "after");
+      requireInteger(limit, "limit");
+      if (limit <= 0) return [];
+      return this.log.read(user, after, limit);
+    });
+  }
+
+  head(user: UserId): Promise<number> {
+    return this.read(() => this.log.head(user));
+  }
+
+  /** Closes the database (SQLite checkpoints the WAL into the file). Idempotent. */
+  close(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      this.db.close();
+    }
+    return Promise.resolve();
+  }
+
+  // ------------------------------------------------------------------ internals
+
+  /** Runs `fn` in a write transaction. IMMEDIATE takes the write lock up front, so another
+   * process on the same file makes us wait (busy_timeout) rather than fail halfway. */
+  private write<T>(fn: () => T): Promise<T> {
+    return new Promise<T>((resolve) => {
+      this.check();
+      resolve(this.txn.immediate(fn) as T);
+    });
+  }
+
+  /** Runs `fn` in a read transaction, so its queries see one snapshot. */
+  private read<T>(fn: () => T): Promise<T> {
+    return new Promise<T>((resolve) => {
+      this.check();
+      resolve(this.txn.deferred(fn) as T);
+    });
+  }
+
+  private check(): void {
+    if (this.closed) throw new Error("SqliteStore is closed");
+  }
+
+  private loadConversation(id: ConversationId): Conversation {
+    const row = this.st.convById.get(id);
+    if (!row) throw new Error(`conversation ${id} vanished`);
+    return toConversation(row, this.st.membersOf.all(id).map(toMember));
+  }
+
+  private messageNow(conv: ConversationId, seq: number): Message {
+    const row = this.st.messageBySeq.get(conv, seq);
+    if (!row) throw new Error(`message ${conv}#${seq} vanished`);
+    return toMessage(row);
+  }
+
+  /** Appends a "conv" update with the conversation's state now to every current member. */
+  private appendConvState(c: Conversation): UserUpdate[] {
+    return this.log.append(
+      c.members.map((m) => m.user),
+      { k: "conv", conv: c },
+    );
+  }
+}

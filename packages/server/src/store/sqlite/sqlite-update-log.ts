@@ -1,0 +1,94 @@
+import type {
+  Conversation,
+  ConversationId,
+  LoggedUpdate,
+  Message,
+  ReceiptKind,
+  Update,
+  UserId,
+} from "@parley/protocol";
+import type { UserUpdate } from "../../core/ports/store.ts";
+import { toMessage } from "./sqlite-statements.ts";
+import type { Statements, UpdateRow } from "./sqlite-statements.ts";
+
+// The per-user update logs of SqliteStore (tables updates, user_heads, snapshots). useq is
+// user_heads.head + 1 at append time: gap-free per user because every append runs inside the
+// caller's write transaction. How each kind is stored is in sqlite-schema.ts; append() and
+// materialize() below are the two directions of that mapping.
+
+export class SqliteUpdateLog {
+  constructor(private readonly st: Statements) {}
+
+  /** Appends `u` to each user's log, in order. Must run inside a write transaction. */
+  append(users: readonly UserId[], u: Update): UserUpdate[] {
+    let conv: ConversationId;
+    let seq: number | null = null;
+    let data: string | null = null;
+    let snapshot: number | bigint | null = null;
+    switch (u.k) {
+      case "msg":
+      case "edit":
+      case "del":
+      case "react":
+        ({ conv, seq } = u.msg);
+        if (u.k === "react") data = JSON.stringify({ user: u.user, emoji: u.emoji, on: u.on });
+        break;
+      case "receipt":
+        conv = u.conv;
+        data = JSON.stringify({ user: u.user, kind: u.kind, seq: u.seq });
+        break;
+      case "conv":
+        conv = u.conv.id;
+        // One snapshot shared by every member's entry.
+        snapshot = this.st.insertSnapshot.run(JSON.stringify(u.conv)).lastInsertRowid;
+        break;
+      case "left":
+        conv = u.conv;
+        break;
+    }
+    return users.map((user) => {
+      const useq = this.st.bumpHead.get(user);
+      if (useq === undefined) throw new Error(`user ${user} has no update log`);
+      this.st.insertUpdate.run(user, useq, u.k, conv, seq, snapshot, data);
+      return { user, useq, u };
+    });
+  }
+
+  /** Entries after `after` (exclusive), at most `limit` (> 0), message entries in the message's
+   * current state. A range scan of the (user_id, useq) key plus one key lookup per message entry:
+   * cost follows the entries returned, not the history. */
+  read(user: UserId, after: number, limit: number): LoggedUpdate[] {
+    return this.st.readUpdates.all(user, after, limit).map((r) => ({ useq: r.useq, u: this.materialize(r) }));
+  }
+
+  head(user: UserId): number {
+    return this.st.head.get(user) ?? 0;
+  }
+
+  private materialize(r: UpdateRow): Update {
+    switch (r.kind) {
+      case "msg":
+      case "edit":
+      case "del":
+        return { k: r.kind, msg: this.message(r) };
+      case "react": {
+        const d = JSON.parse(r.data ?? "{}") as { user: UserId; emoji: string; on: boolean };
+        return { k: "react", msg: this.message(r), user: d.user, emoji: d.emoji, on: d.on };
+      }
+      case "receipt": {
+        const d = JSON.parse(r.data ?? "{}") as { user: UserId; kind: ReceiptKind; seq: number };
+        return { k: "receipt", conv: r.conv_id, user: d.user, kind: d.kind, seq: d.seq };
+      }
+      case "conv":
+        return { k: "conv", conv: JSON.parse(r.snapshot_data ?? "null") as Conversation };
+      case "left":
+        return { k: "left", conv: r.conv_id };
+    }
+  }
+
+  private message(r: UpdateRow): Message {
+    const row = r.seq === null ? undefined : this.st.messageBySeq.get(r.conv_id, r.seq);
+    if (!row) throw new Error(`update ${r.useq} points at a missing message ${r.conv_id}#${String(r.seq)}`);
+    return toMessage(row);
+  }
+}

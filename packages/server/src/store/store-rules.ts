@@ -1,0 +1,72 @@
+import { ParleyError } from "@parley/protocol";
+import type { ReceiptKind, UserId } from "@parley/protocol";
+
+// Rules every Store implementation applies the same way, so that MemoryStore and the database
+// stores cannot drift apart on them. Pure functions, no I/O.
+
+/** Rejects E_INVALID unless `n` is a safe integer (seqs, cursors, limits coming from callers). */
+export function requireInteger(n: unknown, what: string): asserts n is number {
+  if (!Number.isSafeInteger(n)) throw new ParleyError("E_INVALID", `${what} must be an integer`);
+}
+
+/** Why `replyTo` is refused for a message about to get `seq`, or undefined if it is fine: it must
+ * name an earlier message of the same conversation, 1..seq-1. */
+export function replyToProblem(replyTo: number | undefined, seq: number): string | undefined {
+  if (replyTo === undefined) return undefined;
+  if (!Number.isSafeInteger(replyTo) || replyTo < 1 || replyTo >= seq) {
+    return `replyTo must be a seq between 1 and ${seq - 1}`;
+  }
+  return undefined;
+}
+
+export interface ReceiptMarks {
+  delivered: number;
+  read: number;
+}
+
+/** The marks after a `kind` receipt up to `seq`, or undefined when neither rises. The mark is
+ * capped at `lastSeq`; read raises delivered too, so delivered >= read always holds. `seq` in the
+ * result is the new value of the `kind` mark. */
+export function raiseReceipt(
+  marks: ReceiptMarks,
+  kind: ReceiptKind,
+  seq: number,
+  lastSeq: number,
+): (ReceiptMarks & { seq: number }) | undefined {
+  const to = Math.min(seq, lastSeq);
+  if (kind === "read") {
+    if (to <= marks.read) return undefined;
+    return { delivered: Math.max(marks.delivered, to), read: to, seq: to };
+  }
+  if (to <= marks.delivered) return undefined;
+  return { delivered: to, read: marks.read, seq: to };
+}
+
+export function requireReceiptKind(kind: unknown): asserts kind is ReceiptKind {
+  if (kind !== "delivered" && kind !== "read")
+    throw new ParleyError("E_INVALID", "kind must be delivered or read");
+}
+
+/** Message.reactions from (emoji, user) pairs in the order they were added: emoji keys in order of
+ * their oldest surviving reaction. Undefined when there is none. Built with fromEntries so that an
+ * emoji such as "__proto__" is an ordinary key. */
+export function reactionsRecord(
+  pairs: Iterable<readonly [emoji: string, user: UserId]>,
+): Record<string, UserId[]> | undefined {
+  const byEmoji = new Map<string, UserId[]>();
+  for (const [emoji, user] of pairs) {
+    const users = byEmoji.get(emoji);
+    if (users) users.push(user);
+    else byEmoji.set(emoji, [user]);
+  }
+  return byEmoji.size === 0 ? undefined : Object.fromEntries(byEmoji);
+}
+
+/** Order of listConversations: most recent activity first, then by id (code-unit order, which is
+ * byte order for the ASCII ids the core generates). */
+export function compareActivity(
+  a: { lastActivity: number; id: string },
+  b: { lastActivity: number; id: string },
+): number {
+  return b.lastActivity - a.lastActivity || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}

@@ -1,5 +1,12 @@
 import { DISCONNECT, ParleyError, SUPPORTED_VERSIONS } from "@parley/protocol";
-import type { ClientFrame, ErrorCode, HelloFrame, ServerFrame } from "@parley/protocol";
+import type {
+  ClientFrame,
+  ErrorCode,
+  HelloFrame,
+  LoggedUpdate,
+  Message,
+  ServerFrame,
+} from "@parley/protocol";
 import type { Accounts } from "./accounts.ts";
 import type { Principal } from "./api.ts";
 import type { Connection, Session } from "./connection.ts";
@@ -224,17 +231,19 @@ export class ClientSession implements Session {
           this.ctx.store.readUpdates(p.user, frame.cursor, limit),
           this.ctx.store.head(p.user),
         ]);
+        trimToBudget(updates, this.ctx.options.replyBudgetBytes);
         const last = updates.length > 0 ? updates[updates.length - 1]!.useq : frame.cursor;
         return this.reply({ t: "synced", id: frame.id, updates, more: last < head, head });
       }
       case "history": {
         const page = await messaging.history(p, frame.conv, frame);
+        const trimmed = trimToBudget(page.messages, this.ctx.options.replyBudgetBytes, frame.after === undefined);
         return this.reply({
           t: "history",
           id: frame.id,
           conv: frame.conv,
           messages: page.messages,
-          more: page.more,
+          more: page.more || trimmed,
         });
       }
       case "receipt":
@@ -338,4 +347,24 @@ export class ClientSession implements Session {
     this.ctx.logger.error({ err: e, conn: this.conn.id }, "session failed");
     this.fail("E_INTERNAL", DISCONNECT.INTERNAL);
   }
+}
+
+/** Shortens a reply list in place so that its message bodies total at most `budget` bytes (but
+ * keeps at least one entry), so a page of large messages still fits a client's frame limit.
+ * `fromStart` drops entries from the start instead of the end (backward history pages keep the
+ * newest). Returns true if anything was dropped. */
+function trimToBudget(items: Array<LoggedUpdate | Message>, budget: number, fromStart = false): boolean {
+  let total = 0;
+  const order = fromStart ? [...items.keys()].reverse() : [...items.keys()];
+  for (const [n, i] of order.entries()) {
+    const item = items[i]!;
+    const msg = "useq" in item ? ("msg" in item.u ? item.u.msg : undefined) : item;
+    total += msg ? msg.body.byteLength + 256 : 256;
+    if (total > budget && n > 0) {
+      if (fromStart) items.splice(0, i + 1);
+      else items.splice(i);
+      return true;
+    }
+  }
+  return false;
 }

@@ -64,8 +64,12 @@ describe("Core", () => {
       await expect(core.register("bob", "short")).rejects.toMatchObject({ code: "E_INVALID" });
       await core.register("bob", "password1");
       await expect(core.register("BOB", "password2")).rejects.toMatchObject({ code: "E_CONFLICT" });
-      await expect(core.login("bob", "wrong-password", "x")).rejects.toMatchObject({ code: "E_BAD_CREDENTIALS" });
-      await expect(core.login("nobody", "password1", "x")).rejects.toMatchObject({ code: "E_BAD_CREDENTIALS" });
+      await expect(core.login("bob", "wrong-password", "x")).rejects.toMatchObject({
+        code: "E_BAD_CREDENTIALS",
+      });
+      await expect(core.login("nobody", "password1", "x")).rejects.toMatchObject({
+        code: "E_BAD_CREDENTIALS",
+      });
       await expect(core.authenticate("forged")).rejects.toMatchObject({ code: "E_TOKEN_INVALID" });
     });
 
@@ -193,7 +197,39 @@ describe("Core", () => {
       if (page.t !== "synced") throw new Error("expected synced");
       expect(page.more).toBe(true);
       expect(page.updates.map((u) => u.useq)).toEqual([2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
-      expect(page.updates.map((u) => (u.u.k === "msg" ? u.u.msg.seq : 0))).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+      expect(page.updates.map((u) => (u.u.k === "msg" ? u.u.msg.seq : 0))).toEqual([
+        1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+      ]);
+    });
+
+    it("keeps sync and history replies within the byte budget, at least one entry each", async () => {
+      core = new Core({
+        store: new MemoryStore(),
+        bus: new MemoryBus(),
+        sessions: new MemorySessionDirectory(),
+        clock,
+        hasher: plainHasher,
+        logger: silentLogger,
+        options: { replyBudgetBytes: 2000 },
+      });
+      const a = await account("alice");
+      const b = await account("bob");
+      const conv = await core.createDirect(a.p, b.p.user);
+      for (let i = 0; i < 6; i++) {
+        await core.send(a.p, { conv: conv.id, cid: `b${i}`, type: "bin", body: new Uint8Array(i === 5 ? 5000 : 700) });
+      }
+      const cb = await connect(b);
+      const synced = await (cb.receive({ t: "sync", id: 1, cursor: 1 }), cb.reply(1));
+      if (synced.t !== "synced") throw new Error("expected synced");
+      expect(synced.updates.map((u) => u.useq)).toEqual([2, 3]);
+      expect(synced.more).toBe(true);
+      const huge = await (cb.receive({ t: "sync", id: 2, cursor: 6 }), cb.reply(2));
+      expect(huge.t === "synced" && huge.updates.map((u) => u.useq)).toEqual([7]);
+      const page = await (cb.receive({ t: "history", id: 3, conv: conv.id, before: 5 }), cb.reply(3));
+      expect(page.t === "history" && page.messages.map((m) => m.seq)).toEqual([3, 4]);
+      expect(page.t === "history" && page.more).toBe(true);
+      const both = await (cb.receive({ t: "history", id: 4, conv: conv.id, before: 5, after: 1 }), cb.reply(4));
+      expect(both).toMatchObject({ t: "error", code: "E_INVALID" });
     });
 
     it("edits, deletes and reactions follow the rules and reach every member", async () => {
@@ -250,7 +286,9 @@ describe("Core", () => {
       await core.addMembers(m1!.p, g.id, [m3!.p.user]);
       await expect(core.removeMember(m2!.p, g.id, m3!.p.user)).rejects.toMatchObject({ code: "E_FORBIDDEN" });
       await core.removeMember(m1!.p, g.id, m3!.p.user);
-      await expect(core.send(m3!.p, { conv: g.id, cid: "z", type: "t", body: text("") })).rejects.toMatchObject({
+      await expect(
+        core.send(m3!.p, { conv: g.id, cid: "z", type: "t", body: text("") }),
+      ).rejects.toMatchObject({
         code: "E_NOT_FOUND",
       });
       await expect(core.history(m3!.p, g.id, {})).rejects.toMatchObject({ code: "E_NOT_FOUND" });
@@ -302,7 +340,14 @@ describe("Core", () => {
     const conv = await core.createDirect(a.p, b.p.user);
     const ca = await connect(a);
     for (let i = 0; i < 50; i++) {
-      ca.receive({ t: "send", id: i, conv: conv.id, cid: `s${i}`, type: "text/plain", body: text(String(i)) });
+      ca.receive({
+        t: "send",
+        id: i,
+        conv: conv.id,
+        cid: `s${i}`,
+        type: "text/plain",
+        body: text(String(i)),
+      });
     }
     await core.shutdown();
     expect(ca.frames.filter((f) => f.t === "sent")).toHaveLength(50);

@@ -101,6 +101,8 @@ export class Messaging {
     q: { before?: number | undefined; after?: number | undefined; limit?: number | undefined },
   ): Promise<HistoryPage> {
     await this.conversations.requireRole(p, conv);
+    if (q.before !== undefined && q.after !== undefined)
+      throw new ParleyError("E_INVALID", "give before or after, not both");
     if (q.before !== undefined && !isSeqOrZero(q.before))
       throw new ParleyError("E_INVALID", "before must be a seq");
     if (q.after !== undefined && !isSeqOrZero(q.after))

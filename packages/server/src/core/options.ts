@@ -26,6 +26,9 @@ export interface CoreOptions {
   commitBatchMax: number;
   /** Sends waiting for commit beyond which new sends are refused with E_OVERLOADED. */
   maxPendingSends: number;
+  /** Approximate byte size a `synced` or `history` reply aims to stay under (message bodies
+   * plus ~256 bytes per entry); at least one entry is always sent. */
+  replyBudgetBytes: number;
   /** How often a connection's device cursor is persisted while it changes. */
   cursorFlushMs: number;
 }
@@ -45,4 +48,5 @@ export const DEFAULT_CORE_OPTIONS: CoreOptions = {
   commitBatchMax: 1000,
   maxPendingSends: 20_000,
   cursorFlushMs: 10_000,
+  replyBudgetBytes: 1024 * 1024,
 };

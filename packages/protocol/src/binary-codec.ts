@@ -1,0 +1,93 @@
+// The binary encoding: one frame is one plain MessagePack map (no msgpackr extensions, so any
+// MessagePack library can speak it). A WebSocket binary message carries one body; TCP carries
+// bodies behind a 4-byte big-endian length (frame-parser.ts reads that stream).
+
+import { Packr, Unpackr } from "msgpackr";
+import type { Options } from "msgpackr";
+import { ParleyError } from "./errors.ts";
+import type { Frame } from "./frames.ts";
+import { checkPlainMsgpack } from "./msgpack-check.ts";
+
+// Options msgpackr accepts but its typings omit.
+interface CodecOptions extends Omit<Options, "int64AsType"> {
+  int64AsType: "auto";
+  skipValues: unknown[];
+}
+
+const options: CodecOptions = {
+  useRecords: false,
+  mapsAsObjects: true,
+  // fixmap for small maps: the smallest standard encoding, and the one docs/protocol.md shows.
+  variableMapSize: true,
+  // Optional fields left undefined are omitted, as JSON.stringify does.
+  skipValues: [undefined],
+  structuredClone: false,
+  moreTypes: false,
+  // uint64/int64 from other encoders: numbers when within +-2^53, otherwise bigint (then refused).
+  int64AsType: "auto",
+};
+const packr = new Packr(options as unknown as Options);
+const unpackr = new Unpackr(options as unknown as Options);
+
+/** Encodes a frame as a MessagePack body (what a WebSocket binary message carries). Returns a
+ * fresh Uint8Array owned by the caller. Integers beyond 32 bits are written as float64. */
+export function encodeBinary(frame: Frame): Uint8Array {
+  const packed = packr.pack(frame);
+  // Copy out of msgpackr's shared arena, so a retained frame does not pin it.
+  const out = new Uint8Array(packed.length);
+  out.set(packed);
+  return out;
+}
+
+/** Encodes a frame for TCP: 4-byte unsigned big-endian body length, then the body. */
+export function encodeFramed(frame: Frame): Uint8Array {
+  const packed = packr.pack(frame);
+  const out = new Uint8Array(4 + packed.length);
+  new DataView(out.buffer).setUint32(0, packed.length);
+  out.set(packed, 4);
+  return out;
+}
+
+/** Prefixes an already encoded body with its length, for TCP: lets a server encode a frame once
+ * with encodeBinary and send it on both transports. */
+export function lengthPrefixed(body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + body.length);
+  new DataView(out.buffer).setUint32(0, body.length);
+  out.set(body, 4);
+  return out;
+}
+
+/** Decodes one MessagePack body into plain data: objects, arrays, strings, numbers, booleans,
+ * null, and Uint8Array (a plain Uint8Array, copied, on every platform). Does not validate the
+ * frame's shape (see validate.ts). Throws only ParleyError("E_BAD_FRAME"). */
+export function decodeBinary(bytes: Uint8Array): unknown {
+  if (!(bytes instanceof Uint8Array)) throw new ParleyError("E_BAD_FRAME", "msgpack: not bytes");
+  checkPlainMsgpack(bytes);
+  let value: unknown;
+  try {
+    value = unpackr.unpack(bytes);
+  } catch (cause) {
+    throw new ParleyError("E_BAD_FRAME", "msgpack: undecodable", { cause });
+  }
+  return normalise(value);
+}
+
+// checkPlainMsgpack bounds the nesting, so this recursion is bounded too.
+function normalise(value: unknown): unknown {
+  if (typeof value !== "object" || value === null) {
+    if (typeof value === "bigint") throw new ParleyError("E_BAD_FRAME", "msgpack: integer beyond 2^53");
+    return value;
+  }
+  // On Node msgpackr returns bin as a Buffer view into the input: copy into a plain Uint8Array.
+  if (value instanceof Uint8Array) return new Uint8Array(value);
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) value[i] = normalise(value[i]);
+    return value;
+  }
+  const record = value as Record<string, unknown>;
+  for (const key of Object.keys(record)) {
+    const item = record[key];
+    if (typeof item === "object" || typeof item === "bigint") record[key] = normalise(item);
+  }
+  return record;
+}

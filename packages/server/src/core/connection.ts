@@ -13,7 +13,7 @@ export interface Connection {
   /** Queues a frame for the client. Never throws; if the client cannot keep up, the gateway drops
    * the connection (slow consumer) and the client catches up by sync. */
   send(frame: ServerFrame): void;
-  /** Sends `bye` (TCP) or the close code (WebSocket), then closes. Idempotent. The gateway calls
+  /** Sends a `bye` frame, then closes (on WebSocket with the same code as the close code). Idempotent. The gateway calls
    * Session.closed() once the socket is gone. */
   close(code: DisconnectCode, reason: string): void;
 }

@@ -1,0 +1,194 @@
+import { randomBytes } from "node:crypto";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { PassThrough } from "node:stream";
+import type { Conversation, Message } from "@parley/sdk/node";
+import { ParleyClient, textOf } from "@parley/sdk/node";
+import { loadConfig, startServer } from "@parley/server";
+import { describe, expect, it } from "vitest";
+import {
+  conversationLabel,
+  findConversation,
+  formatMessage,
+  parseChatArgs,
+  parseChatLine,
+  runChat,
+  shortId,
+} from "./chat.ts";
+
+describe("parseChatLine", () => {
+  it.each([
+    ["", { kind: "empty" }],
+    ["   ", { kind: "empty" }],
+    ["hello there", { kind: "send", text: "hello there" }],
+    ["  leading spaces kept", { kind: "send", text: "  leading spaces kept" }],
+    ["//not a command", { kind: "send", text: "/not a command" }],
+    ["/list", { kind: "list" }],
+    ["/open bob", { kind: "open", target: "bob" }],
+    ["/open   k3j5ab  ", { kind: "open", target: "k3j5ab" }],
+    ["/group crew bob carol", { kind: "group", name: "crew", users: ["bob", "carol"] }],
+    ["/history", { kind: "history", limit: 20 }],
+    ["/history 5", { kind: "history", limit: 5 }],
+    ["/quit", { kind: "quit" }],
+    ["/q", { kind: "quit" }],
+    ["/help", { kind: "help" }],
+    ["text with CR\r", { kind: "send", text: "text with CR" }],
+  ])("%j", (line, expected) => {
+    expect(parseChatLine(line)).toEqual(expected);
+  });
+
+  it.each(["/open", "/open a b", "/group crew", "/group", "/history 0", "/history x", "/list x", "/nope"])(
+    "%j is a usage error",
+    (line) => {
+      expect(parseChatLine(line).kind).toBe("error");
+    },
+  );
+});
+
+describe("parseChatArgs", () => {
+  it("reads flags, with defaults and environment fallbacks", () => {
+    expect(parseChatArgs(["--user", "alice", "--password=pw"], {})).toEqual({
+      server: "http://127.0.0.1:8080",
+      user: "alice",
+      password: "pw",
+      transport: "ws",
+      tcpPort: 8081,
+      json: false,
+    });
+    expect(
+      parseChatArgs(
+        ["--server", "http://h:1", "--transport", "tcp", "--tcp-port", "9", "--json", "--state", "d"],
+        {
+          PARLEY_USER: "bob",
+          PARLEY_PASSWORD: "secret",
+        },
+      ),
+    ).toEqual({
+      server: "http://h:1",
+      user: "bob",
+      password: "secret",
+      transport: "tcp",
+      tcpPort: 9,
+      json: true,
+      state: "d",
+    });
+  });
+
+  it.each([
+    [["--password", "x"], /--user/],
+    [["--user", "a"], /password/],
+    [["--user", "a", "--password", "x", "--transport", "udp"], /ws or tcp/],
+    [["--user", "a", "--password", "x", "--tcp-port", "99999"], /port/],
+    [["--user", "a", "--password", "x", "--server", "ftp://x"], /http/],
+    [["--user"], /needs a value/],
+    [["--bogus"], /unknown/],
+  ])("%j is refused", (args, message) => {
+    const r = parseChatArgs(args, {});
+    expect("error" in r && r.error).toMatch(message);
+  });
+});
+
+describe("display helpers", () => {
+  const direct: Conversation = {
+    id: "c_abcdefghijklmnop",
+    kind: "direct",
+    name: "",
+    createdAt: 0,
+    lastSeq: 0,
+    members: [
+      { user: "u_me", role: "member", delivered: 0, read: 0 },
+      { user: "u_bobbobbob", role: "member", delivered: 0, read: 0 },
+    ],
+  };
+  const group: Conversation = { ...direct, id: "c_zzzzzz1234", kind: "group", name: "Crew" };
+
+  it("labels and finds conversations", () => {
+    expect(shortId(direct.id)).toBe("abcdef");
+    expect(conversationLabel(direct, "u_me", new Map([["u_bobbobbob", "bob"]]))).toBe("bob");
+    expect(conversationLabel(direct, "u_me", new Map())).toBe("user:bobbob");
+    expect(conversationLabel(group, "u_me", new Map())).toBe("#Crew");
+    expect(findConversation("abcdef", [direct, group])).toBe(direct);
+    expect(findConversation("#crew", [direct, group])).toBe(group);
+    expect(findConversation(group.id, [direct, group])).toBe(group);
+    expect(findConversation("bob", [direct, group])).toBeUndefined();
+  });
+
+  it("formats messages", () => {
+    const m: Message = {
+      conv: direct.id,
+      seq: 1,
+      from: "u_me",
+      dev: "d",
+      cid: "x",
+      type: "text/plain",
+      body: new TextEncoder().encode("hi"),
+      ts: 0,
+    };
+    expect(formatMessage(m, "bob", "alice")).toBe("[bob] alice: hi");
+    expect(formatMessage({ ...m, editedAt: 1 }, "bob", "alice")).toBe("[bob] alice: hi (edited)");
+    expect(formatMessage({ ...m, type: "image/png" }, "bob", "alice")).toBe(
+      "[bob] alice: <image/png, 2 bytes>",
+    );
+    expect(formatMessage({ ...m, deleted: true, body: new Uint8Array() }, "bob", "alice")).toBe(
+      "[bob] alice: (deleted)",
+    );
+  });
+});
+
+describe("parley chat against a real server", () => {
+  it("opens a direct conversation, sends, and prints incoming messages live", async () => {
+    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "parley-chat-"));
+    const server = await startServer(
+      loadConfig(["--data", dataDir, "--port", "0", "--tcp-port", "0", "--log-level", "silent"], {}),
+    );
+    const url = `http://127.0.0.1:${server.httpPort}`;
+    const suffix = randomBytes(3).toString("hex");
+    const [alice, bob] = [`alice_${suffix}`, `bob_${suffix}`];
+    const password = "correct horse battery";
+    let bobClient: ParleyClient | undefined;
+    try {
+      await ParleyClient.register({ url, name: alice, password });
+      await ParleyClient.register({ url, name: bob, password });
+      bobClient = await ParleyClient.login({ url, name: bob, password, device: "test" });
+      await bobClient.connect();
+      const bobSeen: string[] = [];
+      bobClient.on("message", (m) => bobSeen.push(textOf(m)));
+
+      const input = new PassThrough();
+      const output = new PassThrough();
+      let printed = "";
+      output.on("data", (d: Buffer) => (printed += d.toString()));
+      const exit = runChat(["--server", url, "--user", alice], {
+        input,
+        output,
+        errors: output,
+        env: { PARLEY_PASSWORD: password },
+      });
+      await until(() => printed.includes("No conversations yet"));
+      input.write(`/open ${bob}\n`);
+      await until(() => printed.includes(`Now in ${bob}`));
+      input.write("hello from the terminal\n");
+      await until(() => bobSeen.includes("hello from the terminal"));
+      const conv = (await bobClient.conversations())[0]!;
+      await bobClient.send(conv.id, "hi alice");
+      await until(() => printed.includes(`[${bob}] ${bob}: hi alice`));
+      input.write("/list\n/history\n/quit\n");
+      expect(await exit).toBe(0);
+      expect(printed).toContain(`[${bob}] ${alice}: hello from the terminal`);
+      expect(printed).toMatch(new RegExp(`${shortId(conv.id)}  ${bob}  \\(direct, 2 messages\\)`));
+    } finally {
+      await bobClient?.close();
+      await server.stop();
+      await fs.rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+async function until(check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > end) throw new Error("timed out");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

@@ -1,0 +1,70 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+
+// Starts `parley serve` as a separate process (for end-to-end tests and the benchmark) on a fresh data dir (durable SQLite), and learns
+// its ports from its log line "listening".
+
+const ROOT = resolve(import.meta.dirname, "../../../..");
+
+export interface ServerProcess {
+  child: ChildProcess;
+  pid: number;
+  httpPort: number;
+  tcpPort: number;
+  dataDir: string;
+  /** Graceful stop (SIGTERM); removes the data dir if this call created it. */
+  stop(): Promise<void>;
+  /** Kills the process with SIGKILL (no cleanup, the data dir stays). */
+  kill(): Promise<void>;
+}
+
+export async function startServerProcess(extraArgs: string[] = [], dataDir?: string): Promise<ServerProcess> {
+  const dir = dataDir ?? mkdtempSync(join(tmpdir(), "parley-bench-"));
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", join(ROOT, "packages/cli/src/main.ts"), "serve", "--data", dir, "--port", "0", "--tcp-port", "0", "--log-level", "info", ...extraArgs],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] },
+  );
+  const ports = await new Promise<{ httpPort: number; tcpPort: number }>((resolvePorts, reject) => {
+    const rl = createInterface({ input: child.stdout });
+    const timer = setTimeout(() => reject(new Error("server did not start in 30 s")), 30_000);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${String(code)}`));
+    });
+    rl.on("line", (line) => {
+      try {
+        const rec = JSON.parse(line) as { httpPort?: number; tcpPort?: number };
+        if (rec.httpPort !== undefined && rec.tcpPort !== undefined) {
+          clearTimeout(timer);
+          resolvePorts({ httpPort: rec.httpPort, tcpPort: rec.tcpPort });
+        }
+      } catch {
+        // not a JSON log line
+      }
+    });
+  });
+  return {
+    child,
+    pid: child.pid!,
+    ...ports,
+    dataDir: dir,
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once("exit", r));
+        child.kill("SIGTERM");
+        await exited;
+      }
+      if (!dataDir) rmSync(dir, { recursive: true, force: true });
+    },
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGKILL");
+      await exited;
+    },
+  };
+}

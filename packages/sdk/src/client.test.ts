@@ -1,0 +1,277 @@
+import type { ClientFrame, LoggedUpdate, Message, ServerFrame, Update, WelcomeFrame } from "@parley/protocol";
+import { describe, expect, it } from "vitest";
+import { ParleyClient } from "./client.ts";
+import { ClientError } from "./client-error.ts";
+import { ManualTimers } from "./manual-timers.ts";
+import { BaseTransport } from "./transport/transport.ts";
+
+// The client's connection logic against a scripted server: frames in, frames out, time moved by
+// hand. The real server is exercised in test/*.test.ts.
+
+class ScriptedTransport extends BaseTransport {
+  readonly sent: ClientFrame[] = [];
+  open = false;
+  get bufferedAmount(): number {
+    return 0;
+  }
+  connect(): Promise<void> {
+    this.open = true;
+    return Promise.resolve();
+  }
+  send(frame: ClientFrame): void {
+    if (this.open) this.sent.push(frame);
+  }
+  close(): void {
+    this.drop(1000);
+  }
+  /** A frame from the server. */
+  serve(frame: ServerFrame): void {
+    this.deliver(frame);
+  }
+  drop(code: number): void {
+    this.open = false;
+    this.closed(code, "dropped");
+  }
+  of<T extends ClientFrame["t"]>(t: T): Array<Extract<ClientFrame, { t: T }>> {
+    return this.sent.filter((f): f is Extract<ClientFrame, { t: T }> => f.t === t);
+  }
+}
+
+const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+function setup(options: { ackEvery?: number } = {}) {
+  const timers = new ManualTimers();
+  const transports: ScriptedTransport[] = [];
+  const client = new ParleyClient({
+    url: "http://server.test",
+    token: "tok",
+    user: "u_me",
+    device: "d_me",
+    timers,
+    transport: () => {
+      const t = new ScriptedTransport();
+      transports.push(t);
+      return t;
+    },
+    ...options,
+  });
+  const errors: Error[] = [];
+  client.on("error", (e) => errors.push(e));
+  const last = (): ScriptedTransport => transports[transports.length - 1]!;
+  return { client, timers, transports, last, errors };
+}
+
+function welcome(head: number, heartbeatMs = 30_000): WelcomeFrame {
+  return {
+    t: "welcome",
+    version: 1,
+    user: "u_me",
+    device: "d_me",
+    heartbeatMs,
+    maxFrameBytes: 65536,
+    serverTime: 0,
+    head,
+  };
+}
+
+function msg(seq: number, conv = "c1"): Message {
+  return {
+    conv,
+    seq,
+    from: "u_other",
+    dev: "d_other",
+    cid: `x${seq}`,
+    type: "text/plain",
+    body: new Uint8Array([65]),
+    ts: seq,
+  };
+}
+
+const update = (useq: number, u: Update = { k: "msg", msg: msg(useq) }): LoggedUpdate => ({ useq, u });
+
+describe("ParleyClient connection logic", () => {
+  it("says hello, syncs from its cursor, then reports connected", async () => {
+    const h = setup();
+    const connected = h.client.connect();
+    await settle();
+    expect(h.last().sent[0]).toMatchObject({ t: "hello", versions: [1], token: "tok" });
+    h.last().serve(welcome(2));
+    const [sync] = h.last().of("sync");
+    expect(sync).toMatchObject({ cursor: 0 });
+    expect(h.client.state).toBe("connecting");
+    h.last().serve({ t: "synced", id: sync!.id, updates: [update(1), update(2)], more: false, head: 2 });
+    await connected;
+    expect(h.client.state).toBe("ready");
+    expect(h.client.cursor).toBe(2);
+  });
+
+  it("acknowledges lazily: after ackDelayMs, or at once after ackEvery updates", async () => {
+    const h = setup({ ackEvery: 5 });
+    const connected = h.client.connect();
+    await settle();
+    h.last().serve(welcome(0));
+    await connected;
+    h.last().serve({ t: "push", useq: 1, u: { k: "msg", msg: msg(1) } });
+    h.last().serve({ t: "push", useq: 2, u: { k: "msg", msg: msg(2) } });
+    await settle();
+    expect(h.last().of("ack")).toEqual([]);
+    h.timers.advance(250);
+    await settle();
+    expect(h.last().of("ack")).toEqual([{ t: "ack", cursor: 2, convs: [{ conv: "c1", seq: 2 }] }]);
+    for (let useq = 3; useq <= 7; useq++)
+      h.last().serve({ t: "push", useq, u: { k: "msg", msg: msg(useq) } });
+    await settle();
+    expect(h.last().of("ack")).toHaveLength(2);
+    expect(h.last().of("ack")[1]).toMatchObject({ cursor: 7 });
+  });
+
+  it("coalesces read receipts per conversation", async () => {
+    const h = setup();
+    const connected = h.client.connect();
+    await settle();
+    h.last().serve(welcome(0));
+    await connected;
+    h.client.markRead("c1", 3);
+    h.client.markRead("c1", 9);
+    h.client.markRead("c1", 4);
+    h.client.markRead("c2", 1);
+    expect(h.last().of("receipt")).toEqual([]);
+    h.timers.advance(250);
+    expect(
+      h
+        .last()
+        .of("receipt")
+        .map((r) => [r.conv, r.kind, r.seq]),
+    ).toEqual([
+      ["c1", "read", 9],
+      ["c2", "read", 1],
+    ]);
+  });
+
+  it("answers pings, pings when idle, and reconnects when the server goes silent", async () => {
+    const h = setup();
+    const connected = h.client.connect();
+    await settle();
+    h.last().serve(welcome(0, 1000));
+    await connected;
+    h.last().serve({ t: "ping", n: 4 });
+    expect(h.last().of("pong")).toEqual([{ t: "pong", n: 4 }]);
+    h.timers.advance(1000);
+    expect(h.last().of("ping")).toHaveLength(1);
+    const disconnected: number[] = [];
+    h.client.on("disconnected", (e) => disconnected.push(e.code));
+    h.timers.advance(1500);
+    expect(disconnected).toEqual([4002]);
+    expect(h.transports).toHaveLength(1);
+    h.timers.advance(200); // backoff: at most the 200 ms base on the first attempt
+    await settle();
+    expect(h.transports).toHaveLength(2);
+    expect(h.last().sent[0]?.t).toBe("hello");
+  });
+
+  it("resends pending sends after the reconnect's sync, with the same cid", async () => {
+    const h = setup();
+    const connected = h.client.connect();
+    await settle();
+    h.last().serve(welcome(0));
+    await connected;
+    const result = h.client.send("c1", "hi");
+    await settle();
+    const [first] = h.last().of("send");
+    h.last().drop(1006);
+    h.timers.advance(200);
+    await settle();
+    h.last().serve(welcome(1));
+    const t = h.last();
+    expect(t.sent.map((f) => f.t)).toEqual(["hello", "sync"]); // nothing is sent before the sync
+    t.serve({ t: "synced", id: t.of("sync")[0]!.id, updates: [update(1)], more: false, head: 1 });
+    const [again] = t.of("send");
+    expect(again?.cid).toBe(first?.cid);
+    t.serve({ t: "sent", id: again!.id, conv: "c1", cid: again!.cid, seq: 1, ts: 5 });
+    await expect(result).resolves.toMatchObject({ seq: 1, ts: 5 });
+  });
+
+  it("stops for good on a 41xx disconnect code", async () => {
+    const h = setup();
+    const connected = h.client.connect();
+    await settle();
+    h.last().serve({ t: "error", code: "E_TOKEN_INVALID", message: "bad token", retry: false });
+    h.last().serve({ t: "bye", code: 4101, reason: "auth failed" });
+    h.last().drop(1006); // the bye's code wins over the socket's
+    await expect(connected).rejects.toMatchObject({ code: "E_DISCONNECTED", detail: 4101 });
+    expect(h.client.state).toBe("stopped");
+    expect(h.errors.map((e) => (e as { code?: string }).code)).toEqual(["E_TOKEN_INVALID", "E_DISCONNECTED"]);
+    h.timers.advance(60_000);
+    expect(h.transports).toHaveLength(1);
+    await h.client.close();
+  });
+
+  it("close() while a connection is being opened ends it at once and rejects connect()", async () => {
+    const timers = new ManualTimers();
+    let abort: (err: Error) => void = () => {};
+    const hanging = new (class extends ScriptedTransport {
+      override connect(): Promise<void> {
+        return new Promise((_resolve, reject) => (abort = reject));
+      }
+      override close(): void {
+        abort(new Error("closed while connecting"));
+      }
+    })();
+    const client = new ParleyClient({
+      url: "http://x",
+      token: "t",
+      user: "u",
+      device: "d",
+      timers,
+      transport: () => hanging,
+    });
+    const connected = client.connect();
+    await settle();
+    await client.close(); // with manual timers, a wait for a timeout would never end
+    await expect(connected).rejects.toMatchObject({ code: "E_CLIENT_CLOSED" });
+    expect(client.state).toBe("closed");
+  });
+
+  it("rejects connect() for an unknown transport", async () => {
+    const client = new ParleyClient({
+      url: "http://x",
+      token: "t",
+      user: "u",
+      device: "d",
+      transport: "carrier-pigeon",
+    });
+    client.on("error", () => {});
+    await expect(client.connect()).rejects.toThrow(/unknown transport/);
+    await client.close();
+  });
+
+  it("refuses a store that belongs to another user", () => {
+    const a = setup();
+    expect(
+      () =>
+        new ParleyClient({
+          url: "http://x",
+          token: "t",
+          user: "u_other",
+          device: "d",
+          store: a.client.store,
+        }),
+    ).toThrow(ClientError);
+  });
+
+  it("reports a throwing listener as an error and keeps going", async () => {
+    const h = setup();
+    h.client.on("message", () => {
+      throw new Error("app bug");
+    });
+    const seen: number[] = [];
+    h.client.on("message", (m) => seen.push(m.seq));
+    const connected = h.client.connect();
+    await settle();
+    h.last().serve(welcome(0));
+    await connected;
+    h.last().serve({ t: "push", useq: 1, u: { k: "msg", msg: msg(1) } });
+    expect(seen).toEqual([1]);
+    expect(h.errors[0]?.message).toMatch(/"message" listener threw/);
+  });
+});

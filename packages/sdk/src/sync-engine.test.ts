@@ -1,0 +1,356 @@
+import fc from "fast-check";
+import type { Conversation, LoggedUpdate, Message, Update } from "@parley/protocol";
+import { describe, expect, it } from "vitest";
+import { MemoryLocalStore } from "./local-store.ts";
+import type { SyncEvent } from "./sync-engine.ts";
+import { SyncEngine } from "./sync-engine.ts";
+
+function msg(conv: string, seq: number, text = `${conv}#${seq}`): Message {
+  return {
+    conv,
+    seq,
+    from: "u_a",
+    dev: "d_a",
+    cid: `${conv}-${seq}`,
+    type: "text/plain",
+    body: new TextEncoder().encode(text),
+    ts: 1000 + seq,
+  };
+}
+
+function conversation(id: string): Conversation {
+  return {
+    id,
+    kind: "group",
+    name: id,
+    createdAt: 1,
+    lastSeq: 0,
+    members: [
+      { user: "u_a", role: "owner", delivered: 0, read: 0 },
+      { user: "u_b", role: "member", delivered: 0, read: 0 },
+    ],
+  };
+}
+
+/** An engine over a memory store, recording what it emits and asks for. */
+function harness() {
+  const store = new MemoryLocalStore();
+  const events: SyncEvent[] = [];
+  const syncs: number[] = [];
+  let caughtUp = 0;
+  const engine = new SyncEngine(store, {
+    emit: (e) => events.push(e),
+    requestSync: (cursor) => syncs.push(cursor),
+    caughtUp: () => caughtUp++,
+  });
+  return { store, engine, events, syncs, caughtUpCount: () => caughtUp };
+}
+
+const m = (conv: string, seq: number): Update => ({ k: "msg", msg: msg(conv, seq) });
+
+describe("SyncEngine", () => {
+  it("applies in-order pushes and advances the cursor", () => {
+    const h = harness();
+    h.engine.start(0);
+    expect(h.caughtUpCount()).toBe(1);
+    h.engine.onPush(1, m("c1", 1));
+    h.engine.onPush(2, m("c1", 2));
+    expect(h.engine.cursor).toBe(2);
+    expect(h.events.map((e) => e.type)).toEqual(["message", "message"]);
+    expect(h.store.messages("c1").map((x) => x.seq)).toEqual([1, 2]);
+    expect(h.syncs).toEqual([]);
+  });
+
+  it("ignores pushes at or below the cursor", () => {
+    const h = harness();
+    h.engine.start(0);
+    h.engine.onPush(1, m("c1", 1));
+    h.engine.onPush(1, m("c1", 1));
+    expect(h.events).toHaveLength(1);
+    expect(h.engine.stats.duplicatePushes).toBe(1);
+  });
+
+  it("buffers pushes after a gap, asks for ONE sync, then drains", () => {
+    const h = harness();
+    h.engine.start(0);
+    h.engine.onPush(1, m("c1", 1));
+    h.engine.onPush(3, m("c1", 3));
+    h.engine.onPush(4, m("c1", 4));
+    h.engine.onPush(5, m("c1", 5));
+    expect(h.syncs).toEqual([1]);
+    expect(h.engine.cursor).toBe(1);
+    h.engine.onSynced([{ useq: 2, u: m("c1", 2) }], false, 2);
+    expect(h.engine.cursor).toBe(5);
+    expect(h.events.map((e) => (e.type === "message" ? e.msg.seq : -1))).toEqual([1, 2, 3, 4, 5]);
+    expect(h.syncs).toEqual([1]);
+  });
+
+  it("syncs on start when behind, pages while `more`, and reports caught up once", () => {
+    const h = harness();
+    h.engine.start(3);
+    expect(h.syncs).toEqual([0]);
+    expect(h.caughtUpCount()).toBe(0);
+    h.engine.onSynced(
+      [
+        { useq: 1, u: m("c1", 1) },
+        { useq: 2, u: m("c1", 2) },
+      ],
+      true,
+      3,
+    );
+    expect(h.syncs).toEqual([0, 2]);
+    h.engine.onSynced([{ useq: 3, u: m("c1", 3) }], false, 3);
+    expect(h.caughtUpCount()).toBe(1);
+    expect(h.engine.cursor).toBe(3);
+  });
+
+  it("deduplicates messages by (conversation, seq) even under new useqs", () => {
+    const h = harness();
+    h.engine.start(0);
+    h.engine.onPush(1, m("c1", 1));
+    h.engine.onPush(2, m("c1", 1));
+    h.engine.onPush(3, m("c1", 2));
+    expect(h.events.map((e) => (e.type === "message" ? e.msg.seq : -1))).toEqual([1, 2]);
+    expect(h.engine.stats.duplicateMessages).toBe(1);
+    expect(h.engine.cursor).toBe(3);
+  });
+
+  it("restarts from 0 when the server's head is below the cursor (log reset)", () => {
+    const h = harness();
+    h.store.setCursor(10);
+    h.engine.start(2);
+    expect(h.engine.stats.resets).toBe(1);
+    expect(h.syncs).toEqual([0]);
+  });
+
+  it("does not spin on a server that returns nothing new", () => {
+    const h = harness();
+    h.engine.start(5);
+    for (let i = 0; i < 10 && h.syncs.length > h.caughtUpCount() + i; i++) h.engine.onSynced([], false, 5);
+    expect(h.syncs.length).toBeLessThanOrEqual(4);
+    expect(h.caughtUpCount()).toBe(1);
+  });
+
+  it("applies edits, deletes, reactions, receipts, conversations and left", () => {
+    const h = harness();
+    h.engine.start(0);
+    const edited = { ...msg("c1", 1, "new"), editedAt: 5 };
+    const updates: Update[] = [
+      { k: "conv", conv: conversation("c1") },
+      m("c1", 1),
+      { k: "edit", msg: edited },
+      { k: "react", msg: { ...edited, reactions: { "👍": ["u_b"] } }, user: "u_b", emoji: "👍", on: true },
+      { k: "receipt", conv: "c1", user: "u_b", kind: "read", seq: 1 },
+      { k: "del", msg: { ...edited, body: new Uint8Array(), deleted: true } },
+      { k: "left", conv: "c1" },
+    ];
+    updates.forEach((u, i) => h.engine.onPush(i + 1, u));
+    expect(h.events.map((e) => e.type)).toEqual([
+      "conversation",
+      "message",
+      "edit",
+      "reaction",
+      "receipt",
+      "delete",
+      "left",
+    ]);
+    expect(h.store.getConversation("c1")).toBeUndefined();
+    expect(h.store.received("c1")).toBe(1);
+  });
+
+  it("raises member marks on a receipt", () => {
+    const h = harness();
+    h.engine.start(0);
+    h.engine.onPush(1, { k: "conv", conv: conversation("c1") });
+    h.engine.onPush(2, { k: "receipt", conv: "c1", user: "u_b", kind: "read", seq: 4 });
+    h.engine.onPush(3, { k: "receipt", conv: "c1", user: "u_b", kind: "delivered", seq: 2 });
+    const b = h.store.getConversation("c1")?.members.find((x) => x.user === "u_b");
+    expect(b).toMatchObject({ delivered: 4, read: 4 });
+  });
+
+  it("tracks what to acknowledge: cumulative cursor and delivered seq per conversation", () => {
+    const h = harness();
+    h.engine.start(0);
+    expect(h.engine.takeAck()).toBeUndefined();
+    h.engine.onPush(1, m("c1", 1));
+    h.engine.onPush(2, m("c2", 7));
+    h.engine.onPush(3, m("c1", 2));
+    expect(h.engine.pendingAck()).toBe(3);
+    const ack = h.engine.takeAck();
+    expect(ack).toEqual({
+      cursor: 3,
+      convs: [
+        { conv: "c1", seq: 2 },
+        { conv: "c2", seq: 7 },
+      ],
+    });
+    expect(h.engine.takeAck()).toBeUndefined();
+    h.engine.restoreAck(ack!);
+    expect(h.engine.takeAck()).toEqual(ack);
+  });
+});
+
+// ---------------------------------------------------------------- the property
+
+/** A server's update log: a few conversations, some joined late (first seq > 1). */
+const logArb = fc
+  .record({
+    starts: fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 3 }),
+    picks: fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 9 })), { minLength: 1, maxLength: 60 }),
+  })
+  .map(({ starts, picks }) => {
+    const next = starts.map((s) => s);
+    const log: Update[] = [];
+    for (const [which, kind] of picks) {
+      const c = which % starts.length;
+      const conv = `c${c}`;
+      const last = (next[c] ?? 1) - 1;
+      if (kind === 0) log.push({ k: "conv", conv: conversation(conv) });
+      else if (kind === 1 && last >= (starts[c] ?? 1))
+        log.push({ k: "edit", msg: msg(conv, last, "edited") });
+      else if (kind === 2) log.push({ k: "receipt", conv, user: "u_b", kind: "delivered", seq: last });
+      else {
+        log.push(m(conv, next[c] ?? 1));
+        next[c] = (next[c] ?? 1) + 1;
+      }
+    }
+    return log;
+  });
+
+type Action =
+  | { a: "grow"; n: number; live: boolean }
+  | { a: "push"; i: number }
+  | { a: "dup" }
+  | { a: "sync"; limit: number }
+  | { a: "reconnect" };
+
+const actionArb: fc.Arbitrary<Action> = fc.oneof(
+  fc.record({ a: fc.constant("grow" as const), n: fc.integer({ min: 1, max: 6 }), live: fc.boolean() }),
+  fc.record({ a: fc.constant("push" as const), i: fc.nat() }),
+  fc.record({ a: fc.constant("dup" as const) }),
+  fc.record({ a: fc.constant("sync" as const), limit: fc.integer({ min: 1, max: 8 }) }),
+  fc.record({ a: fc.constant("reconnect" as const) }),
+);
+
+function describeUpdate(e: SyncEvent | Update): string {
+  if ("k" in e) {
+    switch (e.k) {
+      case "msg":
+        return `message ${e.msg.conv}/${e.msg.seq}`;
+      case "edit":
+        return `edit ${e.msg.conv}/${e.msg.seq}`;
+      case "receipt":
+        return `receipt ${e.conv}/${e.seq}`;
+      case "conv":
+        return `conversation ${e.conv.id}`;
+      default:
+        return e.k;
+    }
+  }
+  switch (e.type) {
+    case "message":
+      return `message ${e.msg.conv}/${e.msg.seq}`;
+    case "edit":
+      return `edit ${e.msg.conv}/${e.msg.seq}`;
+    case "receipt":
+      return `receipt ${e.event.conv}/${e.event.seq}`;
+    case "conversation":
+      return `conversation ${e.conv.id}`;
+    default:
+      return e.type;
+  }
+}
+
+describe("SyncEngine property", () => {
+  it("under drops, duplicates, reordering and reconnects, every update is applied once, in order", () => {
+    fc.assert(
+      fc.property(logArb, fc.array(actionArb, { maxLength: 80 }), (log, actions) => {
+        const store = new MemoryLocalStore();
+        // The cursor may only step by one (or restart at 0, which never happens here).
+        const cursors: number[] = [];
+        const setCursor = store.setCursor.bind(store);
+        store.setCursor = (n: number) => {
+          expect(n).toBe(store.cursor() + 1);
+          cursors.push(n);
+          setCursor(n);
+        };
+        const events: SyncEvent[] = [];
+        let outstanding: number | undefined;
+        const engine = new SyncEngine(store, {
+          emit: (e) => events.push(e),
+          requestSync: (cursor) => {
+            // At most one sync in flight, not one per push.
+            expect(outstanding).toBeUndefined();
+            outstanding = cursor;
+          },
+          caughtUp: () => {},
+        });
+        let head = 0;
+        let lastPushed: LoggedUpdate | undefined;
+        const entry = (useq: number): LoggedUpdate => ({ useq, u: log[useq - 1]! });
+        const answer = (limit: number): void => {
+          if (outstanding === undefined) return;
+          const from = outstanding;
+          outstanding = undefined;
+          const to = Math.min(head, from + limit);
+          const updates: LoggedUpdate[] = [];
+          for (let useq = from + 1; useq <= to; useq++) updates.push(entry(useq));
+          engine.onSynced(updates, to < head, head);
+        };
+        engine.start(head);
+        for (const act of actions) {
+          switch (act.a) {
+            case "grow": {
+              const before = head;
+              head = Math.min(log.length, head + act.n);
+              if (act.live) {
+                for (let useq = before + 1; useq <= head; useq++) {
+                  lastPushed = entry(useq);
+                  engine.onPush(useq, lastPushed.u);
+                }
+              }
+              break;
+            }
+            case "push":
+              if (head > 0) {
+                lastPushed = entry((act.i % head) + 1); // any already-committed entry, any order
+                engine.onPush(lastPushed.useq, lastPushed.u);
+              }
+              break;
+            case "dup":
+              if (lastPushed) engine.onPush(lastPushed.useq, lastPushed.u);
+              break;
+            case "sync":
+              answer(act.limit);
+              break;
+            case "reconnect":
+              engine.stop();
+              outstanding = undefined;
+              engine.start(head);
+              break;
+          }
+        }
+        // Finally the whole log is committed and a fresh connection catches up.
+        head = log.length;
+        engine.stop();
+        outstanding = undefined;
+        engine.start(head);
+        for (let i = 0; outstanding !== undefined && i < 1000; i++) answer(7);
+
+        expect(engine.cursor).toBe(log.length);
+        expect(engine.caughtUp).toBe(true);
+        expect(cursors).toEqual(log.map((_, i) => i + 1));
+        // Every update's effect reached the application exactly once, in log order...
+        expect(events.map(describeUpdate)).toEqual(log.map(describeUpdate));
+        // ...so messages are seen once each, in strictly increasing seq per conversation.
+        const lastSeq = new Map<string, number>();
+        for (const e of events) {
+          if (e.type !== "message") continue;
+          expect(e.msg.seq).toBeGreaterThan(lastSeq.get(e.msg.conv) ?? 0);
+          lastSeq.set(e.msg.conv, e.msg.seq);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+});

@@ -1,0 +1,278 @@
+import type {
+  Conversation,
+  ConversationId,
+  LoggedUpdate,
+  Message,
+  ReceiptKind,
+  Update,
+  UserId,
+} from "@parley/protocol";
+import type { LocalStore } from "./local-store.ts";
+
+// The heart of the client, with no I/O: applies the user's update log to the local store exactly
+// in useq order and tells the application what changed.
+//
+// - The cursor is the highest useq applied; it only ever moves to cursor + 1 (or back to 0 when
+//   the server's log turns out to be shorter than the cursor: the log was reset).
+// - A push with useq == cursor + 1 is applied; a later one is buffered and ONE sync from the
+//   cursor is requested (not one per push); an older one is a duplicate and ignored. A `synced`
+//   reply is applied in order, then the buffer drains. Applying the same update twice is
+//   impossible, so every update's effect happens once.
+// - Messages are additionally deduplicated by (conversation, seq) against the store's
+//   per-conversation `received` mark, which persists with the cursor: the application sees each
+//   message once, and per conversation in strictly increasing seq order (checked, not assumed).
+//   A seq that jumps by more than one (the user joined late or was away from the group) is
+//   legitimate and counted in `stats.gaps`.
+// - What was applied since the last acknowledgement is tracked for the batched `ack`.
+
+export interface ReactionEvent {
+  msg: Message;
+  user: UserId;
+  emoji: string;
+  on: boolean;
+}
+
+export interface ReceiptEvent {
+  conv: ConversationId;
+  user: UserId;
+  kind: ReceiptKind;
+  seq: number;
+}
+
+export type SyncEvent =
+  | { type: "message"; msg: Message }
+  | { type: "edit"; msg: Message }
+  | { type: "delete"; msg: Message }
+  | { type: "reaction"; event: ReactionEvent }
+  | { type: "receipt"; event: ReceiptEvent }
+  | { type: "conversation"; conv: Conversation }
+  | { type: "left"; conv: ConversationId };
+
+const MAX_IDLE_ROUNDS = 3;
+
+export interface SyncEngineHooks {
+  /** Called once per applied change, after the store holds it. */
+  emit(event: SyncEvent): void;
+  /** Send `sync {cursor}`. The engine keeps at most one outstanding. */
+  requestSync(cursor: number): void;
+  /** The engine has caught up with the server for the first time since start(). */
+  caughtUp(): void;
+}
+
+export interface SyncEngineOptions {
+  /** Out-of-order pushes kept while a sync fills the gap; beyond it they are dropped (the sync
+   * brings them anyway). Default 10000. */
+  maxBuffered?: number;
+}
+
+export interface AckState {
+  cursor: number;
+  convs: Array<{ conv: ConversationId; seq: number }>;
+}
+
+export class SyncEngine {
+  private readonly buffer = new Map<number, Update>();
+  private readonly maxBuffered: number;
+  private running = false;
+  private syncing = false;
+  private syncFrom = 0;
+  /** Consecutive sync rounds that did not move the cursor. */
+  private idleRounds = 0;
+  private isCaughtUp = false;
+  /** Conversations whose received seq rose since the last ack. */
+  private readonly delivered = new Map<ConversationId, number>();
+  private ackedCursor = 0;
+  private appliedSinceAck = 0;
+  readonly stats = { applied: 0, duplicatePushes: 0, duplicateMessages: 0, gaps: 0, dropped: 0, resets: 0 };
+
+  constructor(
+    private readonly store: LocalStore,
+    private readonly hooks: SyncEngineHooks,
+    options: SyncEngineOptions = {},
+  ) {
+    this.maxBuffered = options.maxBuffered ?? 10_000;
+  }
+
+  get cursor(): number {
+    return this.store.cursor();
+  }
+
+  /** True between the first time a start()ed connection caught up and stop(). */
+  get caughtUp(): boolean {
+    return this.isCaughtUp;
+  }
+
+  /** A connection was authenticated; `head` is the server's log head from `welcome`. */
+  start(head: number): void {
+    this.buffer.clear();
+    this.running = true;
+    this.syncing = false;
+    this.isCaughtUp = false;
+    this.idleRounds = 0;
+    this.ackedCursor = -1; // acknowledge on every new connection, so the server's cursor is fresh
+    if (head < this.cursor) {
+      // The server's log is shorter than what we applied: it was reset (a new data directory).
+      // Replay it from the start; the per-conversation received marks still drop duplicates.
+      this.stats.resets++;
+      this.store.setCursor(0);
+    }
+    if (head > this.cursor) this.sync();
+    else this.markCaughtUp();
+  }
+
+  /** The connection is gone: forget buffered pushes and the outstanding sync. */
+  stop(): void {
+    this.running = false;
+    this.buffer.clear();
+    this.syncing = false;
+    this.isCaughtUp = false;
+  }
+
+  /** A live update (`push`). */
+  onPush(useq: number, u: Update): void {
+    const cursor = this.cursor;
+    if (useq <= cursor) {
+      this.stats.duplicatePushes++;
+      return;
+    }
+    if (useq === cursor + 1) {
+      this.apply(useq, u);
+      this.drain();
+      return;
+    }
+    if (this.buffer.size < this.maxBuffered) this.buffer.set(useq, u);
+    else this.stats.dropped++;
+    if (!this.syncing && this.running) this.sync();
+  }
+
+  /** The reply to the outstanding `sync`. */
+  onSynced(updates: readonly LoggedUpdate[], more: boolean, head: number): void {
+    this.syncing = false;
+    for (const { useq, u } of updates) {
+      const cursor = this.cursor;
+      if (useq <= cursor) continue;
+      if (useq === cursor + 1) this.apply(useq, u);
+      else if (this.buffer.size < this.maxBuffered) this.buffer.set(useq, u); // a hole in the reply
+    }
+    this.drain();
+    if (!this.running) return;
+    const progressed = this.cursor > this.syncFrom;
+    this.idleRounds = progressed ? 0 : this.idleRounds + 1;
+    // Another round is needed when the server says so, when pushes wait beyond a hole, or when
+    // we are below the head. A round that brings nothing new can be legitimate (the reply was
+    // read before the commit of a push we already hold) but must not make us spin forever on a
+    // server that misbehaves: after a few, wait for the next push instead.
+    const behind = more || this.buffer.size > 0 || this.cursor < head;
+    if (behind && this.idleRounds < MAX_IDLE_ROUNDS) return this.sync();
+    this.markCaughtUp();
+  }
+
+  /** Whether an ack would say something new, and how many updates it would cover. */
+  pendingAck(): number {
+    const cursorNews = this.cursor !== this.ackedCursor && this.cursor > 0;
+    if (!cursorNews && this.delivered.size === 0) return 0;
+    return Math.max(1, this.appliedSinceAck);
+  }
+
+  /** What to acknowledge now; resets the pending state. Undefined when nothing is new. */
+  takeAck(): AckState | undefined {
+    if (this.pendingAck() === 0) return undefined;
+    const ack: AckState = {
+      cursor: this.cursor,
+      convs: [...this.delivered].map(([conv, seq]) => ({ conv, seq })),
+    };
+    this.delivered.clear();
+    this.ackedCursor = ack.cursor;
+    this.appliedSinceAck = 0;
+    return ack;
+  }
+
+  /** Puts back an ack that could not be sent. */
+  restoreAck(ack: AckState): void {
+    for (const { conv, seq } of ack.convs) {
+      if (seq > (this.delivered.get(conv) ?? 0)) this.delivered.set(conv, seq);
+    }
+    this.ackedCursor = -1;
+    this.appliedSinceAck++;
+  }
+
+  private sync(): void {
+    this.syncing = true;
+    this.syncFrom = this.cursor;
+    this.hooks.requestSync(this.syncFrom);
+  }
+
+  private markCaughtUp(): void {
+    if (this.isCaughtUp || !this.running) return;
+    this.isCaughtUp = true;
+    this.hooks.caughtUp();
+  }
+
+  private drain(): void {
+    if (this.buffer.size === 0) return;
+    for (let next = this.buffer.get(this.cursor + 1); next; next = this.buffer.get(this.cursor + 1)) {
+      this.buffer.delete(this.cursor + 1);
+      this.apply(this.cursor + 1, next);
+    }
+    const cursor = this.cursor;
+    for (const useq of this.buffer.keys()) if (useq <= cursor) this.buffer.delete(useq);
+  }
+
+  private apply(useq: number, u: Update): void {
+    const event = this.applyToStore(u);
+    this.store.setCursor(useq);
+    this.appliedSinceAck++;
+    this.stats.applied++;
+    if (event) this.hooks.emit(event);
+  }
+
+  private applyToStore(u: Update): SyncEvent | undefined {
+    switch (u.k) {
+      case "msg": {
+        const { msg } = u;
+        const last = this.store.received(msg.conv);
+        if (msg.seq <= last) {
+          this.stats.duplicateMessages++;
+          return undefined;
+        }
+        if (last > 0 && msg.seq > last + 1) this.stats.gaps++;
+        this.store.putMessage(msg);
+        this.store.setReceived(msg.conv, msg.seq);
+        this.delivered.set(msg.conv, msg.seq);
+        return { type: "message", msg };
+      }
+      case "edit":
+        this.store.putMessage(u.msg);
+        return { type: "edit", msg: u.msg };
+      case "del":
+        this.store.putMessage(u.msg);
+        return { type: "delete", msg: u.msg };
+      case "react":
+        this.store.putMessage(u.msg);
+        return { type: "reaction", event: { msg: u.msg, user: u.user, emoji: u.emoji, on: u.on } };
+      case "receipt":
+        this.applyReceipt(u.conv, u.user, u.kind, u.seq);
+        return { type: "receipt", event: { conv: u.conv, user: u.user, kind: u.kind, seq: u.seq } };
+      case "conv":
+        this.store.putConversation(u.conv);
+        return { type: "conversation", conv: u.conv };
+      case "left":
+        this.store.removeConversation(u.conv);
+        return { type: "left", conv: u.conv };
+      default:
+        // An update kind from a newer server: skip it, but still advance the cursor.
+        return undefined;
+    }
+  }
+
+  private applyReceipt(convId: ConversationId, user: UserId, kind: ReceiptKind, seq: number): void {
+    const conv = this.store.getConversation(convId);
+    if (!conv) return;
+    const members = conv.members.map((m) => {
+      if (m.user !== user) return m;
+      const delivered = Math.max(m.delivered, seq);
+      return kind === "read" ? { ...m, delivered, read: Math.max(m.read, seq) } : { ...m, delivered };
+    });
+    this.store.putConversation({ ...conv, members });
+  }
+}

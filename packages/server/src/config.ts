@@ -1,0 +1,137 @@
+import { DEFAULT_MAX_FRAME_BYTES } from "@parley/protocol";
+import type { CoreOptions } from "./core/options.ts";
+
+// Server configuration from command-line flags and PARLEY_* environment variables. A flag wins
+// over its variable, which wins over the default. docs/configuration.md lists every setting.
+
+export type StoreKind = "sqlite" | "memory";
+export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+
+export interface ServerConfig {
+  /** Directory holding parley.db (created at start when missing). */
+  dataDir: string;
+  /** Interface both listeners bind to. */
+  host: string;
+  /** HTTP port: REST API and WebSocket (/v1/ws). 0 picks a free port. */
+  httpPort: number;
+  /** TCP port of the binary protocol. 0 picks a free port. */
+  tcpPort: number;
+  /** PEM files; when set, the TCP listener speaks TLS. */
+  tls?: { certFile: string; keyFile: string } | undefined;
+  store: StoreKind;
+  logLevel: LogLevel;
+  /** Largest frame accepted or sent, in bytes (excluding the TCP length prefix). */
+  maxFrameBytes: number;
+  /** Core tunables; not settable from flags (tests and embedders only). */
+  core?: Partial<CoreOptions> | undefined;
+}
+
+const STORES: readonly StoreKind[] = ["sqlite", "memory"];
+const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+const MIN_FRAME_BYTES = 1024;
+const MAX_FRAME_BYTES = 16 * 1024 * 1024;
+
+interface Setting {
+  flag: string;
+  env: string;
+}
+
+const SETTINGS = {
+  data: { flag: "--data", env: "PARLEY_DATA" },
+  port: { flag: "--port", env: "PARLEY_PORT" },
+  tcpPort: { flag: "--tcp-port", env: "PARLEY_TCP_PORT" },
+  host: { flag: "--host", env: "PARLEY_HOST" },
+  tlsCert: { flag: "--tls-cert", env: "PARLEY_TLS_CERT" },
+  tlsKey: { flag: "--tls-key", env: "PARLEY_TLS_KEY" },
+  store: { flag: "--store", env: "PARLEY_STORE" },
+  logLevel: { flag: "--log-level", env: "PARLEY_LOG_LEVEL" },
+  maxFrameBytes: { flag: "--max-frame-bytes", env: "PARLEY_MAX_FRAME_BYTES" },
+} as const satisfies Record<string, Setting>;
+
+type Key = keyof typeof SETTINGS;
+
+/** Reads the configuration. `argv` holds only flags (`--name value` or `--name=value`);
+ * throws an Error naming the flag (or variable) for an unknown flag or an invalid value. */
+export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): ServerConfig {
+  const flags = parseFlags(argv);
+  const raw = (key: Key): { value: string; source: string } | undefined => {
+    const s: Setting = SETTINGS[key];
+    const fromFlag = flags.get(s.flag);
+    if (fromFlag !== undefined) return { value: fromFlag, source: s.flag };
+    const fromEnv = env[s.env];
+    if (fromEnv !== undefined && fromEnv !== "") return { value: fromEnv, source: s.env };
+    return undefined;
+  };
+
+  const tlsCert = raw("tlsCert");
+  const tlsKey = raw("tlsKey");
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) {
+    throw new Error("--tls-cert and --tls-key (PARLEY_TLS_CERT, PARLEY_TLS_KEY) must be given together");
+  }
+
+  return {
+    dataDir: raw("data")?.value ?? "./data",
+    host: raw("host")?.value ?? "127.0.0.1",
+    httpPort: port(raw("port"), 8080),
+    tcpPort: port(raw("tcpPort"), 8081),
+    tls: tlsCert && tlsKey ? { certFile: tlsCert.value, keyFile: tlsKey.value } : undefined,
+    store: oneOf(raw("store"), STORES, "sqlite"),
+    logLevel: oneOf(raw("logLevel"), LOG_LEVELS, "info"),
+    maxFrameBytes: integer(raw("maxFrameBytes"), DEFAULT_MAX_FRAME_BYTES, MIN_FRAME_BYTES, MAX_FRAME_BYTES),
+  };
+}
+
+/** Flag names loadConfig understands, for commands that pass the rest through. */
+export const CONFIG_FLAGS: readonly string[] = Object.values(SETTINGS).map((s) => s.flag);
+
+function parseFlags(argv: readonly string[]): Map<string, string> {
+  const known = new Set(CONFIG_FLAGS);
+  const out = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (!arg.startsWith("--")) throw new Error(`unexpected argument "${arg}"`);
+    const eq = arg.indexOf("=");
+    const name = eq === -1 ? arg : arg.slice(0, eq);
+    if (!known.has(name)) throw new Error(`unknown flag ${name}`);
+    let value: string | undefined;
+    if (eq !== -1) value = arg.slice(eq + 1);
+    else {
+      value = argv[i + 1];
+      if (value === undefined || value.startsWith("--")) throw new Error(`${name} needs a value`);
+      i++;
+    }
+    if (value === "") throw new Error(`${name} needs a value`);
+    out.set(name, value);
+  }
+  return out;
+}
+
+function integer(
+  input: { value: string; source: string } | undefined,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  if (input === undefined) return fallback;
+  const n = /^\d+$/.test(input.value) ? Number(input.value) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new Error(`${input.source} must be an integer from ${min} to ${max}, got "${input.value}"`);
+  }
+  return n;
+}
+
+function port(input: { value: string; source: string } | undefined, fallback: number): number {
+  return integer(input, fallback, 0, 65535);
+}
+
+function oneOf<T extends string>(
+  input: { value: string; source: string } | undefined,
+  allowed: readonly T[],
+  fallback: T,
+): T {
+  if (input === undefined) return fallback;
+  if (!(allowed as readonly string[]).includes(input.value)) {
+    throw new Error(`${input.source} must be one of ${allowed.join(", ")}, got "${input.value}"`);
+  }
+  return input.value as T;
+}

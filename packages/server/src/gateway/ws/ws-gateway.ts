@@ -1,0 +1,267 @@
+import type { IncomingMessage, Server } from "node:http";
+import type { Duplex } from "node:stream";
+import { WebSocketServer } from "ws";
+import type { RawData, WebSocket } from "ws";
+import {
+  DISCONNECT,
+  ParleyError,
+  decodeBinary,
+  decodeJson,
+  encodeBinary,
+  encodeJson,
+  parseClientFrame,
+} from "@parley/protocol";
+import type { ClientFrame, DisconnectCode, ServerFrame } from "@parley/protocol";
+import type { Connection, Session } from "../../core/connection.ts";
+import type { Logger } from "../../core/ports/logger.ts";
+import { silentLogger } from "../../core/ports/logger.ts";
+
+// The WebSocket gateway, on the HTTP server's `upgrade` event at /v1/ws. Two subprotocols carry
+// the same frames: `parley.v1.binary` (one msgpack frame per binary message) and
+// `parley.v1.json` (one JSON frame per text message, the default when none is offered).
+// Closing sends a `bye` frame, then the WebSocket close frame with the same code.
+
+export const WS_PATH = "/v1/ws";
+export const SUBPROTOCOL_BINARY = "parley.v1.binary";
+export const SUBPROTOCOL_JSON = "parley.v1.json";
+
+/** Whoever turns an accepted connection into a Session (the Core). */
+export interface SessionOpener {
+  open(conn: Connection): Session;
+}
+
+export interface WsGatewayOptions {
+  /** Largest frame accepted, in bytes (one message = one frame). */
+  maxFrameBytes: number;
+  /** bufferedAmount beyond which a client is dropped as a slow consumer. Default 8 MiB. */
+  maxOutboundBytes?: number;
+  /** After a close frame is sent, how long the peer gets to answer before the socket is
+   * destroyed. Default 2000 ms. */
+  closeGraceMs?: number;
+  logger?: Logger;
+}
+
+const DEFAULT_MAX_OUTBOUND_BYTES = 8 * 1024 * 1024;
+const DEFAULT_CLOSE_GRACE_MS = 2000;
+/** RFC 6455 section 5.5: a control frame's payload is at most 125 bytes, 2 of them the code. */
+const MAX_CLOSE_REASON_BYTES = 123;
+
+let nextConnection = 0;
+
+/** Accepts WebSocket upgrades on /v1/ws of an http.Server and opens a core Session for each. */
+export class WsGateway {
+  private readonly wss: WebSocketServer;
+  private readonly connections = new Set<WsConnection>();
+  private readonly idleWaiters: Array<() => void> = [];
+  private readonly logger: Logger;
+  private accepting = true;
+  private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void =>
+    this.upgrade(req, socket, head);
+
+  constructor(
+    private readonly opener: SessionOpener,
+    private readonly options: WsGatewayOptions,
+  ) {
+    this.logger = options.logger ?? silentLogger;
+    this.wss = new WebSocketServer({
+      noServer: true,
+      clientTracking: false,
+      perMessageDeflate: false,
+      // Messages between maxFrameBytes and this get a proper E_FRAME_TOO_LARGE; beyond it, ws
+      // refuses to buffer them at all (close 1009).
+      maxPayload: 2 * options.maxFrameBytes,
+      handleProtocols: (offered) => pickSubprotocol(offered),
+    });
+  }
+
+  /** Starts handling upgrade requests of `server`. Upgrades for any other path get 404. */
+  attach(server: Server): void {
+    server.on("upgrade", this.onUpgrade);
+  }
+
+  /** Stops accepting new WebSocket connections (later upgrades get 503). Open connections are
+   * left to the core (Core.shutdown closes each with 4000). */
+  close(): Promise<void> {
+    this.accepting = false;
+    return Promise.resolve();
+  }
+
+  /** Resolves once no connection is open. */
+  connectionsClosed(): Promise<void> {
+    if (this.connections.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Number of open connections. */
+  get size(): number {
+    return this.connections.size;
+  }
+
+  private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on("error", (err) => this.logger.debug({ err }, "upgrade socket error"));
+    const path = (req.url ?? "").split("?", 1)[0];
+    if (path !== WS_PATH) return refuse(socket, 404, "Not Found");
+    if (!this.accepting) return refuse(socket, 503, "Service Unavailable");
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      const conn = new WsConnection(ws, req.socket.remoteAddress ?? "", this.options, this.logger);
+      this.connections.add(conn);
+      // start() first: its close listener (Session.closed) runs before this one reports idle.
+      conn.start(this.opener);
+      ws.once("close", () => {
+        this.connections.delete(conn);
+        if (this.connections.size === 0) for (const w of this.idleWaiters.splice(0)) w();
+      });
+    });
+  }
+}
+
+/** The first subprotocol the client offers that we speak; JSON when it offers neither. */
+function pickSubprotocol(offered: Set<string>): string | false {
+  for (const p of offered) if (p === SUBPROTOCOL_BINARY || p === SUBPROTOCOL_JSON) return p;
+  return false;
+}
+
+function refuse(socket: Duplex, status: number, text: string): void {
+  socket.once("finish", () => socket.destroy());
+  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+}
+
+/** One WebSocket: a Connection for the core. */
+class WsConnection implements Connection {
+  readonly id = `ws-${++nextConnection}`;
+  private readonly binary: boolean;
+  private readonly maxFrameBytes: number;
+  private readonly maxOutboundBytes: number;
+  private readonly closeGraceMs: number;
+  private session: Session | undefined;
+  private closing = false;
+  private sessionClosed = false;
+  private graceTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly ws: WebSocket,
+    readonly remoteAddress: string,
+    options: WsGatewayOptions,
+    private readonly logger: Logger,
+  ) {
+    this.binary = ws.protocol === SUBPROTOCOL_BINARY;
+    this.maxFrameBytes = options.maxFrameBytes;
+    this.maxOutboundBytes = options.maxOutboundBytes ?? DEFAULT_MAX_OUTBOUND_BYTES;
+    this.closeGraceMs = options.closeGraceMs ?? DEFAULT_CLOSE_GRACE_MS;
+  }
+
+  start(opener: SessionOpener): void {
+    const { ws } = this;
+    ws.on("message", (data, isBinary) => this.onMessage(data, isBinary));
+    // ws emits 'error' for protocol violations (bad opcode, maxPayload...) and then closes.
+    ws.on("error", (err) => this.logger.debug({ err, conn: this.id }, "websocket error"));
+    ws.once("close", () => this.onClose());
+    try {
+      this.session = opener.open(this);
+    } catch (err) {
+      this.logger.error({ err, conn: this.id }, "could not open a session");
+      this.closing = true;
+      this.ws.terminate();
+    }
+  }
+
+  send(frame: ServerFrame): void {
+    if (this.closing) return;
+    if (!this.write(frame)) return;
+    if (this.ws.bufferedAmount > this.maxOutboundBytes) {
+      this.logger.warn({ conn: this.id, queued: this.ws.bufferedAmount }, "slow consumer dropped");
+      this.close(DISCONNECT.SLOW_CONSUMER, "slow consumer");
+    }
+  }
+
+  close(code: DisconnectCode, reason: string): void {
+    if (this.closing) return;
+    this.closing = true;
+    if (this.ws.readyState === this.ws.OPEN) {
+      // The bye frame too (docs/protocol.md, "Bye and reconnect"), so a client reads the same
+      // thing on every transport; the close code repeats it for those that only see the close.
+      this.write({ t: "bye", code, reason });
+      this.ws.close(code, truncateUtf8(reason, MAX_CLOSE_REASON_BYTES));
+    }
+    // A peer that never answers the close frame (or never drains its buffer) loses the socket.
+    this.graceTimer = setTimeout(() => this.ws.terminate(), this.closeGraceMs);
+    this.graceTimer.unref();
+  }
+
+  private write(frame: ServerFrame): boolean {
+    if (this.ws.readyState !== this.ws.OPEN) return false;
+    try {
+      if (this.binary) this.ws.send(encodeBinary(frame), { binary: true });
+      else this.ws.send(encodeJson(frame), { binary: false });
+      return true;
+    } catch (err) {
+      // An unencodable frame is a server bug; dropping the connection lets the client resync.
+      this.logger.error({ err, conn: this.id, frame: frame.t }, "could not encode frame");
+      this.closing = true;
+      this.ws.terminate();
+      return false;
+    }
+  }
+
+  private onMessage(data: RawData, isBinary: boolean): void {
+    if (this.closing || !this.session) return;
+    let frame: ClientFrame;
+    try {
+      const bytes = toBuffer(data);
+      if (bytes.byteLength > this.maxFrameBytes) {
+        throw new ParleyError(
+          "E_FRAME_TOO_LARGE",
+          `frame of ${bytes.byteLength} bytes exceeds ${this.maxFrameBytes}`,
+        );
+      }
+      if (isBinary !== this.binary) {
+        throw new ParleyError(
+          "E_BAD_FRAME",
+          this.binary ? "text message on the binary subprotocol" : "binary message on the JSON subprotocol",
+        );
+      }
+      frame = parseClientFrame(this.binary ? decodeBinary(bytes) : decodeJson(bytes.toString("utf8")));
+    } catch (err) {
+      return this.protocolError(err);
+    }
+    try {
+      this.session.receive(frame);
+    } catch (err) {
+      this.logger.error({ err, conn: this.id }, "session.receive threw");
+      this.send({ t: "error", code: "E_INTERNAL", message: "unexpected server error", retry: true });
+      this.close(DISCONNECT.INTERNAL, "internal error");
+    }
+  }
+
+  /** A message that could not be read: its error code, then close 4100. */
+  private protocolError(err: unknown): void {
+    const e = err instanceof ParleyError ? err : new ParleyError("E_BAD_FRAME", undefined, { cause: err });
+    this.logger.debug({ conn: this.id, code: e.code, msg: e.message }, "protocol error");
+    this.send({ t: "error", code: e.code, message: e.message, retry: e.retry });
+    this.close(DISCONNECT.PROTOCOL_ERROR, e.code);
+  }
+
+  private onClose(): void {
+    this.closing = true;
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    if (this.sessionClosed || !this.session) return;
+    this.sessionClosed = true;
+    this.session.closed();
+  }
+}
+
+function toBuffer(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
+}
+
+function truncateUtf8(text: string, maxBytes: number): string {
+  const bytes = Buffer.from(text, "utf8");
+  if (bytes.byteLength <= maxBytes) return text;
+  // Cutting inside a multi-byte character leaves U+FFFD at the end; drop it.
+  return bytes
+    .subarray(0, maxBytes)
+    .toString("utf8")
+    .replace(/\uFFFD+$/, "");
+}

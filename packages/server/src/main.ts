@@ -1,0 +1,199 @@
+import { mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { pino } from "pino";
+import type { Logger as PinoLogger } from "pino";
+import type { ServerFrame } from "@parley/protocol";
+import { Argon2Hasher } from "./auth/argon2-hasher.ts";
+import { MemoryBus } from "./bus/memory/memory-bus.ts";
+import { SystemClock } from "./clock/system-clock.ts";
+import type { ServerConfig } from "./config.ts";
+import { Core } from "./core/core.ts";
+import type { Store } from "./core/ports/store.ts";
+import { HttpGateway } from "./gateway/http/http-gateway.ts";
+import { TcpGateway } from "./gateway/tcp/tcp-gateway.ts";
+import { WsGateway } from "./gateway/ws/ws-gateway.ts";
+import { MemorySessionDirectory } from "./session/memory/memory-session-directory.ts";
+import { MemoryStore } from "./store/memory/memory-store.ts";
+import { SqliteStore } from "./store/sqlite/sqlite-store.ts";
+
+// The composition root: the one place that picks adapters (DESIGN.md, "Layers and the
+// dependency rule"). Everything else receives its collaborators.
+
+/** The database file inside the data directory. */
+export const DB_FILE = "parley.db";
+
+export interface RunningServer {
+  /** Bound ports (the real ones when the config said 0). */
+  httpPort: number;
+  tcpPort: number;
+  core: Core;
+  /** Graceful stop: stop accepting on every listener, Core.shutdown() (commits everything
+   * accepted, bye 4000 to every connection, closes the store), then close the HTTP server.
+   * Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** A Core over the configured store, with no listener: for offline administration
+ * (`parley user add`). close() shuts the core down, which closes the store. */
+export interface OfflineCore {
+  core: Core;
+  close(): Promise<void>;
+}
+
+/** Opens the configured store. A damaged or foreign data file rejects with an Error naming it
+ * (SqliteStore checks the file before serving it). */
+async function openStore(config: ServerConfig, logger: PinoLogger): Promise<Store> {
+  if (config.store === "memory") return new MemoryStore();
+  try {
+    mkdirSync(config.dataDir, { recursive: true });
+  } catch (err) {
+    throw new Error(`cannot create the data directory ${config.dataDir}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  return SqliteStore.open(join(config.dataDir, DB_FILE), { logger: logger.child({ component: "store" }) });
+}
+
+function createLogger(config: ServerConfig): PinoLogger {
+  // pino's default destination is stdout; logs are one JSON object per line.
+  return pino({ level: config.logLevel, base: { service: "parley", pid: process.pid } });
+}
+
+function createCore(config: ServerConfig, store: Store, logger: PinoLogger): Core {
+  return new Core({
+    store,
+    bus: new MemoryBus<ServerFrame>({
+      onError: (err, topic) => logger.error({ err, topic }, "a bus subscriber threw"),
+    }),
+    sessions: new MemorySessionDirectory(),
+    clock: new SystemClock(),
+    hasher: new Argon2Hasher(),
+    logger,
+    options: { ...config.core, maxFrameBytes: config.maxFrameBytes },
+  });
+}
+
+/** Opens a Core on the configured data without listening anywhere. */
+export async function openOfflineCore(config: ServerConfig): Promise<OfflineCore> {
+  const logger = createLogger(config);
+  const store = await openStore(config, logger);
+  const core = createCore(config, store, logger);
+  return { core, close: () => core.shutdown() };
+}
+
+/** Starts Parley: store, core, HTTP (REST + WebSocket) and TCP listeners. Rejects with an Error
+ * naming the port or the data file when either is unusable; nothing is left open then. */
+export async function startServer(config: ServerConfig): Promise<RunningServer> {
+  const tls = config.tls
+    ? { cert: readPem(config.tls.certFile, "--tls-cert"), key: readPem(config.tls.keyFile, "--tls-key") }
+    : undefined;
+  const logger = createLogger(config);
+  const store = await openStore(config, logger);
+  const core = createCore(config, store, logger);
+  let gateways: Gateways;
+  try {
+    gateways = createGateways(core, config, logger, tls);
+  } catch (err) {
+    await core.shutdown();
+    throw err;
+  }
+  const { http, ws, tcp } = gateways;
+  let httpPort: number;
+  let tcpPort: number;
+  try {
+    httpPort = await listening(
+      http.listen(config.httpPort, config.host),
+      config,
+      config.httpPort,
+      "HTTP, --port",
+    );
+    tcpPort = await listening(
+      tcp.listen(config.tcpPort, config.host),
+      config,
+      config.tcpPort,
+      "TCP, --tcp-port",
+    );
+  } catch (err) {
+    await tcp.close();
+    await core.shutdown();
+    await http.close();
+    throw err;
+  }
+
+  const host = config.host.includes(":") ? `[${config.host}]` : config.host;
+  logger.info(
+    {
+      httpPort,
+      tcpPort,
+      http: `http://${host}:${httpPort}`,
+      ws: `ws://${host}:${httpPort}/v1/ws`,
+      tcp: `${config.tls ? "tls" : "tcp"}://${host}:${tcpPort}`,
+      store: config.store === "sqlite" ? join(config.dataDir, DB_FILE) : "memory",
+    },
+    "listening",
+  );
+
+  let stopping: Promise<void> | undefined;
+  const stop = async (): Promise<void> => {
+    logger.info({}, "stopping");
+    // 1. No new connections or requests on any listener.
+    await Promise.all([tcp.close(), ws.close()]);
+    const httpClosed = http.close();
+    // 2. Commit what was accepted, bye 4000 to every connection, close the store.
+    await core.shutdown();
+    // 3. Sockets close as clients answer (or after the gateways' grace period); then HTTP.
+    await Promise.all([tcp.connectionsClosed(), ws.connectionsClosed()]);
+    await httpClosed;
+    logger.info({}, "stopped");
+    logger.flush();
+  };
+  return {
+    httpPort,
+    tcpPort,
+    core,
+    stop: () => (stopping ??= stop()),
+  };
+}
+
+interface Gateways {
+  http: HttpGateway;
+  ws: WsGateway;
+  tcp: TcpGateway;
+}
+
+function createGateways(
+  core: Core,
+  config: ServerConfig,
+  logger: PinoLogger,
+  tls: { cert: string; key: string } | undefined,
+): Gateways {
+  const gatewayLogger = logger.child({ component: "gateway" });
+  const http = new HttpGateway(core, { logger: logger.child({ component: "http" }) });
+  const ws = new WsGateway(core, { maxFrameBytes: config.maxFrameBytes, logger: gatewayLogger });
+  ws.attach(http.server);
+  const tcp = new TcpGateway(core, { maxFrameBytes: config.maxFrameBytes, logger: gatewayLogger, tls });
+  return { http, ws, tcp };
+}
+
+function readPem(path: string, flag: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (err) {
+    throw new Error(`${flag}: cannot read ${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+async function listening(
+  p: Promise<number>,
+  config: ServerConfig,
+  port: number,
+  what: string,
+): Promise<number> {
+  try {
+    return await p;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === "EADDRINUSE" ? "the address is already in use" : (err as Error).message;
+    throw new Error(`cannot listen on ${config.host}:${port} (${what}): ${why}`, { cause: err });
+  }
+}

@@ -1,0 +1,208 @@
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import WebSocket from "ws";
+import {
+  FrameParser,
+  decodeServerBinary,
+  decodeServerJson,
+  encodeFramed,
+  encodeJson,
+} from "@parley/protocol";
+import type { ServerFrame } from "@parley/protocol";
+import type { ServerConfig } from "../src/config.ts";
+import { startServer } from "../src/main.ts";
+import type { RunningServer } from "../src/main.ts";
+
+// The composition root end to end: a real SQLite file in a temp dir, every listener on port 0,
+// clients over REST, WebSocket and TCP; graceful stop; restart on the same data.
+
+function config(dataDir: string, over: Partial<ServerConfig> = {}): ServerConfig {
+  return {
+    dataDir,
+    host: "127.0.0.1",
+    httpPort: 0,
+    tcpPort: 0,
+    store: "sqlite",
+    logLevel: "silent",
+    maxFrameBytes: 64 * 1024,
+    ...over,
+  };
+}
+
+interface Created {
+  id: string;
+  token: string;
+}
+
+/** POSTs JSON; the tests read `id` (register, conversations) or `token` (login). */
+async function post(base: string, path: string, body: unknown, token?: string): Promise<Created> {
+  const res = await fetch(base + path, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  });
+  if (res.status >= 300) throw new Error(`${path}: ${res.status} ${await res.text()}`);
+  return (await res.json()) as Created;
+}
+
+interface Recorder {
+  frames: ServerFrame[];
+  closed: Promise<number>;
+  next(t: ServerFrame["t"]): Promise<ServerFrame>;
+}
+
+function recorder(): { rec: Recorder; add: (f: ServerFrame) => void; close: (code: number) => void } {
+  const frames: ServerFrame[] = [];
+  let onClose!: (code: number) => void;
+  const closed = new Promise<number>((r) => (onClose = r));
+  const rec: Recorder = {
+    frames,
+    closed,
+    async next(t) {
+      for (let i = 0; i < 100; i++) {
+        const f = frames.find((x) => x.t === t);
+        if (f) return f;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      throw new Error(`no ${t}; got ${frames.map((f) => f.t).join(",")}`);
+    },
+  };
+  return { rec, add: (f) => frames.push(f), close: onClose };
+}
+
+function tcpConnect(port: number, token: string): Recorder {
+  const { rec, add, close } = recorder();
+  const socket = net.connect(port, "127.0.0.1");
+  const parser = new FrameParser();
+  let bye = 0;
+  socket.on("data", (chunk: Buffer) => {
+    for (const body of parser.push(chunk)) {
+      const f = decodeServerBinary(body);
+      if (f.t === "bye") bye = f.code;
+      add(f);
+    }
+  });
+  socket.on("error", () => {});
+  socket.on("close", () => close(bye));
+  socket.write(encodeFramed({ t: "hello", versions: [1], token }));
+  return rec;
+}
+
+function wsConnect(port: number, token: string): Recorder {
+  const { rec, add, close } = recorder();
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/ws`, ["parley.v1.json"]);
+  ws.on("message", (data: Buffer) => add(decodeServerJson(data.toString("utf8"))));
+  ws.on("error", () => {});
+  ws.on("close", (code) => close(code));
+  ws.on("open", () => ws.send(encodeJson({ t: "hello", versions: [1], token })));
+  return rec;
+}
+
+describe("startServer", () => {
+  let dir: string;
+  let server: RunningServer | undefined;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "parley-server-"));
+  });
+
+  afterEach(async () => {
+    await server?.stop();
+    server = undefined;
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("serves REST, WebSocket and TCP; stops gracefully; keeps messages across a restart", async () => {
+    const data = join(dir, "nested", "data");
+    server = await startServer(config(data));
+    expect(existsSync(join(data, "parley.db"))).toBe(true);
+    const base = `http://127.0.0.1:${server.httpPort}`;
+
+    const alice = await post(base, "/v1/register", { name: "alice", password: "password-alice" });
+    const bob = await post(base, "/v1/register", { name: "bob", password: "password-bob" });
+    const aliceLogin = await post(base, "/v1/login", {
+      name: "alice",
+      password: "password-alice",
+      device: "tcp",
+    });
+    const bobLogin = await post(base, "/v1/login", { name: "bob", password: "password-bob", device: "ws" });
+    const conv = await post(base, "/v1/conversations", { kind: "direct", user: bob.id }, aliceLogin.token);
+
+    const overTcp = tcpConnect(server.tcpPort, aliceLogin.token);
+    const overWs = wsConnect(server.httpPort, bobLogin.token);
+    await overTcp.next("welcome");
+    await overWs.next("welcome");
+
+    // A bot posts over REST; both live connections get the push.
+    await post(
+      base,
+      `/v1/conversations/${conv.id}/messages`,
+      {
+        cid: "m1",
+        type: "text/plain",
+        body: Buffer.from("from rest").toString("base64"),
+      },
+      aliceLogin.token,
+    );
+    for (const c of [overTcp, overWs]) {
+      const push = (await c.next("push")) as Extract<ServerFrame, { t: "push" }>;
+      expect(push.u.k === "msg" ? push.u.msg.seq : push.u.k).toBeDefined();
+    }
+
+    await server.stop();
+    expect(await overTcp.closed).toBe(4000);
+    expect(await overWs.closed).toBe(4000);
+    await expect(fetch(`${base}/healthz`)).rejects.toThrow();
+    server = undefined;
+
+    server = await startServer(config(data));
+    const login = await post(`http://127.0.0.1:${server.httpPort}`, "/v1/login", {
+      name: "bob",
+      password: "password-bob",
+      device: "again",
+    });
+    const res = await fetch(`http://127.0.0.1:${server.httpPort}/v1/conversations/${conv.id}/messages`, {
+      headers: { authorization: `Bearer ${login.token}` },
+    });
+    const page = (await res.json()) as { messages: Array<{ seq: number; from: string; body: string }> };
+    expect(page.messages).toHaveLength(1);
+    expect(page.messages[0]!.from).toBe(alice.id);
+    expect(Buffer.from(page.messages[0]!.body, "base64").toString()).toBe("from rest");
+  });
+
+  it("stop() is idempotent", async () => {
+    server = await startServer(config(dir, { store: "memory" }));
+    await Promise.all([server.stop(), server.stop()]);
+    await server.stop();
+  });
+
+  it("fails clearly when a port is taken, and leaves the data file closed", async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", r));
+    const port = (blocker.address() as net.AddressInfo).port;
+    try {
+      await expect(startServer(config(dir, { tcpPort: port }))).rejects.toThrow(
+        `cannot listen on 127.0.0.1:${port} (TCP, --tcp-port): the address is already in use`,
+      );
+      await expect(startServer(config(dir, { httpPort: port }))).rejects.toThrow(/HTTP, --port/);
+    } finally {
+      await new Promise((r) => blocker.close(r));
+    }
+    // The failed starts released everything: the same data opens again.
+    server = await startServer(config(dir));
+  });
+
+  it("refuses a damaged data file instead of serving it empty", async () => {
+    writeFileSync(join(dir, "parley.db"), Buffer.alloc(8192, 0x5a));
+    await expect(startServer(config(dir))).rejects.toThrow(/parley\.db/);
+  });
+
+  it("refuses unreadable TLS files naming the flag", async () => {
+    await expect(
+      startServer(config(dir, { tls: { certFile: join(dir, "none.pem"), keyFile: join(dir, "none.key") } })),
+    ).rejects.toThrow(/--tls-cert: cannot read/);
+  });
+});

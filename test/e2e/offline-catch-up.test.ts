@@ -38,10 +38,14 @@ describe("offline catch-up through the SDK", () => {
 
   beforeAll(async () => {
     server = await startServer(
-      loadConfig(["--data", join(dir, "server"), "--port", "0", "--tcp-port", "0", "--log-level", "warn"], {}),
+      loadConfig(
+        ["--data", join(dir, "server"), "--port", "0", "--tcp-port", "0", "--log-level", "warn"],
+        {},
+      ),
     );
     url = `http://127.0.0.1:${server.httpPort}`;
-    for (const name of ["alice", "bob"]) await ParleyClient.register({ url, name, password: `password-${name}` });
+    for (const name of ["alice", "bob"])
+      await ParleyClient.register({ url, name, password: `password-${name}` });
   });
 
   afterAll(async () => {
@@ -50,7 +54,11 @@ describe("offline catch-up through the SDK", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function login(name: string, device: string, extra: Partial<Parameters<typeof ParleyClient.login>[0]> = {}) {
+  async function login(
+    name: string,
+    device: string,
+    extra: Partial<Parameters<typeof ParleyClient.login>[0]> = {},
+  ) {
     const c = await ParleyClient.login({ url, name, password: `password-${name}`, device, ...extra });
     clients.push(c);
     return c;
@@ -67,7 +75,13 @@ describe("offline catch-up through the SDK", () => {
       password: "password-bob",
       device: "laptop",
     });
-    const bobDevice = { url, token: bobLogin.token, user: bobLogin.user, device: bobLogin.device, store: bobStore };
+    const bobDevice = {
+      url,
+      token: bobLogin.token,
+      user: bobLogin.user,
+      device: bobLogin.device,
+      store: bobStore,
+    };
     const b1 = new ParleyClient(bobDevice);
     clients.push(b1);
     await b1.connect();
@@ -86,7 +100,11 @@ describe("offline catch-up through the SDK", () => {
     await b1again.connect();
     await until(() => gotB1.length >= N, "bob's first device to catch up");
     // B's second device, never connected before, over TCP.
-    const b2 = await login("bob", "tablet", { transport: "tcp", tcpPort: server.tcpPort, encoding: "binary" });
+    const b2 = await login("bob", "tablet", {
+      transport: "tcp",
+      tcpPort: server.tcpPort,
+      encoding: "binary",
+    });
     const gotB2 = collect(b2);
     await b2.connect();
     await until(() => gotB2.length >= N, "bob's second device to catch up");

@@ -40,11 +40,18 @@ describe("durability under SIGKILL", () => {
     let base = `http://127.0.0.1:${server.httpPort}`;
     const alice = await newUser(base, "alice");
     const bob = await newUser(base, "bob");
-    const conv = await api<{ id: string }>(base, "POST", "/v1/conversations", { kind: "direct", user: bob.user }, alice.token);
+    const conv = await api<{ id: string }>(
+      base,
+      "POST",
+      "/v1/conversations",
+      { kind: "direct", user: bob.user },
+      alice.token,
+    );
 
     const a = await RawClient.login("tcp", server, alice.token);
     const body = new TextEncoder().encode("payload");
-    for (let i = 0; i < N; i++) a.send({ t: "send", id: i + 1, conv: conv.id, cid: `m${i}`, type: "text/plain", body });
+    for (let i = 0; i < N; i++)
+      a.send({ t: "send", id: i + 1, conv: conv.id, cid: `m${i}`, type: "text/plain", body });
     const isSent = (f: ServerFrame): boolean => f.t === "sent";
     await a.waitFor(() => a.frames.filter(isSent).length >= N / 3);
     await server.kill();

@@ -17,11 +17,12 @@ import type { ClientFrame, ServerFrame } from "@parley/protocol";
 export type Wire = "tcp" | "ws-binary" | "ws-json";
 
 /** A request frame without its id (distributes over the union, unlike a plain Omit). */
-export type Request = Extract<ClientFrame, { id: number }> extends infer F
-  ? F extends { id: number }
-    ? Omit<F, "id">
-    : never
-  : never;
+export type Request =
+  Extract<ClientFrame, { id: number }> extends infer F
+    ? F extends { id: number }
+      ? Omit<F, "id">
+      : never
+    : never;
 
 export class RawClient {
   readonly frames: ServerFrame[] = [];
@@ -51,7 +52,10 @@ export class RawClient {
       return client;
     }
     const binary = wire === "ws-binary";
-    const ws = new WebSocket(`ws://127.0.0.1:${ports.httpPort}/v1/ws`, binary ? "parley.v1.binary" : "parley.v1.json");
+    const ws = new WebSocket(
+      `ws://127.0.0.1:${ports.httpPort}/v1/ws`,
+      binary ? "parley.v1.binary" : "parley.v1.json",
+    );
     await new Promise<void>((resolve, reject) => ws.once("open", resolve).once("error", reject));
     const client = new RawClient(
       (f) => ws.send(binary ? encodeBinary(f) : encodeJson(f)),
@@ -66,7 +70,11 @@ export class RawClient {
   }
 
   /** Opens a connection and completes hello. */
-  static async login(wire: Wire, ports: { httpPort: number; tcpPort: number }, token: string): Promise<RawClient> {
+  static async login(
+    wire: Wire,
+    ports: { httpPort: number; tcpPort: number },
+    token: string,
+  ): Promise<RawClient> {
     const c = await RawClient.open(wire, ports);
     c.send({ t: "hello", versions: [1], token });
     await c.waitFor((f) => f.t === "welcome");
@@ -122,7 +130,13 @@ export class RawClient {
 }
 
 /** REST helper: POST/GET JSON, throws with the error body on a non-2xx status. */
-export async function api<T>(base: string, method: string, path: string, body?: unknown, token?: string): Promise<T> {
+export async function api<T>(
+  base: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  token?: string,
+): Promise<T> {
   const res = await fetch(base + path, {
     method,
     headers: {
@@ -132,7 +146,8 @@ export async function api<T>(base: string, method: string, path: string, body?: 
     ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
   });
   const json = (await res.json()) as T;
-  if (!res.ok) throw Object.assign(new Error(`${method} ${path}: ${res.status}`), { status: res.status, body: json });
+  if (!res.ok)
+    throw Object.assign(new Error(`${method} ${path}: ${res.status}`), { status: res.status, body: json });
   return json;
 }
 

@@ -60,6 +60,7 @@ export class ClientSession implements Session {
   private pendingPushes: ServerFrame[] | undefined = [];
   private readonly bucket: TokenBucket;
   private strikes = 0;
+  private serial: Promise<void> = Promise.resolve();
   private lastHeard: number;
   private pingN = 0;
   private timer: { cancel(): void } | undefined;
@@ -194,7 +195,16 @@ export class ClientSession implements Session {
       return;
     }
     this.strikes = 0;
-    this.dispatch(frame).catch((e: unknown) => this.error("id" in frame ? frame.id : undefined, e));
+    const fail = (e: unknown): void => this.error("id" in frame ? frame.id : undefined, e);
+    if (frame.t === "send" || frame.t === "ping" || frame.t === "pong") {
+      // Sends are pipelined (many in flight per connection, group-committed); their order is
+      // kept because each is queued for commit synchronously, in arrival order.
+      this.dispatch(frame).catch(fail);
+    } else {
+      // Everything else runs one at a time per connection, in arrival order, so that e.g. an
+      // edit followed by a delete of the same message applies in that order.
+      this.serial = this.serial.then(() => this.dispatch(frame).catch(fail));
+    }
   }
 
   private async dispatch(frame: ClientFrame): Promise<void> {

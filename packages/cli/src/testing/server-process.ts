@@ -25,7 +25,25 @@ export async function startServerProcess(extraArgs: string[] = [], dataDir?: str
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), "parley-bench-"));
   const child = spawn(
     process.execPath,
-    ["--import", "tsx", join(ROOT, "packages/cli/src/main.ts"), "serve", "--data", dir, "--port", "0", "--tcp-port", "0", "--log-level", "info", ...extraArgs],
+    [
+      // PARLEY_PROFILE_DIR=<dir>: write a V8 CPU profile of the server there when it stops.
+      ...(process.env.PARLEY_PROFILE_DIR
+        ? ["--cpu-prof", `--cpu-prof-dir=${process.env.PARLEY_PROFILE_DIR}`]
+        : []),
+      "--import",
+      "tsx",
+      join(ROOT, "packages/cli/src/main.ts"),
+      "serve",
+      "--data",
+      dir,
+      "--port",
+      "0",
+      "--tcp-port",
+      "0",
+      "--log-level",
+      "info",
+      ...extraArgs,
+    ],
     { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] },
   );
   const ports = await new Promise<{ httpPort: number; tcpPort: number }>((resolvePorts, reject) => {

@@ -3,7 +3,6 @@ import type { Duplex } from "node:stream";
 import { WebSocketServer } from "ws";
 import type { RawData, WebSocket } from "ws";
 import {
-  DISCONNECT,
   ParleyError,
   decodeBinary,
   decodeJson,
@@ -12,9 +11,14 @@ import {
   parseClientFrame,
 } from "@parley/protocol";
 import type { ClientFrame, DisconnectCode, ServerFrame } from "@parley/protocol";
-import type { Connection, Session } from "../../core/connection.ts";
 import type { Logger } from "../../core/ports/logger.ts";
 import { silentLogger } from "../../core/ports/logger.ts";
+import {
+  ConnectionSet,
+  DEFAULT_LIMITS,
+  GatewayConnection,
+  type SessionOpener,
+} from "../gateway-connection.ts";
 
 // The WebSocket gateway, on the HTTP server's `upgrade` event at /v1/ws. Two subprotocols carry
 // the same frames: `parley.v1.binary` (one msgpack frame per binary message) and
@@ -25,10 +29,7 @@ export const WS_PATH = "/v1/ws";
 export const SUBPROTOCOL_BINARY = "parley.v1.binary";
 export const SUBPROTOCOL_JSON = "parley.v1.json";
 
-/** Whoever turns an accepted connection into a Session (the Core). */
-export interface SessionOpener {
-  open(conn: Connection): Session;
-}
+export type { SessionOpener };
 
 export interface WsGatewayOptions {
   /** Largest frame accepted, in bytes (one message = one frame). */
@@ -41,8 +42,6 @@ export interface WsGatewayOptions {
   logger?: Logger;
 }
 
-const DEFAULT_MAX_OUTBOUND_BYTES = 8 * 1024 * 1024;
-const DEFAULT_CLOSE_GRACE_MS = 2000;
 /** RFC 6455 section 5.5: a control frame's payload is at most 125 bytes, 2 of them the code. */
 const MAX_CLOSE_REASON_BYTES = 123;
 
@@ -51,8 +50,7 @@ let nextConnection = 0;
 /** Accepts WebSocket upgrades on /v1/ws of an http.Server and opens a core Session for each. */
 export class WsGateway {
   private readonly wss: WebSocketServer;
-  private readonly connections = new Set<WsConnection>();
-  private readonly idleWaiters: Array<() => void> = [];
+  private readonly connections = new ConnectionSet<WsConnection>();
   private readonly logger: Logger;
   private accepting = true;
   private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void =>
@@ -88,8 +86,7 @@ export class WsGateway {
 
   /** Resolves once no connection is open. */
   connectionsClosed(): Promise<void> {
-    if (this.connections.size === 0) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
+    return this.connections.empty();
   }
 
   /** Number of open connections. */
@@ -107,10 +104,7 @@ export class WsGateway {
       this.connections.add(conn);
       // start() first: its close listener (Session.closed) runs before this one reports idle.
       conn.start(this.opener);
-      ws.once("close", () => {
-        this.connections.delete(conn);
-        if (this.connections.size === 0) for (const w of this.idleWaiters.splice(0)) w();
-      });
+      ws.once("close", () => this.connections.delete(conn));
     });
   }
 }
@@ -127,27 +121,23 @@ function refuse(socket: Duplex, status: number, text: string): void {
 }
 
 /** One WebSocket: a Connection for the core. */
-class WsConnection implements Connection {
+class WsConnection extends GatewayConnection {
   readonly id = `ws-${++nextConnection}`;
   private readonly binary: boolean;
   private readonly maxFrameBytes: number;
-  private readonly maxOutboundBytes: number;
-  private readonly closeGraceMs: number;
-  private session: Session | undefined;
-  private closing = false;
-  private sessionClosed = false;
-  private graceTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly ws: WebSocket,
     readonly remoteAddress: string,
     options: WsGatewayOptions,
-    private readonly logger: Logger,
+    logger: Logger,
   ) {
+    super(logger, {
+      maxOutboundBytes: options.maxOutboundBytes ?? DEFAULT_LIMITS.maxOutboundBytes,
+      closeGraceMs: options.closeGraceMs ?? DEFAULT_LIMITS.closeGraceMs,
+    });
     this.binary = ws.protocol === SUBPROTOCOL_BINARY;
     this.maxFrameBytes = options.maxFrameBytes;
-    this.maxOutboundBytes = options.maxOutboundBytes ?? DEFAULT_MAX_OUTBOUND_BYTES;
-    this.closeGraceMs = options.closeGraceMs ?? DEFAULT_CLOSE_GRACE_MS;
   }
 
   start(opener: SessionOpener): void {
@@ -155,47 +145,21 @@ class WsConnection implements Connection {
     ws.on("message", (data, isBinary) => this.onMessage(data, isBinary));
     // ws emits 'error' for protocol violations (bad opcode, maxPayload...) and then closes.
     ws.on("error", (err) => this.logger.debug({ err, conn: this.id }, "websocket error"));
-    ws.once("close", () => this.onClose());
-    try {
-      this.session = opener.open(this);
-    } catch (err) {
-      this.logger.error({ err, conn: this.id }, "could not open a session");
-      this.closing = true;
-      this.ws.terminate();
-    }
+    ws.once("close", () => this.socketClosed());
+    this.openSession(opener);
   }
 
-  send(frame: ServerFrame): void {
-    if (this.closing) return;
-    if (!this.write(frame)) return;
-    if (this.ws.bufferedAmount > this.maxOutboundBytes) {
-      this.logger.warn({ conn: this.id, queued: this.ws.bufferedAmount }, "slow consumer dropped");
-      this.close(DISCONNECT.SLOW_CONSUMER, "slow consumer");
-    }
+  protected queuedBytes(): number {
+    return this.ws.bufferedAmount;
   }
 
-  close(code: DisconnectCode, reason: string): void {
-    if (this.closing) return;
-    this.closing = true;
-    if (this.ws.readyState === this.ws.OPEN) {
-      // The bye frame too (docs/protocol.md, "Bye and reconnect"), so a client reads the same
-      // thing on every transport; the close code repeats it for those that only see the close.
-      this.write({ t: "bye", code, reason });
-      this.ws.close(code, truncateUtf8(reason, MAX_CLOSE_REASON_BYTES));
-    }
-    // A peer that never answers the close frame (or never drains its buffer) loses the socket.
-    this.graceTimer = setTimeout(() => this.ws.terminate(), this.closeGraceMs);
-    this.graceTimer.unref();
-  }
-
-  private write(frame: ServerFrame): boolean {
+  protected write(frame: ServerFrame): boolean {
     if (this.ws.readyState !== this.ws.OPEN) return false;
     try {
       if (this.binary) this.ws.send(encodeBinary(frame), { binary: true });
       else this.ws.send(encodeJson(frame), { binary: false });
       return true;
     } catch (err) {
-      // An unencodable frame is a server bug; dropping the connection lets the client resync.
       this.logger.error({ err, conn: this.id, frame: frame.t }, "could not encode frame");
       this.closing = true;
       this.ws.terminate();
@@ -203,8 +167,17 @@ class WsConnection implements Connection {
     }
   }
 
+  /** The close code repeats the bye's, for clients that only see the close frame. */
+  protected end(code: DisconnectCode, reason: string): void {
+    this.ws.close(code, truncateUtf8(reason, MAX_CLOSE_REASON_BYTES));
+  }
+
+  protected destroy(): void {
+    this.ws.terminate();
+  }
+
   private onMessage(data: RawData, isBinary: boolean): void {
-    if (this.closing || !this.session) return;
+    if (!this.reading) return;
     let frame: ClientFrame;
     try {
       const bytes = toBuffer(data);
@@ -224,29 +197,7 @@ class WsConnection implements Connection {
     } catch (err) {
       return this.protocolError(err);
     }
-    try {
-      this.session.receive(frame);
-    } catch (err) {
-      this.logger.error({ err, conn: this.id }, "session.receive threw");
-      this.send({ t: "error", code: "E_INTERNAL", message: "unexpected server error", retry: true });
-      this.close(DISCONNECT.INTERNAL, "internal error");
-    }
-  }
-
-  /** A message that could not be read: its error code, then close 4100. */
-  private protocolError(err: unknown): void {
-    const e = err instanceof ParleyError ? err : new ParleyError("E_BAD_FRAME", undefined, { cause: err });
-    this.logger.debug({ conn: this.id, code: e.code, msg: e.message }, "protocol error");
-    this.send({ t: "error", code: e.code, message: e.message, retry: e.retry });
-    this.close(DISCONNECT.PROTOCOL_ERROR, e.code);
-  }
-
-  private onClose(): void {
-    this.closing = true;
-    if (this.graceTimer) clearTimeout(this.graceTimer);
-    if (this.sessionClosed || !this.session) return;
-    this.sessionClosed = true;
-    this.session.closed();
+    this.deliver(frame);
   }
 }
 

@@ -17,11 +17,30 @@ const SendT = schema.lookupType("Send");
 const PushT = schema.lookupType("Push");
 
 const body = new TextEncoder().encode("Hello there, this is a typical short chat message. 👋");
-const send: SendFrame = { t: "send", id: 42, conv: "c_k3j5h2m4n6p7q8r9", cid: "0b9e6c1e-8f0e-4c53-9a57-6a1f3c2d4e5f", type: "text/plain", body };
+const send: SendFrame = {
+  t: "send",
+  id: 42,
+  conv: "c_k3j5h2m4n6p7q8r9",
+  cid: "0b9e6c1e-8f0e-4c53-9a57-6a1f3c2d4e5f",
+  type: "text/plain",
+  body,
+};
 const push: PushFrame = {
   t: "push",
   useq: 1234,
-  u: { k: "msg", msg: { conv: send.conv, seq: 9876, from: "u_a2b3c4d5e6f7g8h9", dev: "d_a2b3c4d5e6f7g8h9", cid: send.cid, type: "text/plain", body, ts: 1_764_200_000_000 } },
+  u: {
+    k: "msg",
+    msg: {
+      conv: send.conv,
+      seq: 9876,
+      from: "u_a2b3c4d5e6f7g8h9",
+      dev: "d_a2b3c4d5e6f7g8h9",
+      cid: send.cid,
+      type: "text/plain",
+      body,
+      ts: 1_764_200_000_000,
+    },
+  },
 };
 
 function rate(fn: () => void, ms = 1000): number {

@@ -17,7 +17,11 @@ export interface DirectLoadConfig {
 
 const now = (): number => performance.timeOrigin + performance.now();
 
-function open(url: string, token: string, onFrame: (f: ServerFrame, ws: WebSocket) => void): Promise<WebSocket> {
+function open(
+  url: string,
+  token: string,
+  onFrame: (f: ServerFrame, ws: WebSocket) => void,
+): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, "parley.v1.binary", { perMessageDeflate: false });
     ws.binaryType = "nodebuffer";
@@ -60,7 +64,14 @@ async function main(): Promise<void> {
     const sendOne = (ws: WebSocket): void => {
       const body = new Uint8Array(32);
       new DataView(body.buffer).setFloat64(0, now());
-      const frame: ClientFrame = { t: "send", id: ++seqId, conv: pair.conv, cid: `${i}-${++cid}`, type: "bench", body };
+      const frame: ClientFrame = {
+        t: "send",
+        id: ++seqId,
+        conv: pair.conv,
+        cid: `${i}-${++cid}`,
+        type: "bench",
+        body,
+      };
       ws.send(encodeBinary(frame));
     };
     const sender = await open(cfg.wsUrl, pair.senderToken, (f, ws) => {
@@ -89,7 +100,8 @@ async function main(): Promise<void> {
   const elapsed = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
   latencies.sort((a, b) => a - b);
-  const pct = (q: number): number => Number((latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0).toFixed(3));
+  const pct = (q: number): number =>
+    Number((latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0).toFixed(3));
   process.stdout.write(
     JSON.stringify({
       sent_per_s: Math.round(sent / elapsed),

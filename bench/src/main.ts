@@ -58,7 +58,12 @@ async function setupPairs(server: ServerProcess, pairs: number): Promise<DirectL
       await rest(base, "/v1/register", { name, password: "bench-password" });
       logins.push(await rest(base, "/v1/login", { name, password: "bench-password", device: "bench" }));
     }
-    const conv = await rest<{ id: string }>(base, "/v1/conversations", { kind: "direct", user: logins[1]!.user }, logins[0]!.token);
+    const conv = await rest<{ id: string }>(
+      base,
+      "/v1/conversations",
+      { kind: "direct", user: logins[1]!.user },
+      logins[0]!.token,
+    );
     out.push({ senderToken: logins[0]!.token, receiverToken: logins[1]!.token, conv: conv.id });
   }
   return out;
@@ -66,9 +71,13 @@ async function setupPairs(server: ServerProcess, pairs: number): Promise<DirectL
 
 function runLoad(cfg: DirectLoadConfig): Promise<Record<string, number>> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", join(import.meta.dirname, "load-direct.ts"), JSON.stringify(cfg)], {
-      stdio: ["ignore", "pipe", "inherit"],
-    });
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", join(import.meta.dirname, "load-direct.ts"), JSON.stringify(cfg)],
+      {
+        stdio: ["ignore", "pipe", "inherit"],
+      },
+    );
     let out = "";
     child.stdout.on("data", (d: Buffer) => (out += d.toString()));
     child.on("exit", (code) => {

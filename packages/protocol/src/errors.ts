@@ -13,14 +13,26 @@ export const ERRORS = {
   E_FRAME_TOO_LARGE: { message: "frame exceeds the maximum frame size", retry: false, http: 413 },
   E_UNKNOWN_FRAME: { message: "unknown frame type", retry: false, http: 400 },
   E_NOT_AUTHENTICATED: { message: "the first frame must be hello", retry: false, http: 401 },
-  E_ALREADY_AUTHENTICATED: { message: "hello was already accepted on this connection", retry: false, http: 400 },
+  E_ALREADY_AUTHENTICATED: {
+    message: "hello was already accepted on this connection",
+    retry: false,
+    http: 400,
+  },
   E_UNSUPPORTED_VERSION: { message: "no protocol version in common", retry: false, http: 400 },
   E_TOKEN_INVALID: { message: "token is unknown, malformed, expired or revoked", retry: false, http: 401 },
   E_BAD_CREDENTIALS: { message: "wrong user name or password", retry: false, http: 401 },
   E_INVALID: { message: "a request field is missing or out of range", retry: false, http: 400 },
-  E_NOT_FOUND: { message: "no such conversation, message, user or device (or not visible to you)", retry: false, http: 404 },
+  E_NOT_FOUND: {
+    message: "no such conversation, message, user or device (or not visible to you)",
+    retry: false,
+    http: 404,
+  },
   E_FORBIDDEN: { message: "your role does not allow this operation", retry: false, http: 403 },
-  E_CONFLICT: { message: "the name is already taken or the state does not allow this", retry: false, http: 409 },
+  E_CONFLICT: {
+    message: "the name is already taken or the state does not allow this",
+    retry: false,
+    http: 409,
+  },
   E_RATE_LIMITED: { message: "too many requests; wait retryAfterMs", retry: true, http: 429 },
   E_OVERLOADED: { message: "server is overloaded; wait retryAfterMs", retry: true, http: 503 },
   E_SHUTTING_DOWN: { message: "server is shutting down; reconnect", retry: true, http: 503 },
@@ -43,7 +55,10 @@ export class ParleyError extends Error {
   readonly retryAfterMs: number | undefined;
 
   constructor(code: ErrorCode, message?: string, options?: { cause?: unknown; retryAfterMs?: number }) {
-    super(message ?? ERRORS[code].message, options?.cause === undefined ? undefined : { cause: options.cause });
+    super(
+      message ?? ERRORS[code].message,
+      options?.cause === undefined ? undefined : { cause: options.cause },
+    );
     this.name = "ParleyError";
     this.code = code;
     this.retry = ERRORS[code].retry;

@@ -267,6 +267,12 @@ export class ParleyClient extends Emitter<ClientEvents> {
     return this.rest.findUser(name);
   }
 
+  /** The names of users by id (e.g. conversation members), in the order asked for, each once;
+   * ids that do not exist are left out. Any number of ids: the requests ask 100 at a time. */
+  users(ids: readonly UserId[]): Promise<UserInfo[]> {
+    return this.rest.users(ids);
+  }
+
   /** The direct conversation with a user, given by name (looked up first) or id. */
   async createDirect(user: string): Promise<Conversation> {
     let id = user;

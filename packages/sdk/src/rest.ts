@@ -34,6 +34,9 @@ export interface HistoryPage {
   more: boolean;
 }
 
+/** The server's limit on ids per `GET /v1/users`. */
+const USERS_PER_REQUEST = 100;
+
 export class RestApi {
   constructor(
     private readonly baseUrl: string,
@@ -66,6 +69,19 @@ export class RestApi {
 
   findUser(name: string): Promise<UserInfo> {
     return this.call<UserInfo>("GET", `/v1/users/${encodeURIComponent(name)}`);
+  }
+
+  /** The users among `ids` that exist (unknown ids are left out), asking at most
+   * USERS_PER_REQUEST ids per request; no request for an empty list. */
+  async users(ids: readonly UserId[]): Promise<UserInfo[]> {
+    const unique = [...new Set(ids)];
+    const found: UserInfo[] = [];
+    for (let i = 0; i < unique.length; i += USERS_PER_REQUEST) {
+      const chunk = unique.slice(i, i + USERS_PER_REQUEST).map(encodeURIComponent);
+      const r = await this.call<{ users: UserInfo[] }>("GET", `/v1/users?ids=${chunk.join(",")}`);
+      found.push(...r.users);
+    }
+    return found;
   }
 
   async conversations(): Promise<Conversation[]> {

@@ -121,6 +121,23 @@ describe.each(variants)("two clients over %s", (_name, options) => {
   });
 });
 
+describe("REST lookups", () => {
+  it("names users by id, over several requests past 100 ids, leaving unknown ids out", async () => {
+    const aliceName = userName("alice");
+    const bobName = userName("bob");
+    const alice = await newClient(srv.url, aliceName);
+    const bob = await newClient(srv.url, bobName);
+    clients.push(alice, bob);
+    expect(await alice.users([])).toEqual([]);
+    const unknown = Array.from({ length: 150 }, (_, i) => `u_unknown${i}`);
+    const ids = [bob.user, ...unknown, alice.user, bob.user];
+    expect(await alice.users(ids)).toEqual([
+      { id: bob.user, name: bobName },
+      { id: alice.user, name: aliceName },
+    ]);
+  });
+});
+
 describe("refusals", () => {
   it("stops for good when its device is revoked (4101) and rejects connect()", async () => {
     const alice = await newClient(srv.url, userName("alice"));

@@ -248,6 +248,32 @@ describe("HTTP gateway", () => {
     expect((list.body.conversations as Array<{ id: string }>).map((x) => x.id)).toContain(conv);
   });
 
+  it("names users by id: unknown ids are left out, the token is required, 1-100 ids", async () => {
+    const a = await account("lena");
+    const b = await account("mick");
+    const r = await call("GET", `/v1/users?ids=${b.id},u_nobody,${a.id},${b.id}`, { token: a.token });
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual({
+      users: [
+        { id: b.id, name: "mick" },
+        { id: a.id, name: "lena" },
+      ],
+    });
+    const none = await call("GET", "/v1/users?ids=u_nobody", { token: a.token });
+    expect(none.body).toEqual({ users: [] });
+
+    expectError(await call("GET", `/v1/users?ids=${b.id}`), 401, "E_TOKEN_INVALID");
+    const many = Array.from({ length: 101 }, (_, i) => `u_${i}`).join(",");
+    expectError(await call("GET", `/v1/users?ids=${many}`, { token: a.token }), 400, "E_INVALID");
+    const hundred = Array.from({ length: 100 }, (_, i) => `u_${i}`).join(",");
+    expect((await call("GET", `/v1/users?ids=${hundred},`, { token: a.token })).status).toBe(400);
+    expect((await call("GET", `/v1/users?ids=${hundred}`, { token: a.token })).body).toEqual({ users: [] });
+    for (const bad of ["", "a,,b", "x".repeat(65)]) {
+      expectError(await call("GET", `/v1/users?ids=${bad}`, { token: a.token }), 400, "E_INVALID");
+    }
+    expectError(await call("GET", "/v1/users", { token: a.token }), 400, "E_INVALID");
+  });
+
   it("manages groups: create, rename, members, roles, leave", async () => {
     const a = await account("gina");
     const b = await account("hank");
@@ -341,6 +367,7 @@ describe("HTTP gateway", () => {
       "/v1/logout",
       "/v1/devices",
       "/v1/devices/{id}",
+      "/v1/users",
       "/v1/users/{name}",
       "/v1/conversations",
       "/v1/conversations/{id}",

@@ -7,15 +7,18 @@ import type { Conversation, Message } from "@parley/sdk/node";
 import { ParleyClient, textOf } from "@parley/sdk/node";
 import { loadConfig, startServer } from "@parley/server";
 import { describe, expect, it } from "vitest";
+import { parseChatLine } from "./chat-session.ts";
 import {
   conversationLabel,
+  conversationLine,
   findConversation,
   formatMessage,
-  parseChatArgs,
-  parseChatLine,
-  runChat,
+  openingPage,
   shortId,
-} from "./chat.ts";
+  unreadCount,
+  unreadSummary,
+} from "./chat-view.ts";
+import { parseChatArgs, runChat } from "./chat.ts";
 
 describe("parseChatLine", () => {
   it.each([
@@ -114,6 +117,36 @@ describe("display helpers", () => {
     expect(findConversation("bob", [direct, group])).toBeUndefined();
   });
 
+  it("counts unread messages from the higher of the server's and the local read mark", () => {
+    const c: Conversation = {
+      ...direct,
+      lastSeq: 7,
+      members: [
+        { user: "u_me", role: "member", delivered: 7, read: 3 },
+        { user: "u_bobbobbob", role: "member", delivered: 7, read: 7 },
+      ],
+    };
+    expect(unreadCount(c, "u_me")).toBe(4);
+    expect(unreadCount(c, "u_me", 5)).toBe(2);
+    expect(unreadCount(c, "u_me", 1)).toBe(4);
+    expect(unreadCount(c, "u_me", 9)).toBe(0);
+    expect(unreadCount(c, "u_outsider")).toBe(0);
+    expect(conversationLine(c, "bob", 4, false)).toBe("   abcdef  bob  (direct, 7 messages, 4 unread)");
+    expect(conversationLine({ ...group, lastSeq: 1 }, "#Crew", 0, true)).toBe(
+      " * zzzzzz  #Crew  (group, 2 members, 1 message)",
+    );
+    expect(unreadSummary(0, 0)).toBe("No unread messages.");
+    expect(unreadSummary(1, 1)).toBe("1 unread message in 1 conversation.");
+    expect(unreadSummary(5, 2)).toBe("5 unread messages in 2 conversations.");
+  });
+
+  it("opens on the unread messages, at most the last 50, else on the last 10", () => {
+    expect(openingPage(7, 3)).toEqual({ unread: 4, query: { after: 3, limit: 50 } });
+    expect(openingPage(130, 20)).toEqual({ unread: 110, query: { after: 80, limit: 50 } });
+    expect(openingPage(7, 7)).toEqual({ unread: 0, query: { limit: 10 } });
+    expect(openingPage(0, 0)).toEqual({ unread: 0, query: { limit: 10 } });
+  });
+
   it("formats messages", () => {
     const m: Message = {
       conv: direct.id,
@@ -184,6 +217,101 @@ describe("parley chat against a real server", () => {
     }
   });
 });
+
+describe("parley chat catching up", () => {
+  it("shows what came while offline as unread, and prints it once on /open, in order", async () => {
+    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "parley-chat-"));
+    const server = await startServer(
+      loadConfig(["--data", dataDir, "--port", "0", "--tcp-port", "0", "--log-level", "silent"], {}),
+    );
+    const url = `http://127.0.0.1:${server.httpPort}`;
+    const suffix = randomBytes(3).toString("hex");
+    const [alice, bob] = [`alice_${suffix}`, `bob_${suffix}`];
+    const password = "correct horse battery";
+    let aliceClient: ParleyClient | undefined;
+    try {
+      await ParleyClient.register({ url, name: alice, password });
+      await ParleyClient.register({ url, name: bob, password });
+      // Bob is offline: alice writes three messages.
+      aliceClient = await ParleyClient.login({ url, name: alice, password, device: "test" });
+      await aliceClient.connect();
+      const conv = await aliceClient.createDirect(bob);
+      let bobRead = 0;
+      aliceClient.on("receipt", (e) => {
+        if (e.conv === conv.id && e.kind === "read" && e.user !== aliceClient?.user) bobRead = e.seq;
+      });
+      for (const text of ["one", "two", "three"]) await aliceClient.send(conv.id, text);
+
+      const chat = startChat(url, bob, password);
+      await until(() => chat.printed().includes("unread message"));
+      expect(chat.printed()).toContain(`${shortId(conv.id)}  ${alice}  (direct, 3 messages, 3 unread)`);
+      expect(chat.printed()).toContain("3 unread messages in 1 conversation.");
+      // Missed messages are not printed before they are asked for.
+      expect(chat.printed()).not.toContain(": one");
+
+      chat.input.write("/list\n");
+      await until(() => count(chat.printed(), "3 unread)") === 2);
+      chat.input.write(`/open ${alice}\n`);
+      await until(() => chat.printed().includes(`: three`));
+      const opened = chat.printed().slice(chat.printed().indexOf(`Now in ${alice}`));
+      expect(opened.split("\n").slice(0, 4)).toEqual([
+        `Now in ${alice} (${shortId(conv.id)}): 3 unread messages.`,
+        `[${alice}] ${alice}: one`,
+        `[${alice}] ${alice}: two`,
+        `[${alice}] ${alice}: three`,
+      ]);
+
+      // Live messages keep coming, once each; what was printed is read.
+      await aliceClient.send(conv.id, "four");
+      await until(() => chat.printed().includes(`[${alice}] ${alice}: four`));
+      chat.input.write("/list\n/quit\n");
+      expect(await chat.exit).toBe(0);
+      expect(chat.printed()).toContain(`${shortId(conv.id)}  ${alice}  (direct, 4 messages)`);
+      for (const text of ["one", "two", "three", "four"])
+        expect(count(chat.printed(), `: ${text}\n`)).toBe(1);
+
+      // Read on the server too: the next start has nothing unread and opens on the last ones.
+      await until(() => bobRead === 4);
+      // Piped input, there before the first listing is done: it waits for it.
+      const again = startChat(url, bob, password);
+      again.input.end(`/open ${alice}\n`);
+      expect(await again.exit).toBe(0);
+      const lines = again.printed().split("\n");
+      const listed = lines.indexOf("No unread messages.");
+      expect(listed).toBeGreaterThan(0);
+      expect(lines.slice(listed + 1, listed + 6)).toEqual([
+        `Now in ${alice} (${shortId(conv.id)}). /history shows earlier messages.`,
+        `[${alice}] ${alice}: one`,
+        `[${alice}] ${alice}: two`,
+        `[${alice}] ${alice}: three`,
+        `[${alice}] ${alice}: four`,
+      ]);
+    } finally {
+      await aliceClient?.close();
+      await server.stop();
+      await fs.rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+/** `parley chat` as `user`, with its input and everything it printed so far. */
+function startChat(url: string, user: string, password: string) {
+  const input = new PassThrough();
+  const output = new PassThrough();
+  let printed = "";
+  output.on("data", (d: Buffer) => (printed += d.toString()));
+  const exit = runChat(["--server", url, "--user", user], {
+    input,
+    output,
+    errors: output,
+    env: { PARLEY_PASSWORD: password },
+  });
+  return { input, exit, printed: () => printed };
+}
+
+function count(text: string, part: string): number {
+  return text.split(part).length - 1;
+}
 
 async function until(check: () => boolean, timeoutMs = 10_000): Promise<void> {
   const end = Date.now() + timeoutMs;

@@ -12,6 +12,11 @@ import type { Store } from "./ports/store.ts";
 
 const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 
+/** Most ids one getUsers call may ask about, and the longest id it accepts (the REST schema of
+ * `GET /v1/users` uses both). */
+export const MAX_USER_LOOKUP = 100;
+export const MAX_USER_ID_LENGTH = 64;
+
 export class Accounts {
   /** A real hash of a random password, verified against when the user does not exist, so a
    * failed login takes the same time whether or not the name is known. */
@@ -87,6 +92,22 @@ export class Accounts {
     const user = await this.store.getUser(id);
     if (!user) throw new ParleyError("E_NOT_FOUND", "no such user");
     return { id: user.id, name: user.name };
+  }
+
+  /** The users among `ids` that exist, in the order first asked for; unknown ids are left out and
+   * repeated ids answered once. E_INVALID for 0 or more than MAX_USER_LOOKUP ids, or an id that is
+   * not a string of 1-64 characters. One Store read per distinct id. */
+  async getUsers(ids: readonly UserId[]): Promise<UserInfo[]> {
+    if (!Array.isArray(ids) || ids.length === 0 || ids.length > MAX_USER_LOOKUP) {
+      throw new ParleyError("E_INVALID", `ask for 1-${MAX_USER_LOOKUP} user ids`);
+    }
+    for (const id of ids) {
+      if (typeof id !== "string" || id.length === 0 || id.length > MAX_USER_ID_LENGTH) {
+        throw new ParleyError("E_INVALID", `user ids must be 1-${MAX_USER_ID_LENGTH} characters`);
+      }
+    }
+    const users = await Promise.all([...new Set<UserId>(ids)].map((id) => this.store.getUser(id)));
+    return users.flatMap((u) => (u ? [{ id: u.id, name: u.name }] : []));
   }
 
   async listDevices(p: Principal): Promise<DeviceInfo[]> {

@@ -247,7 +247,11 @@ export class ClientSession implements Session {
       }
       case "history": {
         const page = await messaging.history(p, frame.conv, frame);
-        const trimmed = trimToBudget(page.messages, this.ctx.options.replyBudgetBytes, frame.after === undefined);
+        const trimmed = trimToBudget(
+          page.messages,
+          this.ctx.options.replyBudgetBytes,
+          frame.after === undefined,
+        );
         return this.reply({
           t: "history",
           id: frame.id,

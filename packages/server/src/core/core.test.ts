@@ -73,6 +73,19 @@ describe("Core", () => {
       await expect(core.authenticate("forged")).rejects.toMatchObject({ code: "E_TOKEN_INVALID" });
     });
 
+    it("names users by id, leaving unknown ids out; refuses 0, 101 or malformed ids", async () => {
+      const a = await account("alice");
+      const b = await core.register("bob", "password-bob");
+      expect(await core.getUsers(a.p, ["u_nobody", b.id, a.p.user, b.id])).toEqual([
+        { id: b.id, name: "bob" },
+        { id: a.p.user, name: "alice" },
+      ]);
+      const refused = [[], Array.from({ length: 101 }, () => b.id), [""], ["x".repeat(65)], [5]];
+      for (const ids of refused) {
+        await expect(core.getUsers(a.p, ids as string[])).rejects.toMatchObject({ code: "E_INVALID" });
+      }
+    });
+
     it("expires tokens and revokes devices, closing their connections", async () => {
       const a = await account("alice");
       const conn = await connect(a);
@@ -216,19 +229,24 @@ describe("Core", () => {
       const b = await account("bob");
       const conv = await core.createDirect(a.p, b.p.user);
       for (let i = 0; i < 6; i++) {
-        await core.send(a.p, { conv: conv.id, cid: `b${i}`, type: "bin", body: new Uint8Array(i === 5 ? 5000 : 700) });
+        await core.send(a.p, {
+          conv: conv.id,
+          cid: `b${i}`,
+          type: "bin",
+          body: new Uint8Array(i === 5 ? 5000 : 700),
+        });
       }
       const cb = await connect(b);
-      const synced = await (cb.receive({ t: "sync", id: 1, cursor: 1 }), cb.reply(1));
+      const synced = await cb.request({ t: "sync", id: 1, cursor: 1 });
       if (synced.t !== "synced") throw new Error("expected synced");
       expect(synced.updates.map((u) => u.useq)).toEqual([2, 3]);
       expect(synced.more).toBe(true);
-      const huge = await (cb.receive({ t: "sync", id: 2, cursor: 6 }), cb.reply(2));
+      const huge = await cb.request({ t: "sync", id: 2, cursor: 6 });
       expect(huge.t === "synced" && huge.updates.map((u) => u.useq)).toEqual([7]);
-      const page = await (cb.receive({ t: "history", id: 3, conv: conv.id, before: 5 }), cb.reply(3));
+      const page = await cb.request({ t: "history", id: 3, conv: conv.id, before: 5 });
       expect(page.t === "history" && page.messages.map((m) => m.seq)).toEqual([3, 4]);
       expect(page.t === "history" && page.more).toBe(true);
-      const both = await (cb.receive({ t: "history", id: 4, conv: conv.id, before: 5, after: 1 }), cb.reply(4));
+      const both = await cb.request({ t: "history", id: 4, conv: conv.id, before: 5, after: 1 });
       expect(both).toMatchObject({ t: "error", code: "E_INVALID" });
     });
 

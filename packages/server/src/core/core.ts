@@ -88,6 +88,11 @@ export class Core implements SessionContext {
   findUser(_p: Principal, name: string): Promise<UserInfo> {
     return this.accounts.findUser(name);
   }
+  /** The names of the users among `ids` that exist (see Accounts.getUsers); any user may look
+   * up any id, as with findUser by name. */
+  getUsers(_p: Principal, ids: UserId[]): Promise<UserInfo[]> {
+    return this.accounts.getUsers(ids);
+  }
   listDevices(p: Principal): Promise<DeviceInfo[]> {
     return this.accounts.listDevices(p);
   }

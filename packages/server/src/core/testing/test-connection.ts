@@ -53,6 +53,12 @@ export class TestConnection implements Connection {
     }
   }
 
+  /** Feeds a request and waits for its reply. */
+  request(frame: Extract<ClientFrame, { id: number }>): Promise<ServerFrame> {
+    this.receive(frame);
+    return this.reply(frame.id);
+  }
+
   /** Waits for the reply (any frame carrying `id`). */
   reply(id: number): Promise<ServerFrame> {
     return this.waitFor((f) => "id" in f && f.id === id);

@@ -5,6 +5,7 @@ import Type from "typebox";
 import type { TSchema } from "typebox";
 import { ParleyError } from "@parley/protocol";
 import type { Conversation as ConversationT, Message as MessageT } from "@parley/protocol";
+import { MAX_USER_ID_LENGTH, MAX_USER_LOOKUP } from "../../core/accounts.ts";
 import type { Principal } from "../../core/api.ts";
 import type { Core } from "../../core/core.ts";
 
@@ -118,6 +119,15 @@ export const HistoryQuery = Type.Object({
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
 });
 
+const USER_ID = `[^,]{1,${MAX_USER_ID_LENGTH}}`;
+export const UsersQuery = Type.Object({
+  ids: Type.String({
+    maxLength: MAX_USER_LOOKUP * (MAX_USER_ID_LENGTH + 1) - 1,
+    pattern: `^${USER_ID}(?:,${USER_ID}){0,${MAX_USER_LOOKUP - 1}}$`,
+    description: `1-${MAX_USER_LOOKUP} comma-separated user ids, each 1-${MAX_USER_ID_LENGTH} characters`,
+  }),
+});
+
 export const IdParams = Type.Object({ id: Id });
 export const NameParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) });
 export const MemberParams = Type.Object({ id: Id, user: Id });
@@ -142,6 +152,7 @@ export type RestCore = Pick<
   | "authenticate"
   | "logout"
   | "findUser"
+  | "getUsers"
   | "listDevices"
   | "revokeDevice"
   | "createDirect"
@@ -220,6 +231,7 @@ function routeOptions<S extends object>(
 
 const ConversationList = Type.Object({ conversations: Type.Array(Conversation) });
 const DeviceList = Type.Object({ devices: Type.Array(Device) });
+const UserList = Type.Object({ users: Type.Array(UserInfo) });
 const MessagePage = Type.Object({ messages: Type.Array(Message), more: Type.Boolean() });
 
 /** Registers every /v1 route on `app`. */
@@ -308,6 +320,19 @@ export function registerRoutes(app: TypedFastify, core: RestCore): void {
       { params: NameParams, response: responses({ 200: UserInfo }) },
     ),
     async (req) => core.findUser(auth(req), req.params.name),
+  );
+
+  app.get(
+    "/v1/users",
+    route(
+      {
+        id: "getUsers",
+        summary: "Names of users by id; ids that do not exist are left out",
+        tag: "accounts",
+      },
+      { querystring: UsersQuery, response: responses({ 200: UserList }) },
+    ),
+    async (req) => ({ users: await core.getUsers(auth(req), req.query.ids.split(",")) }),
   );
 
   // --- conversations

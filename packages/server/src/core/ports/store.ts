@@ -136,7 +136,8 @@ export interface Store {
   // --- messages
   /** Appends a batch in ONE transaction (group commit), each item independently: per-conversation
    * seq is the previous lastSeq + 1 (gap-free); (from, cid) already present returns the stored
-   * message as a duplicate. Results are in input order. */
+   * message as a duplicate. The sender's delivered and read marks rise to the new seq (no receipt
+   * update: the "msg" entry says as much). Results are in input order. */
   appendMessages(batch: readonly NewMessage[]): Promise<AppendResult[]>;
   /** Applies an edit, delete or reaction to an existing message and appends an update ("edit",
    * "del", "react") for every member. Rejects E_NOT_FOUND if the message does not exist.

@@ -263,7 +263,7 @@ export function conversationCases(store: GetStore): void {
       await store().changeConversation({ kind: "remove", conv: "g1", user: "b" });
       const r = await store().changeConversation({ kind: "add", conv: "g1", users: ["b"] });
       expect(r.conv.members).toEqual([
-        { user: "a", role: "owner", delivered: 0, read: 0 },
+        { user: "a", role: "owner", delivered: 1, read: 1 }, // a sent m1
         { user: "c", role: "member", delivered: 0, read: 0 },
         { user: "b", role: "member", delivered: 0, read: 0 },
       ]);

@@ -64,6 +64,22 @@ export function messageCases(store: GetStore): void {
       expect(await heads(store(), ["a", "b", "c"])).toEqual([3, 3, 0]);
     });
 
+    it("raises the sender's delivered and read marks to what they sent, and nobody else's", async () => {
+      await addUsers(store(), "a", "b");
+      await addGroup(store(), "g1", ["a", "b"]);
+      await send(store(), "g1", "b", "c1");
+      await send(store(), "g1", "a", "c2");
+      const marks = (await store().getConversation("g1"))?.members.map((m) => [m.user, m.delivered, m.read]);
+      expect(marks).toEqual([
+        ["a", 2, 2],
+        ["b", 1, 1],
+      ]);
+      const before = await heads(store(), ["a", "b"]);
+      await send(store(), "g1", "b", "c3");
+      // No receipt entries: only the one msg entry per member.
+      expect(await heads(store(), ["a", "b"])).toEqual(before.map((h) => h + 1));
+    });
+
     it("returns the original for a resent (from, cid) and writes nothing", async () => {
       await addUsers(store(), "a", "b");
       await addGroup(store(), "g1", ["a", "b"]);

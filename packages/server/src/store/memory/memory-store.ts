@@ -378,6 +378,9 @@ export class MemoryStore implements Store {
     c.messages.push(m);
     c.lastSeq = seq;
     c.lastActivity = Math.max(c.lastActivity, item.ts);
+    // The sender has read what they sent (and everything before it).
+    const sender = c.members.get(item.from)!;
+    sender.delivered = sender.read = seq;
     this.state.cids.set(key, m);
     const msg = copyMessage(m);
     const updates = this.log.append(c.members.keys(), { k: "msg", msg });

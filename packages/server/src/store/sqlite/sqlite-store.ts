@@ -287,6 +287,8 @@ export class SqliteStore implements Store {
         const { from, dev, cid, type, ts } = item;
         const replyTo = item.replyTo ?? null;
         this.st.insertMessage.run(c.row.id, seq, from, dev, cid, type, item.body, ts, replyTo);
+        // The sender has read what they sent (and everything before it).
+        this.st.setMarks.run(seq, seq, c.row.id, from);
         c.row.last_seq = seq;
         c.row.last_activity = Math.max(c.row.last_activity, ts);
         const msg: Message = {

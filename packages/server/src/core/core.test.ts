@@ -334,6 +334,25 @@ describe("Core", () => {
       expect(ca.frames.filter((f) => f.t === "typing")).toHaveLength(0);
     });
 
+    it("throttles presence: a flapping connection costs watchers one change per interval", async () => {
+      const a = await account("alice");
+      const b = await account("bob");
+      await core.createDirect(a.p, b.p.user);
+      const ca = await connect(a);
+      ca.receive({ t: "watch", users: [b.p.user] });
+      await ca.waitFor((f) => f.t === "presence");
+      const presence = (): boolean[] => ca.frames.flatMap((f) => (f.t === "presence" ? [f.online] : []));
+      (await connect(b)).close(4000, "flap"); // online, published at once
+      for (let i = 0; i < 5; i++) (await connect(b)).close(4000, "flap");
+      expect(presence()).toEqual([false, true]);
+      clock.advance(core.options.presenceThrottleMs);
+      expect(presence()).toEqual([false, true, false]); // the state at the end of the interval
+      await connect(b);
+      await connect(b);
+      clock.advance(core.options.presenceThrottleMs);
+      expect(presence()).toEqual([false, true, false, true]);
+    });
+
     it("shows presence only to users who share a conversation", async () => {
       const a = await account("alice");
       const b = await account("bob");
@@ -346,6 +365,7 @@ describe("Core", () => {
       const cb = await connect(b);
       await ca.waitFor((f) => f.t === "presence" && f.online);
       cb.close(4000, "bye");
+      clock.advance(core.options.presenceThrottleMs);
       await ca.waitFor((f) => f.t === "presence" && !f.online && f.lastSeen > 0 && f !== first);
       await connect(eve);
       expect(ca.frames.filter((f) => f.t === "presence" && f.user === eve.p.user)).toEqual([]);

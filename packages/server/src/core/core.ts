@@ -68,6 +68,7 @@ export class Core implements SessionContext {
       this.conversations,
       deps.clock,
       this.options.typingThrottleMs,
+      this.options.presenceThrottleMs,
     );
   }
 

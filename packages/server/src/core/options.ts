@@ -18,6 +18,8 @@ export interface CoreOptions {
   maxGroupMembers: number;
   /** At most one typing signal per user and conversation per this interval. */
   typingThrottleMs: number;
+  /** At most one presence change per user per this interval is published to watchers. */
+  presenceThrottleMs: number;
   /** Updates per `synced` reply at most. */
   syncBatchMax: number;
   /** Messages per history page at most. */
@@ -43,6 +45,7 @@ export const DEFAULT_CORE_OPTIONS: CoreOptions = {
   maxConnectionsPerUser: 32,
   maxGroupMembers: 10_000,
   typingThrottleMs: 2_000,
+  presenceThrottleMs: 1_000,
   syncBatchMax: 1000,
   historyPageMax: 500,
   commitBatchMax: 1000,

@@ -16,6 +16,9 @@ export const presenceTopic = (user: UserId): string => `p:${user}`;
 export class Presence {
   private readonly lastSeen = new Map<UserId, number>();
   private readonly lastTyping = new Map<string, number>();
+  /** Last presence published per user, for throttling and to skip non-changes. */
+  private readonly published = new Map<UserId, { at: number; online: boolean }>();
+  private readonly trailing = new Map<UserId, { cancel(): void }>();
 
   constructor(
     private readonly store: Store,
@@ -24,29 +27,55 @@ export class Presence {
     private readonly conversations: Conversations,
     private readonly clock: Clock,
     private readonly typingThrottleMs: number,
+    private readonly presenceThrottleMs: number,
   ) {}
 
   connected(entry: SessionEntry): void {
-    if (this.sessions.add(entry)) {
-      this.bus.publish(presenceTopic(entry.user), {
-        t: "presence",
-        user: entry.user,
-        online: true,
-        lastSeen: this.clock.now(),
-      });
-    }
+    if (this.sessions.add(entry)) this.changed(entry.user);
   }
 
   disconnected(entry: SessionEntry): void {
     if (this.sessions.remove(entry)) {
-      const now = this.clock.now();
-      this.lastSeen.set(entry.user, now);
-      this.bus.publish(presenceTopic(entry.user), {
-        t: "presence",
-        user: entry.user,
-        online: false,
-        lastSeen: now,
-      });
+      this.lastSeen.set(entry.user, this.clock.now());
+      this.changed(entry.user);
+    }
+  }
+
+  /** Publishes a user's presence at most once per throttle interval: a change within it is
+   * published at its end, with the state as it is then (a flapping connection costs watchers
+   * one frame per interval, and nothing if it ends where it started). */
+  private changed(user: UserId): void {
+    if (this.trailing.has(user)) return;
+    const last = this.published.get(user);
+    const wait = last === undefined ? 0 : last.at + this.presenceThrottleMs - this.clock.now();
+    if (wait <= 0) return this.publishPresence(user);
+    this.trailing.set(
+      user,
+      this.clock.setTimeout(() => {
+        this.trailing.delete(user);
+        this.publishPresence(user);
+      }, wait),
+    );
+  }
+
+  private publishPresence(user: UserId): void {
+    const now = this.clock.now();
+    const online = this.sessions.isOnline(user);
+    const last = this.published.get(user);
+    if (last?.online === online) return;
+    if (this.published.size > 100_000) this.prunePublished(now);
+    this.published.set(user, { at: now, online });
+    this.bus.publish(presenceTopic(user), {
+      t: "presence",
+      user,
+      online,
+      lastSeen: online ? now : (this.lastSeen.get(user) ?? now),
+    });
+  }
+
+  private prunePublished(now: number): void {
+    for (const [user, p] of this.published) {
+      if (!p.online && now - p.at >= this.presenceThrottleMs) this.published.delete(user);
     }
   }
 

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { runClockConformance } from "./clock-conformance.ts";
 import { ManualClock } from "./manual-clock.ts";
 
 describe("ManualClock", () => {
@@ -115,4 +116,15 @@ describe("ManualClock", () => {
     clock.advance(20);
     expect(fired).toEqual([20]);
   });
+});
+
+runClockConformance("ManualClock", () => {
+  const clock = new ManualClock(1_700_000_000_000);
+  return {
+    clock,
+    advance: (ms) => {
+      clock.advance(ms);
+      return Promise.resolve();
+    },
+  };
 });

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { runClockConformance } from "./clock-conformance.ts";
 import { SystemClock } from "./system-clock.ts";
 
 // Real timers: these check that timers fire and cancel, never how long they took.
@@ -32,3 +33,8 @@ describe("SystemClock", () => {
     expect(fired).toBe(false);
   });
 });
+
+runClockConformance("SystemClock", () => ({
+  clock: new SystemClock(),
+  advance: (ms) => new Promise((resolve) => setTimeout(resolve, ms + 5)),
+}));

@@ -173,6 +173,44 @@ describe("startServer", () => {
     expect(Buffer.from(page.messages[0]!.body, "base64").toString()).toBe("from rest");
   });
 
+  it("saves every connection's device cursor when it stops", async () => {
+    server = await startServer(config(dir));
+    const base = `http://127.0.0.1:${server.httpPort}`;
+    await post(base, "/v1/register", { name: "alice", password: "password-alice" });
+    const bob = await post(base, "/v1/register", { name: "bob", password: "password-bob" });
+    const login = await post(base, "/v1/login", { name: "alice", password: "password-alice", device: "tcp" });
+    const conv = await post(base, "/v1/conversations", { kind: "direct", user: bob.id }, login.token);
+    for (const cid of ["m1", "m2"]) {
+      const body = { cid, type: "text/plain", body: Buffer.from(cid).toString("base64") };
+      await post(base, `/v1/conversations/${conv.id}/messages`, body, login.token);
+    }
+
+    const { rec, add, close } = recorder();
+    const socket = net.connect(server.tcpPort, "127.0.0.1");
+    const parser = new FrameParser();
+    socket.on("data", (chunk: Buffer) => {
+      for (const body of parser.push(chunk)) add(decodeServerBinary(body));
+    });
+    socket.on("error", () => {});
+    socket.on("close", () => close(0));
+    socket.write(encodeFramed({ t: "hello", versions: [1], token: login.token }));
+    await rec.next("welcome");
+    // The first cursor is saved at once, the next one only later (cursorFlushMs) or on close.
+    socket.write(encodeFramed({ t: "sync", id: 1, cursor: 1 }));
+    socket.write(encodeFramed({ t: "sync", id: 2, cursor: 3 }));
+    for (let i = 0; i < 100 && rec.frames.filter((f) => f.t === "synced").length < 2; i++)
+      await new Promise((r) => setTimeout(r, 20));
+
+    await server.stop();
+    await rec.closed;
+    server = await startServer(config(dir));
+    const again = `http://127.0.0.1:${server.httpPort}`;
+    const second = await post(again, "/v1/login", { name: "alice", password: "password-alice", device: "x" });
+    const res = await fetch(`${again}/v1/devices`, { headers: { authorization: `Bearer ${second.token}` } });
+    const { devices } = (await res.json()) as { devices: Array<{ name: string; cursor: number }> };
+    expect(devices.find((d) => d.name === "tcp")?.cursor).toBe(3);
+  });
+
   it("stop() is idempotent", async () => {
     server = await startServer(config(dir, { store: "memory" }));
     await Promise.all([server.stop(), server.stop()]);

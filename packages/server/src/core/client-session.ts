@@ -33,7 +33,8 @@ export interface SessionContext {
   /** True once shutdown has begun: new requests are refused with E_SHUTTING_DOWN. */
   readonly shuttingDown: boolean;
   connectionsOf(user: string): number;
-  /** The session is authenticated (READY). */
+  /** The session's token is valid: it counts as one of its user's connections from now on
+   * (READY follows unless it closes first). */
   attach(session: ClientSession): void;
   /** An attached session closed. */
   detach(session: ClientSession): void;
@@ -61,6 +62,9 @@ export class ClientSession implements Session {
   private readonly bucket: TokenBucket;
   private strikes = 0;
   private serial: Promise<void> = Promise.resolve();
+  private serialPending = 0;
+  /** Counted in the core's per-user connections (from the limit check in hello until closed). */
+  private attached = false;
   private lastHeard: number;
   private pingN = 0;
   private timer: { cancel(): void } | undefined;
@@ -109,6 +113,8 @@ export class ClientSession implements Session {
       this.ctx.presence.disconnected(this.entry);
       this.ctx.detach(this);
       this.flushCursor(true);
+    } else if (this.attached) {
+      this.ctx.detach(this);
     }
     this.ctx.forget(this);
   }
@@ -116,6 +122,9 @@ export class ClientSession implements Session {
   /** Closes the connection with a disconnect code (the gateway then calls closed()). */
   close(code: (typeof DISCONNECT)[keyof typeof DISCONNECT], reason: string): void {
     if (this.state === "CLOSED") return;
+    // Saved now, not only in closed(): the gateway reports the socket gone later, and at shutdown
+    // that is after the store has closed.
+    if (this.state === "READY") this.flushCursor(true);
     this.conn.close(code, reason);
   }
 
@@ -136,6 +145,10 @@ export class ClientSession implements Session {
       return this.fail("E_RATE_LIMITED", DISCONNECT.RATE_LIMITED, "too many connections for this user");
     }
     this.principal = principal;
+    // Counted now, before the next await, so that concurrent hellos of one user cannot all pass
+    // the limit check; a device revoked meanwhile finds this session too.
+    this.ctx.attach(this);
+    this.attached = true;
     // Subscribe before reading the head, so no update committed in between is missed; pushes that
     // arrive before welcome is sent wait in pendingPushes.
     this.unsubscribe.push(ctx.bus.subscribe(userTopic(principal.user), (f) => this.push(f)));
@@ -147,7 +160,6 @@ export class ClientSession implements Session {
       conn: this.conn.id,
       since: ctx.clock.now(),
     };
-    this.ctx.attach(this);
     ctx.presence.connected(this.entry);
     this.state = "READY";
     this.timer?.cancel();
@@ -202,8 +214,21 @@ export class ClientSession implements Session {
       this.dispatch(frame).catch(fail);
     } else {
       // Everything else runs one at a time per connection, in arrival order, so that e.g. an
-      // edit followed by a delete of the same message applies in that order.
-      this.serial = this.serial.then(() => this.dispatch(frame).catch(fail));
+      // edit followed by a delete of the same message applies in that order. At most one burst
+      // waits: when they run slower than the rate limit admits them, later ones are refused
+      // rather than queued without bound.
+      if (this.serialPending >= this.ctx.options.frameBurst)
+        return fail(
+          new ParleyError("E_OVERLOADED", "too many requests in progress on this connection", {
+            retryAfterMs: 500,
+          }),
+        );
+      this.serialPending++;
+      this.serial = this.serial.then(() =>
+        this.dispatch(frame)
+          .catch(fail)
+          .finally(() => this.serialPending--),
+      );
     }
   }
 
@@ -289,9 +314,19 @@ export class ClientSession implements Session {
     if (this.isClosed()) return;
     // Replace the previous watch list: keep only the user-topic subscription (index 0).
     for (const u of this.unsubscribe.splice(1)) u();
+    // A change pushed while the initial states are read is newer than the state read for it.
+    const changed = new Set<string>();
     for (const user of visible)
-      this.unsubscribe.push(bus.subscribe(presenceTopic(user), (f) => this.push(f)));
-    for (const user of visible) this.reply(await presence.current(user));
+      this.unsubscribe.push(
+        bus.subscribe(presenceTopic(user), (f) => {
+          changed.add(user);
+          this.push(f);
+        }),
+      );
+    for (const user of visible) {
+      const state = await presence.current(user);
+      if (!changed.has(user)) this.reply(state);
+    }
   }
 
   private advanceCursor(cursor: number): void {
@@ -363,17 +398,15 @@ export class ClientSession implements Session {
   }
 }
 
-/** Shortens a reply list in place so that its message bodies total at most `budget` bytes (but
- * keeps at least one entry), so a page of large messages still fits a client's frame limit.
- * `fromStart` drops entries from the start instead of the end (backward history pages keep the
- * newest). Returns true if anything was dropped. */
+/** Shortens a reply list in place so that its entries total at most about `budget` bytes (but
+ * keeps at least one entry), so a page of large messages or large conversation snapshots still
+ * fits a client's frame limit. `fromStart` drops entries from the start instead of the end
+ * (backward history pages keep the newest). Returns true if anything was dropped. */
 function trimToBudget(items: Array<LoggedUpdate | Message>, budget: number, fromStart = false): boolean {
   let total = 0;
   const order = fromStart ? [...items.keys()].reverse() : [...items.keys()];
   for (const [n, i] of order.entries()) {
-    const item = items[i]!;
-    const msg = "useq" in item ? ("msg" in item.u ? item.u.msg : undefined) : item;
-    total += msg ? msg.body.byteLength + 256 : 256;
+    total += approxBytes(items[i]!);
     if (total > budget && n > 0) {
       if (fromStart) items.splice(0, i + 1);
       else items.splice(i);
@@ -381,4 +414,21 @@ function trimToBudget(items: Array<LoggedUpdate | Message>, budget: number, from
     }
   }
   return false;
+}
+
+/** Rough encoded size of one entry: 256 bytes plus its message's body and reactions, or the
+ * member list of a conversation snapshot (which grows with the group, not with a body). */
+function approxBytes(item: LoggedUpdate | Message): number {
+  const u = "useq" in item ? item.u : undefined;
+  const msg = u === undefined ? (item as Message) : "msg" in u ? u.msg : undefined;
+  let bytes = 256;
+  if (msg) {
+    bytes += msg.body.byteLength;
+    for (const [emoji, users] of Object.entries(msg.reactions ?? {})) {
+      bytes += emoji.length * 3 + 8;
+      for (const user of users) bytes += user.length + 4;
+    }
+  }
+  if (u?.k === "conv") for (const m of u.conv.members) bytes += m.user.length + 80;
+  return bytes;
 }

@@ -139,11 +139,12 @@ export class Conversations {
   }
 
   private async leave(c: Conversation, user: UserId): Promise<void> {
-    if (roleOf(c, user) === "owner") {
-      const heir = c.members.find((m) => m.role === "admin") ?? c.members.find((m) => m.user !== user);
-      if (heir) await this.change({ kind: "role", conv: c.id, user: heir.user, role: "owner" });
-    }
-    await this.change({ kind: "remove", conv: c.id, user });
+    // The heir's promotion and the removal are one change: one transaction.
+    const heir =
+      roleOf(c, user) === "owner"
+        ? (c.members.find((m) => m.role === "admin") ?? c.members.find((m) => m.user !== user))
+        : undefined;
+    await this.change({ kind: "remove", conv: c.id, user, ...(heir ? { heir: heir.user } : {}) });
   }
 
   private async change(change: Parameters<Store["changeConversation"]>[0]): Promise<Conversation> {

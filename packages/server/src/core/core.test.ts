@@ -1,4 +1,5 @@
 import { describe, it, expect, beforeEach } from "vitest";
+import { encodeJson } from "@parley/protocol";
 import type { ErrorFrame, Message, PushFrame, ServerFrame } from "@parley/protocol";
 import { ManualClock } from "../clock/manual-clock.ts";
 import { MemoryBus } from "../bus/memory/memory-bus.ts";
@@ -144,6 +145,72 @@ describe("Core", () => {
       expect(err.retryAfterMs).toBeGreaterThan(0);
       expect(c.closedWith).toBeUndefined();
     });
+
+    it("refuses requests beyond a bounded per-connection queue with E_OVERLOADED", async () => {
+      // A store whose history reads wait until the test opens the gate: requests pile up.
+      let open!: () => void;
+      const gate = new Promise<void>((r) => (open = r));
+      class SlowHistoryStore extends MemoryStore {
+        override async history(...args: Parameters<MemoryStore["history"]>): Promise<Message[]> {
+          await gate;
+          return super.history(...args);
+        }
+      }
+      core = new Core({
+        store: new SlowHistoryStore(),
+        bus: new MemoryBus(),
+        sessions: new MemorySessionDirectory(),
+        clock,
+        hasher: plainHasher,
+        logger: silentLogger,
+        options: { frameBurst: 100, framesPerSecond: 100 },
+      });
+      const a = await account("alice");
+      const b = await account("bob");
+      const conv = await core.createDirect(a.p, b.p.user);
+      const c = await connect(a);
+      // Each second the rate limit admits another burst; none of them completes.
+      let id = 0;
+      for (let second = 0; second < 3; second++) {
+        for (let i = 0; i < 100; i++) c.receive({ t: "history", id: id++, conv: conv.id });
+        clock.advance(1000);
+      }
+      await new Promise((r) => setTimeout(r, 20));
+      const refused = c.frames.filter(isError);
+      expect(refused).toHaveLength(200);
+      for (const e of refused) {
+        expect(e).toMatchObject({ code: "E_OVERLOADED", retry: true });
+        expect(e.retryAfterMs).toBeGreaterThan(0);
+      }
+      open();
+      await c.waitFor(() => c.frames.filter((f) => f.t === "history").length === 100);
+      expect(c.closedWith).toBeUndefined();
+    });
+
+    it("holds concurrent hellos of one user to maxConnectionsPerUser", async () => {
+      core = new Core({
+        store: new MemoryStore(),
+        bus: new MemoryBus(),
+        sessions: new MemorySessionDirectory(),
+        clock,
+        hasher: plainHasher,
+        logger: silentLogger,
+        options: { maxConnectionsPerUser: 2 },
+      });
+      const a = await account("alice");
+      const conns = [0, 1, 2, 3].map(() => new TestConnection(core));
+      for (const c of conns) c.receive({ t: "hello", versions: [1], token: a.token });
+      await Promise.all(conns.map((c) => c.waitFor((f) => f.t === "welcome" || f.t === "error")));
+      const welcomed = conns.filter((c) => c.frames.some((f) => f.t === "welcome"));
+      expect(welcomed).toHaveLength(2);
+      for (const c of conns.filter((x) => !welcomed.includes(x))) {
+        expect(c.frames.find(isError)?.code).toBe("E_RATE_LIMITED");
+        expect(c.closedWith?.code).toBe(4004);
+      }
+      // A closed connection frees its place.
+      welcomed[0]!.close(4000, "bye");
+      await connect(a);
+    });
   });
 
   describe("messaging", () => {
@@ -250,6 +317,30 @@ describe("Core", () => {
       expect(both).toMatchObject({ t: "error", code: "E_INVALID" });
     });
 
+    it("counts a conversation's members against the sync byte budget", async () => {
+      core = new Core({
+        store: new MemoryStore(),
+        bus: new MemoryBus(),
+        sessions: new MemorySessionDirectory(),
+        clock,
+        hasher: plainHasher,
+        logger: silentLogger,
+        options: { replyBudgetBytes: 20_000 },
+      });
+      const a = await account("alice");
+      const others = [];
+      for (let i = 0; i < 100; i++) others.push((await core.register(`member${i}`, "password")).id);
+      const g = await core.createGroup(a.p, "big", others);
+      for (let i = 0; i < 10; i++) await core.renameGroup(a.p, g.id, `big ${i}`);
+      const c = await connect(a);
+      const synced = await c.request({ t: "sync", id: 1, cursor: 0 });
+      if (synced.t !== "synced") throw new Error("expected synced");
+      // Eleven snapshots of a 101-member group are far beyond 20 kB: the page stops early.
+      expect(synced.more).toBe(true);
+      expect(synced.updates.length).toBeGreaterThan(0);
+      expect(encodeJson(synced).length).toBeLessThanOrEqual(20_000);
+    });
+
     it("edits, deletes and reactions follow the rules and reach every member", async () => {
       const a = await account("alice");
       const b = await account("bob");
@@ -318,6 +409,32 @@ describe("Core", () => {
     });
   });
 
+  it("an owner's leave is one write: if it fails, the group keeps its one owner", async () => {
+    class FailingRemoveStore extends MemoryStore {
+      override changeConversation(change: Parameters<MemoryStore["changeConversation"]>[0]) {
+        if (change.kind === "remove") return Promise.reject(new Error("disk full"));
+        return super.changeConversation(change);
+      }
+    }
+    core = new Core({
+      store: new FailingRemoveStore(),
+      bus: new MemoryBus(),
+      sessions: new MemorySessionDirectory(),
+      clock,
+      hasher: plainHasher,
+      logger: silentLogger,
+    });
+    const o = await account("owner");
+    const m = await account("member");
+    const g = await core.createGroup(o.p, "team", [m.p.user]);
+    await expect(core.removeMember(o.p, g.id, o.p.user)).rejects.toThrow("disk full");
+    const after = await core.getConversation(o.p, g.id);
+    expect(after.members.map((x) => [x.user, x.role])).toEqual([
+      [o.p.user, "owner"],
+      [m.p.user, "member"],
+    ]);
+  });
+
   describe("ephemeral signals", () => {
     it("relays typing to other members only, throttled", async () => {
       const a = await account("alice");
@@ -351,6 +468,39 @@ describe("Core", () => {
       await connect(b);
       clock.advance(core.options.presenceThrottleMs);
       expect(presence()).toEqual([false, true, false, true]);
+    });
+
+    it("does not follow a presence change with the older state read for watch", async () => {
+      // listDevices (lastSeen of a user never seen online) waits until the test opens the gate.
+      let open!: () => void;
+      const gate = new Promise<void>((r) => (open = r));
+      let gated = false;
+      class SlowDevicesStore extends MemoryStore {
+        override async listDevices(...args: Parameters<MemoryStore["listDevices"]>) {
+          if (gated) await gate;
+          return super.listDevices(...args);
+        }
+      }
+      core = new Core({
+        store: new SlowDevicesStore(),
+        bus: new MemoryBus(),
+        sessions: new MemorySessionDirectory(),
+        clock,
+        hasher: plainHasher,
+        logger: silentLogger,
+      });
+      const a = await account("alice");
+      const b = await account("bob");
+      await core.createDirect(a.p, b.p.user);
+      const ca = await connect(a);
+      gated = true;
+      ca.receive({ t: "watch", users: [b.p.user] });
+      await new Promise((r) => setTimeout(r, 10));
+      await connect(b); // published to watchers while the watch still reads bob's last state
+      open();
+      await new Promise((r) => setTimeout(r, 10));
+      const seen = ca.frames.flatMap((f) => (f.t === "presence" && f.user === b.p.user ? [f.online] : []));
+      expect(seen.at(-1)).toBe(true);
     });
 
     it("shows presence only to users who share a conversation", async () => {
@@ -390,5 +540,9 @@ describe("Core", () => {
     await core.shutdown();
     expect(ca.frames.filter((f) => f.t === "sent")).toHaveLength(50);
     expect(ca.closedWith?.code).toBe(4000);
+    // A REST send that reaches the core only now is refused as draining, not as an internal error.
+    await expect(
+      core.send(a.p, { conv: conv.id, cid: "late", type: "text/plain", body: text("x") }),
+    ).rejects.toMatchObject({ code: "E_SHUTTING_DOWN", retry: true });
   });
 });

@@ -1,4 +1,4 @@
-import { DISCONNECT } from "@parley/protocol";
+import { DISCONNECT, ParleyError } from "@parley/protocol";
 import type { Conversation, ConversationId, DeviceId, Role, ServerFrame, UserId } from "@parley/protocol";
 import { Accounts } from "./accounts.ts";
 import type {
@@ -130,6 +130,10 @@ export class Core implements SessionContext {
 
   // --- messages
   send(p: Principal, input: SendInput): Promise<SendResult> {
+    // Sessions refuse requests once shutdown begins; this covers a REST send already in flight,
+    // which would otherwise reach the committer after drain and fail on the closed store.
+    if (this.shuttingDown)
+      return Promise.reject(new ParleyError("E_SHUTTING_DOWN", undefined, { retryAfterMs: 1000 }));
     return this.messaging.send(p, input);
   }
   history(

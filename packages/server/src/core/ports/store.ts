@@ -85,7 +85,8 @@ export type AppendResult =
 export type ConversationChange =
   | { kind: "rename"; conv: ConversationId; name: string }
   | { kind: "add"; conv: ConversationId; users: UserId[] }
-  | { kind: "remove"; conv: ConversationId; user: UserId }
+  /** `heir`, when given, becomes owner in the same transaction (an owner leaving). */
+  | { kind: "remove"; conv: ConversationId; user: UserId; heir?: UserId }
   | { kind: "role"; conv: ConversationId; user: UserId; role: Role };
 
 export type MessageChange =
@@ -129,8 +130,9 @@ export interface Store {
   /** Conversations the user is a member of, most recently active first. */
   listConversations(user: UserId): Promise<Conversation[]>;
   /** Applies the change and appends a "conv" update for every member after the change and a
-   * "left" update for a removed member. Rejects E_NOT_FOUND for an unknown conversation or a
-   * removed user who is not a member. Adding a current member is a no-op for that user. */
+   * "left" update for a removed member. Rejects E_NOT_FOUND for an unknown conversation, a
+   * removed user who is not a member, or an heir who is not another member. Adding a current
+   * member is a no-op for that user. */
   changeConversation(change: ConversationChange): Promise<{ conv: Conversation; updates: UserUpdate[] }>;
 
   // --- messages

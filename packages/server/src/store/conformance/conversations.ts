@@ -240,6 +240,33 @@ export function conversationCases(store: GetStore): void {
       expect(await heads(store(), ["a", "c"])).toEqual([3, 3]);
     });
 
+    it("removes a member and makes the heir owner in one change", async () => {
+      await addUsers(store(), "a", "b", "c");
+      await addGroup(store(), "g1", ["a", "b", "c"]);
+      const r = await store().changeConversation({ kind: "remove", conv: "g1", user: "a", heir: "c" });
+      expect(r.conv.members.map((m) => [m.user, m.role])).toEqual([
+        ["b", "member"],
+        ["c", "owner"],
+      ]);
+      expect(r.updates.map((u) => [u.user, u.u.k])).toEqual([
+        ["b", "conv"],
+        ["c", "conv"],
+        ["a", "left"],
+      ]);
+      expect(await store().getRole("g1", "c")).toBe("owner");
+      // An heir who is not a member (or is the one leaving) refuses the whole change.
+      await expectCode(
+        store().changeConversation({ kind: "remove", conv: "g1", user: "c", heir: "a" }),
+        "E_NOT_FOUND",
+      );
+      await expectCode(
+        store().changeConversation({ kind: "remove", conv: "g1", user: "c", heir: "c" }),
+        "E_NOT_FOUND",
+      );
+      expect(await store().getRole("g1", "c")).toBe("owner");
+      expect(await heads(store(), ["a", "b", "c"])).toEqual([2, 2, 2]);
+    });
+
     it("refuses to remove a non-member, writing nothing", async () => {
       await addUsers(store(), "a", "b");
       await addGroup(store(), "g1", ["a"]);

@@ -212,10 +212,16 @@ export class MemoryStore implements Store {
           for (const u of fresh) c.members.set(u, { user: u, role: "member", delivered: 0, read: 0 });
           break;
         }
-        case "remove":
-          if (!c.members.delete(change.user)) throw new ParleyError("E_NOT_FOUND", "not a member");
+        case "remove": {
+          if (!c.members.has(change.user)) throw new ParleyError("E_NOT_FOUND", "not a member");
+          const heir = change.heir === undefined ? undefined : c.members.get(change.heir);
+          if (change.heir !== undefined && (!heir || change.heir === change.user))
+            throw new ParleyError("E_NOT_FOUND", "the heir is not a member");
+          c.members.delete(change.user);
+          if (heir) heir.role = "owner";
           updates.push(...this.log.append([change.user], { k: "left", conv: c.id }));
           break;
+        }
         case "role": {
           const m = c.members.get(change.user);
           if (!m) throw new ParleyError("E_NOT_FOUND", "not a member");

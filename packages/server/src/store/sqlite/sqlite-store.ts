@@ -239,6 +239,11 @@ export class SqliteStore implements Store {
         case "remove":
           if (this.st.deleteMember.run(row.id, change.user).changes === 0)
             throw new ParleyError("E_NOT_FOUND", "not a member");
+          if (change.heir !== undefined) {
+            const heir = this.st.member.get(row.id, change.heir);
+            if (!heir) throw new ParleyError("E_NOT_FOUND", "the heir is not a member");
+            if (heir.role !== "owner") this.st.setRole.run("owner", row.id, change.heir);
+          }
           left = this.log.append([change.user], { k: "left", conv: row.id });
           break;
         case "role": {

@@ -13,6 +13,9 @@ export interface AckBatcherOptions {
   every: number;
 }
 
+/** Most delivery receipts (`convs`) in one `ack` frame (protocol LIMITS.ackConvs). */
+const MAX_ACK_CONVS = 1000;
+
 export interface AckBatcherHooks {
   /** An opaque handle of the current authenticated connection, undefined when there is none. */
   connection(): unknown;
@@ -59,12 +62,16 @@ export class AckBatcher {
       this.hooks.error(err instanceof Error ? err : new Error(String(err)));
       return;
     }
-    const frame: AckFrame = {
-      t: "ack",
-      cursor: ack.cursor,
-      ...(ack.convs.length > 0 ? { convs: ack.convs } : {}),
-    };
-    if (!this.hooks.send(conn, frame)) this.engine.restoreAck(ack);
+    // The protocol allows at most MAX_ACK_CONVS receipts per ack: send the rest in more acks.
+    for (let i = 0; i === 0 || i < ack.convs.length; i += MAX_ACK_CONVS) {
+      const convs = ack.convs.slice(i, i + MAX_ACK_CONVS);
+      const frame: AckFrame = {
+        t: "ack",
+        ...(i === 0 ? { cursor: ack.cursor } : {}),
+        ...(convs.length > 0 ? { convs } : {}),
+      };
+      if (!this.hooks.send(conn, frame)) return this.engine.restoreAck(ack);
+    }
   }
 
   cancel(): void {

@@ -125,6 +125,23 @@ describe("ParleyClient connection logic", () => {
     expect(h.last().of("ack")[1]).toMatchObject({ cursor: 7 });
   });
 
+  it("never puts more delivery receipts in one ack than the protocol allows (1000)", async () => {
+    const h = setup({ ackEvery: 5000 });
+    const connected = h.client.connect();
+    await settle();
+    h.last().serve(welcome(0));
+    await connected;
+    for (let useq = 1; useq <= 1001; useq++)
+      h.last().serve({ t: "push", useq, u: { k: "msg", msg: msg(1, `c${useq}`) } });
+    h.timers.advance(250);
+    await settle();
+    const acks = h.last().of("ack");
+    expect(acks.length).toBeGreaterThan(0);
+    for (const ack of acks) expect(ack.convs?.length ?? 0).toBeLessThanOrEqual(1000);
+    expect(new Set(acks.flatMap((a) => (a.convs ?? []).map((c) => c.conv))).size).toBe(1001);
+    expect(Math.max(...acks.map((a) => a.cursor ?? 0))).toBe(1001);
+  });
+
   it("coalesces read receipts per conversation", async () => {
     const h = setup();
     const connected = h.client.connect();
@@ -189,6 +206,56 @@ describe("ParleyClient connection logic", () => {
     expect(again?.cid).toBe(first?.cid);
     t.serve({ t: "sent", id: again!.id, conv: "c1", cid: again!.cid, seq: 1, ts: 5 });
     await expect(result).resolves.toMatchObject({ seq: 1, ts: 5 });
+  });
+
+  it("keeps backing off while connections end as soon as they are ready", async () => {
+    const h = setup();
+    const connected = h.client.connect();
+    await settle();
+    h.last().serve(welcome(0));
+    await connected;
+    for (let i = 0; i < 6; i++) {
+      h.last().drop(4001); // e.g. a server that sheds every connection right after welcome
+      h.timers.advance(10_000); // the longest delay (reconnectCapMs)
+      await settle();
+      h.last().serve(welcome(0));
+      expect(h.client.state).toBe("ready");
+    }
+    const count = h.transports.length;
+    h.last().drop(4001);
+    h.timers.advance(200); // the base delay: too soon after so many short-lived connections
+    await settle();
+    expect(h.transports).toHaveLength(count);
+    h.timers.advance(10_000);
+    await settle();
+    expect(h.transports).toHaveLength(count + 1);
+    // A connection that lasted resets the backoff.
+    h.last().serve(welcome(0));
+    h.timers.advance(10_000);
+    h.last().drop(4001);
+    h.timers.advance(200);
+    await settle();
+    expect(h.transports).toHaveLength(count + 2);
+  });
+
+  it("leaves no timer behind after close(), even with a sync retry pending", async () => {
+    const h = setup();
+    const connected = h.client.connect();
+    connected.catch(() => {});
+    await settle();
+    h.last().serve(welcome(3));
+    const [sync] = h.last().of("sync");
+    h.last().serve({
+      t: "error",
+      id: sync!.id,
+      code: "E_OVERLOADED",
+      message: "busy",
+      retry: true,
+      retryAfterMs: 30_000,
+    });
+    await h.client.close();
+    await expect(connected).rejects.toMatchObject({ code: "E_CLIENT_CLOSED" });
+    expect(h.timers.pending).toBe(0);
   });
 
   it("stops for good on a 41xx disconnect code", async () => {

@@ -60,6 +60,10 @@ export class ParleyClient extends Emitter<ClientEvents> {
   private conn: ClientConnection | undefined;
   private attempt = 0;
   private reconnectTimer: unknown;
+  /** When the current connection became ready (for the backoff reset). */
+  private readyAt = 0;
+  /** Waiting to resend a `sync` the server refused with a retryable error. */
+  private syncRetryTimer: unknown;
   private requestId = 0;
   private readonly acks: AckBatcher;
   private readonly reads: ReadBatcher;
@@ -354,6 +358,8 @@ export class ParleyClient extends Emitter<ClientEvents> {
     this.outbox.offline();
     this.requests.offline();
     this.acks.cancel();
+    if (this.syncRetryTimer !== undefined) this.timers.clearTimeout(this.syncRetryTimer);
+    this.syncRetryTimer = undefined;
     if (this.stateValue === "closed") {
       if (wasReady) this.emit("disconnected", { code, reason, willReconnect: false });
       return;
@@ -371,10 +377,14 @@ export class ParleyClient extends Emitter<ClientEvents> {
     }
     this.stateValue = "connecting";
     if (wasReady) this.emit("disconnected", { code, reason, willReconnect: true });
-    const delay = backoffDelay(this.attempt++, {
+    const backoff = {
       baseMs: this.options.reconnectBaseMs ?? 200,
       capMs: this.options.reconnectCapMs ?? 10_000,
-    });
+    };
+    // Start over only after a connection that lasted (at least the longest delay): connections
+    // that end as soon as they are ready must not bring the reconnects back to the base delay.
+    if (wasReady && this.timers.now() - this.readyAt >= backoff.capMs) this.attempt = 0;
+    const delay = backoffDelay(this.attempt++, backoff);
     this.reconnectTimer = this.timers.setTimeout(() => {
       this.reconnectTimer = undefined;
       if (this.stateValue === "connecting") void this.open();
@@ -436,7 +446,7 @@ export class ParleyClient extends Emitter<ClientEvents> {
     const conn = this.conn;
     if (!conn?.welcome || conn.ready) return;
     conn.ready = true;
-    this.attempt = 0;
+    this.readyAt = this.timers.now();
     this.stateValue = "ready";
     this.outbox.online();
     this.requests.online();
@@ -458,7 +468,8 @@ export class ParleyClient extends Emitter<ClientEvents> {
         this.emit("error", serverError(frame));
         return conn.close(1006, `sync refused: ${frame.code}`);
       }
-      this.timers.setTimeout(() => {
+      this.syncRetryTimer = this.timers.setTimeout(() => {
+        this.syncRetryTimer = undefined;
         if (this.conn === conn) this.requestSync(this.engine.cursor);
       }, frame.retryAfterMs ?? 1000);
       return;

@@ -116,6 +116,20 @@ describe("Outbox", () => {
     await expect(p).resolves.toMatchObject({ seq: 1 });
   });
 
+  it("settles every send() made with the same cid (an application-level resend)", async () => {
+    const h = setup();
+    h.online();
+    const first = h.outbox.add({ conv: "c1", type: "t", body: body("x") }, "dup");
+    await tick();
+    const again = h.outbox.add({ conv: "c1", type: "t", body: body("x") }, "dup");
+    await tick();
+    expect(h.wire.map((f) => f.cid)).toEqual(["dup"]); // still one on the wire
+    h.outbox.onSent(sent(h.wire[0]!, 4));
+    await expect(again).resolves.toMatchObject({ seq: 4 });
+    await expect(first).resolves.toMatchObject({ seq: 4 });
+    expect(h.store.outbox()).toEqual([]);
+  });
+
   it("rejects and forgets a send refused for good", async () => {
     const h = setup();
     h.online();

@@ -45,7 +45,8 @@ interface Waiter {
 }
 
 export class Outbox {
-  private readonly waiters = new Map<string, Waiter>();
+  /** By cid; more than one when send() was called again with the same cid. */
+  private readonly waiters = new Map<string, Waiter[]>();
   /** Request id -> cid, for the sends on the current connection that await a reply. */
   private readonly inflight = new Map<number, string>();
   private readonly inflightCids = new Set<string>();
@@ -79,7 +80,11 @@ export class Outbox {
       ...(send.replyTo !== undefined ? { replyTo: send.replyTo } : {}),
       createdAt: this.timers.now(),
     };
-    const result = new Promise<SendResult>((resolve, reject) => this.waiters.set(cid, { resolve, reject }));
+    const result = new Promise<SendResult>((resolve, reject) => {
+      const waiters = this.waiters.get(cid) ?? [];
+      waiters.push({ resolve, reject });
+      this.waiters.set(cid, waiters);
+    });
     // stop() may reject it while we await the flush below, before the caller holds it.
     result.catch(() => {});
     this.store.putOutbox(item);
@@ -182,10 +187,12 @@ export class Outbox {
   }
 
   private settle(cid: string, outcome: SendResult | Error): void {
-    const waiter = this.waiters.get(cid);
-    if (!waiter) return;
+    const waiters = this.waiters.get(cid);
+    if (!waiters) return;
     this.waiters.delete(cid);
-    if (outcome instanceof Error) waiter.reject(outcome);
-    else waiter.resolve(outcome);
+    for (const waiter of waiters) {
+      if (outcome instanceof Error) waiter.reject(outcome);
+      else waiter.resolve(outcome);
+    }
   }
 }

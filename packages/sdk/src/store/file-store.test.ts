@@ -82,6 +82,50 @@ describe("FileLocalStore durability", () => {
     await c.close();
   });
 
+  it("clear() persists: a cursor set before it does not come back on reopen", async () => {
+    const dir = await tempDir();
+    const a = await FileLocalStore.open(dir);
+    a.setMeta({ user: "u_a", server: "http://x" });
+    a.setReceived("c1", 3);
+    a.setCursor(5);
+    a.clear();
+    a.setMeta({ user: "u_b", server: "http://x" });
+    expect(a.cursor()).toBe(0);
+    await a.close();
+    const b = await FileLocalStore.open(dir);
+    expect(b.meta()).toEqual({ user: "u_b", server: "http://x" });
+    expect(b.received("c1")).toBe(0);
+    expect(b.cursor()).toBe(0);
+    await b.close();
+  });
+
+  it("a torn append after a compaction never rolls state back behind the snapshot", async () => {
+    const dir = await tempDir();
+    const a = await FileLocalStore.open(dir, { compactAfterLines: 4 });
+    a.putConversation(conversation("c1"));
+    a.putMessage(message("c1", 1, "v1"));
+    a.setReceived("c1", 1);
+    a.setCursor(1);
+    const flushing = a.flush(); // four lines: compacts once they are written
+    for (let i = 0; i < 10; i++) await Promise.resolve(); // its lines are taken; the write is under way
+    // Changes made during that write: the snapshot taken after it holds them.
+    a.putMessage(message("c1", 1, "v2"));
+    a.putMessage(message("c1", 1, "v3"));
+    a.setCursor(2);
+    await flushing;
+    expect(await fs.readdir(dir)).toContain("snapshot.json");
+    await a.close();
+    // A crash in the middle of the next append leaves only its first line.
+    const log = path.join(dir, "log-1.jsonl");
+    const text = await fs.readFile(log, "utf8").catch(() => "");
+    const firstLine = text.indexOf("\n");
+    await fs.writeFile(log, firstLine < 0 ? "" : text.slice(0, firstLine + 1));
+    const b = await FileLocalStore.open(dir);
+    expect(b.cursor()).toBe(2);
+    expect(new TextDecoder().decode(b.getMessage("c1", 1)?.body)).toBe("v3");
+    await b.close();
+  });
+
   it("refuses a damaged line in the middle of the log", async () => {
     const dir = await tempDir();
     const a = await FileLocalStore.open(dir);

@@ -81,6 +81,8 @@ export class FileLocalStore extends StoreState {
     // Only the last cursor of a batch matters; it is written after the batch's other lines.
     if (op.o === "cur") this.pendingCursor = op.v;
     else this.pendingLines.push(JSON.stringify(encodeOp(op)));
+    // `clear` resets the cursor: one set before it must not be written after it.
+    if (op.o === "clear") this.pendingCursor = undefined;
   }
 
   flush(): Promise<void> {
@@ -127,6 +129,11 @@ export class FileLocalStore extends StoreState {
   private async compact(): Promise<void> {
     const gen = this.gen + 1;
     const file: SnapshotFile = { format: FORMAT, gen, state: encodeSnapshot(this.snapshot()) };
+    // The snapshot holds every mutation made so far, including those recorded during the write
+    // above: they must not go to the new log too, where a torn append could replay an older
+    // value over the snapshot's newer one. A later flush() finds them durable with the snapshot.
+    this.pendingLines = [];
+    this.pendingCursor = undefined;
     const tmp = path.join(this.dir, `${SNAPSHOT}.tmp`);
     const handle = await fs.open(tmp, "w");
     try {

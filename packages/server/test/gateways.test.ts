@@ -228,7 +228,17 @@ describe("socket gateways", () => {
       await c.closed;
     });
 
+    /** A client connected before some other connection misbehaved is still served. */
+    async function stillServed(other: Client): Promise<void> {
+      const n = Math.floor(Math.random() * 1e6);
+      other.send({ t: "ping", n });
+      expect((await other.waitFor("pong")).n).toBe(n);
+      other.end();
+      await other.closed;
+    }
+
     it("refuses a frame before hello with E_NOT_AUTHENTICATED and 4100", async () => {
+      const other = await ready();
       const c = await connect();
       c.send({ t: "ping", n: 1 });
       expect((await c.waitFor("error")).code).toBe("E_NOT_AUTHENTICATED");
@@ -236,6 +246,7 @@ describe("socket gateways", () => {
       // Every transport: the error, then bye with the disconnect code, then the close.
       expect(c.frames.map((f) => f.t)).toEqual(["error", "bye"]);
       expect(c.frames[1]).toMatchObject({ t: "bye", code: 4100 });
+      await stillServed(other);
     });
 
     it("closes an oversized frame with E_FRAME_TOO_LARGE and 4100; others keep working", async () => {
@@ -260,6 +271,7 @@ describe("socket gateways", () => {
     });
 
     it("closes malformed bytes with E_BAD_FRAME and 4100", async () => {
+      const other = await ready();
       const c = await connect();
       // 0xc1 is never valid MessagePack; as JSON text it is not JSON either.
       const junk = new Uint8Array([0xc1, 0xff, 0x00]);
@@ -267,13 +279,16 @@ describe("socket gateways", () => {
       else c.sendRaw(_name === "tcp" ? lengthPrefixed(junk) : junk);
       expect((await c.waitFor("error")).code).toBe("E_BAD_FRAME");
       expect((await c.closed).code).toBe(4100);
+      await stillServed(other);
     });
 
     it("closes an unknown frame type with E_UNKNOWN_FRAME and 4100", async () => {
+      const other = await ready();
       const c = await ready();
       c.send({ t: "teleport" } as unknown as ClientFrame);
       expect((await c.waitFor("error")).code).toBe("E_UNKNOWN_FRAME");
       expect((await c.closed).code).toBe(4100);
+      await stillServed(other);
     });
 
     it("says bye 4101 when the device is revoked", async () => {

@@ -7,6 +7,8 @@ import { MemorySessionDirectory } from "../session/memory/memory-session-directo
 import { MemoryStore } from "../store/memory/memory-store.ts";
 import type { Principal } from "./api.ts";
 import { Core } from "./core.ts";
+import type { CoreOptions } from "./options.ts";
+import type { Store } from "./ports/store.ts";
 import { silentLogger } from "./ports/logger.ts";
 import { TestConnection, plainHasher } from "./testing/test-connection.ts";
 
@@ -25,6 +27,19 @@ describe("Core", () => {
   let clock: ManualClock;
   let core: Core;
 
+  /** A Core on in-memory adapters and the test's ManualClock. */
+  function makeCore(store: Store = new MemoryStore(), options: Partial<CoreOptions> = {}): Core {
+    return new Core({
+      store,
+      bus: new MemoryBus(),
+      sessions: new MemorySessionDirectory(),
+      clock,
+      hasher: plainHasher,
+      logger: silentLogger,
+      options,
+    });
+  }
+
   async function account(name: string): Promise<Account> {
     await core.register(name, "password-" + name);
     const login = await core.login(name, "password-" + name, "test");
@@ -40,14 +55,7 @@ describe("Core", () => {
 
   beforeEach(() => {
     clock = new ManualClock(1_700_000_000_000);
-    core = new Core({
-      store: new MemoryStore(),
-      bus: new MemoryBus(),
-      sessions: new MemorySessionDirectory(),
-      clock,
-      hasher: plainHasher,
-      logger: silentLogger,
-    });
+    core = makeCore();
   });
 
   describe("accounts", () => {
@@ -156,15 +164,7 @@ describe("Core", () => {
           return super.history(...args);
         }
       }
-      core = new Core({
-        store: new SlowHistoryStore(),
-        bus: new MemoryBus(),
-        sessions: new MemorySessionDirectory(),
-        clock,
-        hasher: plainHasher,
-        logger: silentLogger,
-        options: { frameBurst: 100, framesPerSecond: 100 },
-      });
+      core = makeCore(new SlowHistoryStore(), { frameBurst: 100, framesPerSecond: 100 });
       const a = await account("alice");
       const b = await account("bob");
       const conv = await core.createDirect(a.p, b.p.user);
@@ -188,15 +188,7 @@ describe("Core", () => {
     });
 
     it("holds concurrent hellos of one user to maxConnectionsPerUser", async () => {
-      core = new Core({
-        store: new MemoryStore(),
-        bus: new MemoryBus(),
-        sessions: new MemorySessionDirectory(),
-        clock,
-        hasher: plainHasher,
-        logger: silentLogger,
-        options: { maxConnectionsPerUser: 2 },
-      });
+      core = makeCore(new MemoryStore(), { maxConnectionsPerUser: 2 });
       const a = await account("alice");
       const conns = [0, 1, 2, 3].map(() => new TestConnection(core));
       for (const c of conns) c.receive({ t: "hello", versions: [1], token: a.token });
@@ -283,15 +275,7 @@ describe("Core", () => {
     });
 
     it("keeps sync and history replies within the byte budget, at least one entry each", async () => {
-      core = new Core({
-        store: new MemoryStore(),
-        bus: new MemoryBus(),
-        sessions: new MemorySessionDirectory(),
-        clock,
-        hasher: plainHasher,
-        logger: silentLogger,
-        options: { replyBudgetBytes: 2000 },
-      });
+      core = makeCore(new MemoryStore(), { replyBudgetBytes: 2000 });
       const a = await account("alice");
       const b = await account("bob");
       const conv = await core.createDirect(a.p, b.p.user);
@@ -318,15 +302,7 @@ describe("Core", () => {
     });
 
     it("counts a conversation's members against the sync byte budget", async () => {
-      core = new Core({
-        store: new MemoryStore(),
-        bus: new MemoryBus(),
-        sessions: new MemorySessionDirectory(),
-        clock,
-        hasher: plainHasher,
-        logger: silentLogger,
-        options: { replyBudgetBytes: 20_000 },
-      });
+      core = makeCore(new MemoryStore(), { replyBudgetBytes: 20_000 });
       const a = await account("alice");
       const others = [];
       for (let i = 0; i < 100; i++) others.push((await core.register(`member${i}`, "password")).id);
@@ -416,14 +392,7 @@ describe("Core", () => {
         return super.changeConversation(change);
       }
     }
-    core = new Core({
-      store: new FailingRemoveStore(),
-      bus: new MemoryBus(),
-      sessions: new MemorySessionDirectory(),
-      clock,
-      hasher: plainHasher,
-      logger: silentLogger,
-    });
+    core = makeCore(new FailingRemoveStore());
     const o = await account("owner");
     const m = await account("member");
     const g = await core.createGroup(o.p, "team", [m.p.user]);
@@ -481,14 +450,7 @@ describe("Core", () => {
           return super.listDevices(...args);
         }
       }
-      core = new Core({
-        store: new SlowDevicesStore(),
-        bus: new MemoryBus(),
-        sessions: new MemorySessionDirectory(),
-        clock,
-        hasher: plainHasher,
-        logger: silentLogger,
-      });
+      core = makeCore(new SlowDevicesStore());
       const a = await account("alice");
       const b = await account("bob");
       await core.createDirect(a.p, b.p.user);

@@ -1,5 +1,5 @@
 import { ParleyError } from "@parley/protocol";
-import type { ConversationId, Message, ReceiptKind } from "@parley/protocol";
+import type { ConversationId, Message, ReceiptKind, Role } from "@parley/protocol";
 import type { HistoryPage, Principal, SendInput, SendResult } from "./api.ts";
 import type { Conversations } from "./conversations.ts";
 import { GroupCommitter } from "./group-committer.ts";
@@ -70,18 +70,17 @@ export class Messaging {
     if (!(body instanceof Uint8Array) || body.byteLength > this.options.maxFrameBytes) {
       throw new ParleyError("E_INVALID", "body must be bytes within the frame limit");
     }
-    const msg = await this.visibleMessage(p, conv, seq);
+    const { msg } = await this.visibleMessage(p, conv, seq);
     if (msg.from !== p.user) throw new ParleyError("E_FORBIDDEN", "only the sender can edit a message");
     if (msg.deleted) throw new ParleyError("E_CONFLICT", "the message was deleted");
     await this.change({ kind: "edit", conv, seq, type, body, at: this.clock.now() });
   }
 
   async delete(p: Principal, conv: ConversationId, seq: number): Promise<void> {
-    const role = await this.conversations.requireRole(p, conv);
-    const msg = await this.visibleMessage(p, conv, seq);
+    const { msg, role } = await this.visibleMessage(p, conv, seq);
     if (msg.deleted) return;
-    const c = msg.from === p.user ? undefined : await this.conversations.get(p, conv);
-    if (c && !(c.kind === "group" && (role === "owner" || role === "admin"))) {
+    // Owners and admins exist only in groups: direct conversations have members only.
+    if (msg.from !== p.user && role === "member") {
       throw new ParleyError("E_FORBIDDEN", "only the sender or a group admin can delete a message");
     }
     await this.change({ kind: "delete", conv, seq, at: this.clock.now() });
@@ -90,7 +89,7 @@ export class Messaging {
   async react(p: Principal, conv: ConversationId, seq: number, emoji: string, on: boolean): Promise<void> {
     checkString(emoji, "emoji", EMOJI_MAX);
     if (typeof on !== "boolean") throw new ParleyError("E_INVALID", "on must be a boolean");
-    const msg = await this.visibleMessage(p, conv, seq);
+    const { msg } = await this.visibleMessage(p, conv, seq);
     if (msg.deleted) throw new ParleyError("E_CONFLICT", "the message was deleted");
     await this.change({ kind: "react", conv, seq, user: p.user, emoji, on });
   }
@@ -140,11 +139,16 @@ export class Messaging {
     for (const r of results) if (r.ok && !r.duplicate) this.publish(r.updates);
   }
 
-  private async visibleMessage(p: Principal, conv: ConversationId, seq: number): Promise<Message> {
-    await this.conversations.requireRole(p, conv);
+  /** The message and the caller's role; E_NOT_FOUND for non-members and missing messages. */
+  private async visibleMessage(
+    p: Principal,
+    conv: ConversationId,
+    seq: number,
+  ): Promise<{ msg: Message; role: Role }> {
+    const role = await this.conversations.requireRole(p, conv);
     const msg = isSeq(seq) ? await this.store.getMessage(conv, seq) : undefined;
     if (!msg) throw new ParleyError("E_NOT_FOUND", "no such message");
-    return msg;
+    return { msg, role };
   }
 
   private async change(change: MessageChange): Promise<void> {

@@ -7,19 +7,12 @@ import { FrameParser } from "./frame-parser.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "./frames.ts";
 import type { Frame } from "./frames.ts";
 import { parseClientFrame, parseServerFrame } from "./validate.ts";
+import { thrownParleyError } from "./test-helpers.ts";
 
 const fromHex = (hex: string) => new Uint8Array(Buffer.from(hex.replace(/\s+/g, ""), "hex"));
 const concat = (parts: Uint8Array[]) => new Uint8Array(Buffer.concat(parts));
 
-function thrown(fn: () => unknown): ParleyError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(ParleyError);
-    return error as ParleyError;
-  }
-  throw new Error("expected a ParleyError, nothing was thrown");
-}
+const thrown = thrownParleyError;
 
 /** Splits `bytes` at the given cut points (taken modulo its length). */
 function split(bytes: Uint8Array, cuts: number[]): Uint8Array[] {

@@ -11,16 +11,9 @@ import {
   parseServerFrame,
   ServerFrameSchema,
 } from "./validate.ts";
+import { thrownParleyError } from "./test-helpers.ts";
 
-function failure(fn: () => unknown): ParleyError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(ParleyError);
-    return error as ParleyError;
-  }
-  throw new Error("expected a ParleyError, nothing was thrown");
-}
+const failure = thrownParleyError;
 
 const bytes = new Uint8Array([1, 2]);
 const send = { t: "send", id: 1, conv: "c1", cid: "m1", type: "text/plain", body: bytes };

@@ -1,22 +1,10 @@
 import fc from "fast-check";
-import type { Conversation, LoggedUpdate, Message, Update } from "@parley/protocol";
+import type { Conversation, LoggedUpdate, Update } from "@parley/protocol";
 import { describe, expect, it } from "vitest";
 import { MemoryLocalStore } from "./local-store.ts";
 import type { SyncEvent } from "./sync-engine.ts";
 import { SyncEngine } from "./sync-engine.ts";
-
-function msg(conv: string, seq: number, text = `${conv}#${seq}`): Message {
-  return {
-    conv,
-    seq,
-    from: "u_a",
-    dev: "d_a",
-    cid: `${conv}-${seq}`,
-    type: "text/plain",
-    body: new TextEncoder().encode(text),
-    ts: 1000 + seq,
-  };
-}
+import { message as msg } from "./store/local-store-conformance.ts";
 
 function conversation(id: string): Conversation {
   return {

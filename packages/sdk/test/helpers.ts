@@ -5,7 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { loadConfig, startServer } from "@parley/server";
 import type { RunningServer, ServerConfig } from "@parley/server";
-import type { ClientEvents, LoginOptions } from "../src/node.ts";
+import type { ClientEvents, LoginOptions, Message } from "../src/node.ts";
 import { ParleyClient } from "../src/node.ts";
 
 // Integration-test helpers: a real Parley server in-process on port 0 (SQLite in a temp
@@ -71,6 +71,13 @@ export async function newClient(
 }
 
 /** Resolves once `check()` is true; polls every 10 ms. */
+/** Every message the client emits, in emission order. */
+export function collect(client: ParleyClient): Message[] {
+  const seen: Message[] = [];
+  client.on("message", (m) => seen.push(m));
+  return seen;
+}
+
 export async function waitFor(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!check()) {

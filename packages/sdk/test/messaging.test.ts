@@ -1,9 +1,8 @@
-import type { Message } from "@parley/protocol";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { LoginOptions, ParleyClient } from "../src/node.ts";
 import { ClientError, textOf } from "../src/node.ts";
 import type { TestServer } from "./helpers.ts";
-import { newClient, nextEvent, startTestServer, userName, waitFor } from "./helpers.ts";
+import { collect, newClient, nextEvent, startTestServer, userName, waitFor } from "./helpers.ts";
 
 // Two real clients talk through a real server (SQLite, in-process, port 0) over each transport.
 
@@ -19,12 +18,6 @@ afterAll(async () => {
 afterEach(async () => {
   await Promise.all(clients.splice(0).map((c) => c.close()));
 });
-
-function collect(client: ParleyClient): Message[] {
-  const seen: Message[] = [];
-  client.on("message", (m) => seen.push(m));
-  return seen;
-}
 
 const variants: Array<[string, () => Partial<LoginOptions>]> = [
   ["WebSocket binary", () => ({ transport: "ws", encoding: "binary" })],

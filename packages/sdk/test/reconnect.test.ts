@@ -1,12 +1,12 @@
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import type { ClientFrame, Message } from "@parley/protocol";
+import type { ClientFrame } from "@parley/protocol";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { LoginOptions, ParleyClient, TransportFactory } from "../src/node.ts";
 import { FileLocalStore, getTransport, textOf } from "../src/node.ts";
 import type { TestServer } from "./helpers.ts";
-import { CutProxy, newClient, nextEvent, startTestServer, userName, waitFor } from "./helpers.ts";
+import { collect, CutProxy, newClient, nextEvent, startTestServer, userName, waitFor } from "./helpers.ts";
 
 // Faults between a client and a real server: connections cut without a goodbye, replies that
 // never arrive, a client restarted with a durable store, a server restart, a silent server.
@@ -25,12 +25,6 @@ afterEach(async () => {
   await Promise.all(clients.splice(0).map((c) => c.close()));
   await Promise.all(proxies.splice(0).map((p) => p.close()));
 });
-
-function collect(client: ParleyClient): Message[] {
-  const seen: Message[] = [];
-  client.on("message", (m) => seen.push(m));
-  return seen;
-}
 
 /** Wraps a registered transport to record every frame the client sends. */
 function recording(name: string, sent: ClientFrame[]): TransportFactory {

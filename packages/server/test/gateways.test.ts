@@ -17,16 +17,12 @@ import {
   lengthPrefixed,
 } from "@parley/protocol";
 import type { ClientFrame, ServerFrame } from "@parley/protocol";
-import { MemoryBus } from "../src/bus/memory/memory-bus.ts";
-import { SystemClock } from "../src/clock/system-clock.ts";
 import type { Connection, Session } from "../src/core/connection.ts";
-import { Core } from "../src/core/core.ts";
+import type { Core } from "../src/core/core.ts";
 import { silentLogger } from "../src/core/ports/logger.ts";
-import { plainHasher } from "../src/core/testing/test-connection.ts";
 import { TcpGateway } from "../src/gateway/tcp/tcp-gateway.ts";
 import { WsGateway } from "../src/gateway/ws/ws-gateway.ts";
-import { MemorySessionDirectory } from "../src/session/memory/memory-session-directory.ts";
-import { MemoryStore } from "../src/store/memory/memory-store.ts";
+import { newTestCore } from "./test-core.ts";
 
 // Both socket gateways against a real Core over real sockets on port 0: the same scenarios on
 // TCP and on each WebSocket subprotocol, then what is specific to each.
@@ -139,15 +135,7 @@ describe("socket gateways", () => {
   const closedCalls = new Map<string, number>();
 
   beforeAll(async () => {
-    core = new Core({
-      store: new MemoryStore(),
-      bus: new MemoryBus<ServerFrame>(),
-      sessions: new MemorySessionDirectory(),
-      clock: new SystemClock(),
-      hasher: plainHasher,
-      logger: silentLogger,
-      options: { maxFrameBytes: MAX_FRAME },
-    });
+    core = newTestCore({ options: { maxFrameBytes: MAX_FRAME } });
     // Counts Session.closed() per connection, to check the gateways call it exactly once.
     const opener = {
       open(conn: Connection): Session {
@@ -440,14 +428,7 @@ describe("tcp gateway over TLS", () => {
       if (process.env.CI === "true") throw new Error("openssl is required under CI");
       ctx.skip("openssl is not installed: cannot make a test certificate");
     }
-    const core = new Core({
-      store: new MemoryStore(),
-      bus: new MemoryBus<ServerFrame>(),
-      sessions: new MemorySessionDirectory(),
-      clock: new SystemClock(),
-      hasher: plainHasher,
-      logger: silentLogger,
-    });
+    const core = newTestCore();
     await core.register("carol", "password-carol");
     const login = await core.login("carol", "password-carol", "tls");
     const gateway = new TcpGateway(core, { maxFrameBytes: MAX_FRAME, tls: { cert, key } });

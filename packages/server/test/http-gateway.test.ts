@@ -1,26 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ServerFrame } from "@parley/protocol";
-import { MemoryBus } from "../src/bus/memory/memory-bus.ts";
-import { SystemClock } from "../src/clock/system-clock.ts";
-import { Core } from "../src/core/core.ts";
-import { silentLogger } from "../src/core/ports/logger.ts";
-import { plainHasher } from "../src/core/testing/test-connection.ts";
+import type { Core } from "../src/core/core.ts";
 import { HttpGateway } from "../src/gateway/http/http-gateway.ts";
-import { MemorySessionDirectory } from "../src/session/memory/memory-session-directory.ts";
-import { MemoryStore } from "../src/store/memory/memory-store.ts";
+import { newTestCore } from "./test-core.ts";
 
 // The REST API over a real listening socket (fetch), against a real Core on a MemoryStore.
 
-function newCore(): Core {
-  return new Core({
-    store: new MemoryStore(),
-    bus: new MemoryBus<ServerFrame>(),
-    sessions: new MemorySessionDirectory(),
-    clock: new SystemClock(),
-    hasher: plainHasher,
-    logger: silentLogger,
-  });
-}
+const newCore = (): Core => newTestCore();
 
 interface Reply {
   status: number;

@@ -171,128 +171,119 @@ describe("display helpers", () => {
 
 describe("parley chat against a real server", () => {
   it("opens a direct conversation, sends, and prints incoming messages live", async () => {
-    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "parley-chat-"));
-    const server = await startServer(
-      loadConfig(["--data", dataDir, "--port", "0", "--tcp-port", "0", "--log-level", "silent"], {}),
-    );
-    const url = `http://127.0.0.1:${server.httpPort}`;
-    const suffix = randomBytes(3).toString("hex");
-    const [alice, bob] = [`alice_${suffix}`, `bob_${suffix}`];
-    const password = "correct horse battery";
-    let bobClient: ParleyClient | undefined;
-    try {
-      await ParleyClient.register({ url, name: alice, password });
-      await ParleyClient.register({ url, name: bob, password });
-      bobClient = await ParleyClient.login({ url, name: bob, password, device: "test" });
-      await bobClient.connect();
-      const bobSeen: string[] = [];
-      bobClient.on("message", (m) => bobSeen.push(textOf(m)));
+    await withServer(async ({ url, alice, bob, password }) => {
+      const bobClient = await ParleyClient.login({ url, name: bob, password, device: "test" });
+      try {
+        await bobClient.connect();
+        const bobSeen: string[] = [];
+        bobClient.on("message", (m) => bobSeen.push(textOf(m)));
 
-      const input = new PassThrough();
-      const output = new PassThrough();
-      let printed = "";
-      output.on("data", (d: Buffer) => (printed += d.toString()));
-      const exit = runChat(["--server", url, "--user", alice], {
-        input,
-        output,
-        errors: output,
-        env: { PARLEY_PASSWORD: password },
-      });
-      await until(() => printed.includes("No conversations yet"));
-      input.write(`/open ${bob}\n`);
-      await until(() => printed.includes(`Now in ${bob}`));
-      input.write("hello from the terminal\n");
-      await until(() => bobSeen.includes("hello from the terminal"));
-      const conv = (await bobClient.conversations())[0]!;
-      await bobClient.send(conv.id, "hi alice");
-      await until(() => printed.includes(`[${bob}] ${bob}: hi alice`));
-      input.write("/list\n/history\n/quit\n");
-      expect(await exit).toBe(0);
-      expect(printed).toContain(`[${bob}] ${alice}: hello from the terminal`);
-      expect(printed).toMatch(new RegExp(`${shortId(conv.id)}  ${bob}  \\(direct, 2 messages\\)`));
-    } finally {
-      await bobClient?.close();
-      await server.stop();
-      await fs.rm(dataDir, { recursive: true, force: true });
-    }
+        const chat = startChat(url, alice, password);
+        await until(() => chat.printed().includes("No conversations yet"));
+        chat.input.write(`/open ${bob}\n`);
+        await until(() => chat.printed().includes(`Now in ${bob}`));
+        chat.input.write("hello from the terminal\n");
+        await until(() => bobSeen.includes("hello from the terminal"));
+        const conv = (await bobClient.conversations())[0]!;
+        await bobClient.send(conv.id, "hi alice");
+        await until(() => chat.printed().includes(`[${bob}] ${bob}: hi alice`));
+        chat.input.write("/list\n/history\n/quit\n");
+        expect(await chat.exit).toBe(0);
+        expect(chat.printed()).toContain(`[${bob}] ${alice}: hello from the terminal`);
+        expect(chat.printed()).toMatch(new RegExp(`${shortId(conv.id)}  ${bob}  \\(direct, 2 messages\\)`));
+      } finally {
+        await bobClient.close();
+      }
+    });
   });
 });
 
 describe("parley chat catching up", () => {
   it("shows what came while offline as unread, and prints it once on /open, in order", async () => {
-    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "parley-chat-"));
-    const server = await startServer(
-      loadConfig(["--data", dataDir, "--port", "0", "--tcp-port", "0", "--log-level", "silent"], {}),
-    );
+    await withServer(async ({ url, alice, bob, password }) => {
+      // Bob is offline: alice writes three messages.
+      const aliceClient = await ParleyClient.login({ url, name: alice, password, device: "test" });
+      try {
+        await aliceClient.connect();
+        const conv = await aliceClient.createDirect(bob);
+        let bobRead = 0;
+        aliceClient.on("receipt", (e) => {
+          if (e.conv === conv.id && e.kind === "read" && e.user !== aliceClient.user) bobRead = e.seq;
+        });
+        for (const text of ["one", "two", "three"]) await aliceClient.send(conv.id, text);
+
+        const chat = startChat(url, bob, password);
+        await until(() => chat.printed().includes("unread message"));
+        expect(chat.printed()).toContain(`${shortId(conv.id)}  ${alice}  (direct, 3 messages, 3 unread)`);
+        expect(chat.printed()).toContain("3 unread messages in 1 conversation.");
+        // Missed messages are not printed before they are asked for.
+        expect(chat.printed()).not.toContain(": one");
+
+        chat.input.write("/list\n");
+        await until(() => count(chat.printed(), "3 unread)") === 2);
+        chat.input.write(`/open ${alice}\n`);
+        await until(() => chat.printed().includes(`: three`));
+        const opened = chat.printed().slice(chat.printed().indexOf(`Now in ${alice}`));
+        expect(opened.split("\n").slice(0, 4)).toEqual([
+          `Now in ${alice} (${shortId(conv.id)}): 3 unread messages.`,
+          `[${alice}] ${alice}: one`,
+          `[${alice}] ${alice}: two`,
+          `[${alice}] ${alice}: three`,
+        ]);
+
+        // Live messages keep coming, once each; what was printed is read.
+        await aliceClient.send(conv.id, "four");
+        await until(() => chat.printed().includes(`[${alice}] ${alice}: four`));
+        chat.input.write("/list\n/quit\n");
+        expect(await chat.exit).toBe(0);
+        expect(chat.printed()).toContain(`${shortId(conv.id)}  ${alice}  (direct, 4 messages)`);
+        for (const text of ["one", "two", "three", "four"])
+          expect(count(chat.printed(), `: ${text}\n`)).toBe(1);
+
+        // Read on the server too: the next start has nothing unread and opens on the last ones.
+        await until(() => bobRead === 4);
+        // Piped input, there before the first listing is done: it waits for it.
+        const again = startChat(url, bob, password);
+        again.input.end(`/open ${alice}\n`);
+        expect(await again.exit).toBe(0);
+        const lines = again.printed().split("\n");
+        const listed = lines.indexOf("No unread messages.");
+        expect(listed).toBeGreaterThan(0);
+        expect(lines.slice(listed + 1, listed + 6)).toEqual([
+          `Now in ${alice} (${shortId(conv.id)}). /history shows earlier messages.`,
+          `[${alice}] ${alice}: one`,
+          `[${alice}] ${alice}: two`,
+          `[${alice}] ${alice}: three`,
+          `[${alice}] ${alice}: four`,
+        ]);
+      } finally {
+        await aliceClient.close();
+      }
+    });
+  });
+});
+
+/** A real server (SQLite in a temp dir, port 0) with two registered users, stopped afterwards. */
+async function withServer(
+  fn: (env: { url: string; alice: string; bob: string; password: string }) => Promise<void>,
+): Promise<void> {
+  const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "parley-chat-"));
+  const server = await startServer(
+    loadConfig(["--data", dataDir, "--port", "0", "--tcp-port", "0", "--log-level", "silent"], {}),
+  );
+  try {
     const url = `http://127.0.0.1:${server.httpPort}`;
     const suffix = randomBytes(3).toString("hex");
     const [alice, bob] = [`alice_${suffix}`, `bob_${suffix}`];
     const password = "correct horse battery";
-    let aliceClient: ParleyClient | undefined;
-    try {
-      await ParleyClient.register({ url, name: alice, password });
-      await ParleyClient.register({ url, name: bob, password });
-      // Bob is offline: alice writes three messages.
-      aliceClient = await ParleyClient.login({ url, name: alice, password, device: "test" });
-      await aliceClient.connect();
-      const conv = await aliceClient.createDirect(bob);
-      let bobRead = 0;
-      aliceClient.on("receipt", (e) => {
-        if (e.conv === conv.id && e.kind === "read" && e.user !== aliceClient?.user) bobRead = e.seq;
-      });
-      for (const text of ["one", "two", "three"]) await aliceClient.send(conv.id, text);
-
-      const chat = startChat(url, bob, password);
-      await until(() => chat.printed().includes("unread message"));
-      expect(chat.printed()).toContain(`${shortId(conv.id)}  ${alice}  (direct, 3 messages, 3 unread)`);
-      expect(chat.printed()).toContain("3 unread messages in 1 conversation.");
-      // Missed messages are not printed before they are asked for.
-      expect(chat.printed()).not.toContain(": one");
-
-      chat.input.write("/list\n");
-      await until(() => count(chat.printed(), "3 unread)") === 2);
-      chat.input.write(`/open ${alice}\n`);
-      await until(() => chat.printed().includes(`: three`));
-      const opened = chat.printed().slice(chat.printed().indexOf(`Now in ${alice}`));
-      expect(opened.split("\n").slice(0, 4)).toEqual([
-        `Now in ${alice} (${shortId(conv.id)}): 3 unread messages.`,
-        `[${alice}] ${alice}: one`,
-        `[${alice}] ${alice}: two`,
-        `[${alice}] ${alice}: three`,
-      ]);
-
-      // Live messages keep coming, once each; what was printed is read.
-      await aliceClient.send(conv.id, "four");
-      await until(() => chat.printed().includes(`[${alice}] ${alice}: four`));
-      chat.input.write("/list\n/quit\n");
-      expect(await chat.exit).toBe(0);
-      expect(chat.printed()).toContain(`${shortId(conv.id)}  ${alice}  (direct, 4 messages)`);
-      for (const text of ["one", "two", "three", "four"])
-        expect(count(chat.printed(), `: ${text}\n`)).toBe(1);
-
-      // Read on the server too: the next start has nothing unread and opens on the last ones.
-      await until(() => bobRead === 4);
-      // Piped input, there before the first listing is done: it waits for it.
-      const again = startChat(url, bob, password);
-      again.input.end(`/open ${alice}\n`);
-      expect(await again.exit).toBe(0);
-      const lines = again.printed().split("\n");
-      const listed = lines.indexOf("No unread messages.");
-      expect(listed).toBeGreaterThan(0);
-      expect(lines.slice(listed + 1, listed + 6)).toEqual([
-        `Now in ${alice} (${shortId(conv.id)}). /history shows earlier messages.`,
-        `[${alice}] ${alice}: one`,
-        `[${alice}] ${alice}: two`,
-        `[${alice}] ${alice}: three`,
-        `[${alice}] ${alice}: four`,
-      ]);
-    } finally {
-      await aliceClient?.close();
-      await server.stop();
-      await fs.rm(dataDir, { recursive: true, force: true });
-    }
-  });
-});
+    await ParleyClient.register({ url, name: alice, password });
+    await ParleyClient.register({ url, name: bob, password });
+    await fn({ url, alice, bob, password });
+  } finally {
+    await server.stop();
+    await fs.rm(dataDir, { recursive: true, force: true });
+  }
+}
 
 /** `parley chat` as `user`, with its input and everything it printed so far. */
 function startChat(url: string, user: string, password: string) {

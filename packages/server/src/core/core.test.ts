@@ -2,15 +2,13 @@ import { describe, it, expect, beforeEach } from "vitest";
 import { encodeJson } from "@parley/protocol";
 import type { ErrorFrame, Message, PushFrame, ServerFrame } from "@parley/protocol";
 import { ManualClock } from "../clock/manual-clock.ts";
-import { MemoryBus } from "../bus/memory/memory-bus.ts";
-import { MemorySessionDirectory } from "../session/memory/memory-session-directory.ts";
 import { MemoryStore } from "../store/memory/memory-store.ts";
 import type { Principal } from "./api.ts";
-import { Core } from "./core.ts";
+import type { Core } from "./core.ts";
+import { newTestCore } from "../../test/test-core.ts";
 import type { CoreOptions } from "./options.ts";
 import type { Store } from "./ports/store.ts";
-import { silentLogger } from "./ports/logger.ts";
-import { TestConnection, plainHasher } from "./testing/test-connection.ts";
+import { TestConnection } from "./testing/test-connection.ts";
 
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 const isPush = (f: ServerFrame): f is PushFrame => f.t === "push";
@@ -29,15 +27,7 @@ describe("Core", () => {
 
   /** A Core on in-memory adapters and the test's ManualClock. */
   function makeCore(store: Store = new MemoryStore(), options: Partial<CoreOptions> = {}): Core {
-    return new Core({
-      store,
-      bus: new MemoryBus(),
-      sessions: new MemorySessionDirectory(),
-      clock,
-      hasher: plainHasher,
-      logger: silentLogger,
-      options,
-    });
+    return newTestCore({ store, clock, options });
   }
 
   async function account(name: string): Promise<Account> {
@@ -367,6 +357,14 @@ describe("Core", () => {
       await expect(core.renameGroup(m1!.p, g.id, "x")).rejects.toMatchObject({ code: "E_FORBIDDEN" });
       await expect(core.addMembers(m1!.p, g.id, [m3!.p.user])).rejects.toMatchObject({ code: "E_FORBIDDEN" });
       await core.setRole(o!.p, g.id, m1!.p.user, "admin");
+      // Deleting another's message: a group admin may, a plain member may not.
+      const byOwner = await core.send(o!.p, { conv: g.id, cid: "o1", type: "t", body: text("x") });
+      const byM2 = await core.send(m2!.p, { conv: g.id, cid: "m1", type: "t", body: text("y") });
+      await expect(core.messaging.delete(m2!.p, g.id, byOwner.seq)).rejects.toMatchObject({
+        code: "E_FORBIDDEN",
+      });
+      await core.messaging.delete(m1!.p, g.id, byM2.seq);
+      expect((await core.history(o!.p, g.id, {})).messages.map((m) => m.deleted)).toEqual([undefined, true]);
       await core.renameGroup(m1!.p, g.id, "team2");
       await core.addMembers(m1!.p, g.id, [m3!.p.user]);
       await expect(core.removeMember(m2!.p, g.id, m3!.p.user)).rejects.toMatchObject({ code: "E_FORBIDDEN" });

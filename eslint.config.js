@@ -23,7 +23,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ["**/*.test.ts", "test/**/*.ts", "bench/**/*.ts"],
+    files: ["**/*.test.ts", "test/**/*.ts", "bench/**/*.ts", "reliability/**/*.ts"],
     rules: {
       "@typescript-eslint/no-non-null-assertion": "off",
       "@typescript-eslint/no-unsafe-assignment": "off",

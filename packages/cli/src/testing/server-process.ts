@@ -21,11 +21,23 @@ export interface ServerProcess {
   kill(): Promise<void>;
 }
 
-export async function startServerProcess(extraArgs: string[] = [], dataDir?: string): Promise<ServerProcess> {
+export interface ServerProcessOptions {
+  /** Environment of the server process (default: this process's). */
+  env?: NodeJS.ProcessEnv;
+  /** Extra node flags, before the script (e.g. --expose-gc). */
+  nodeArgs?: string[];
+}
+
+export async function startServerProcess(
+  extraArgs: string[] = [],
+  dataDir?: string,
+  options: ServerProcessOptions = {},
+): Promise<ServerProcess> {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), "parley-bench-"));
   const child = spawn(
     process.execPath,
     [
+      ...(options.nodeArgs ?? []),
       // PARLEY_PROFILE_DIR=<dir>: write a V8 CPU profile of the server there when it stops.
       ...(process.env.PARLEY_PROFILE_DIR
         ? ["--cpu-prof", `--cpu-prof-dir=${process.env.PARLEY_PROFILE_DIR}`]
@@ -44,7 +56,7 @@ export async function startServerProcess(extraArgs: string[] = [], dataDir?: str
       "info",
       ...extraArgs,
     ],
-    { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] },
+    { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"], env: options.env ?? process.env },
   );
   const ports = await new Promise<{ httpPort: number; tcpPort: number }>((resolvePorts, reject) => {
     const rl = createInterface({ input: child.stdout });

@@ -24,6 +24,17 @@ export interface ServerConfig {
   maxFrameBytes: number;
   /** Core tunables; not settable from flags (tests and embedders only). */
   core?: Partial<CoreOptions> | undefined;
+  /** Faults injected on purpose, from PARLEY_TEST_FAULTS only (no flag): for the reliability
+   * tests, never for production. See docs/reliability.md. */
+  testFaults?: TestFaults | undefined;
+}
+
+export interface TestFaults {
+  /** Acknowledge writes before committing them: commit every this many ms (loses acked data
+   * on SIGKILL). */
+  ackBeforeCommitMs?: number;
+  /** Sleep this long before each group commit (a slow disk): caps the sustainable send rate. */
+  commitDelayMs?: number;
 }
 
 const STORES: readonly StoreKind[] = ["sqlite", "memory"];
@@ -78,7 +89,27 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     store: oneOf(raw("store"), STORES, "sqlite"),
     logLevel: oneOf(raw("logLevel"), LOG_LEVELS, "info"),
     maxFrameBytes: integer(raw("maxFrameBytes"), DEFAULT_MAX_FRAME_BYTES, MIN_FRAME_BYTES, MAX_FRAME_BYTES),
+    testFaults: parseTestFaults(env.PARLEY_TEST_FAULTS),
   };
+}
+
+/** PARLEY_TEST_FAULTS: a comma-separated list of `ack-before-commit[=ms]` (default 500) and
+ * `commit-delay=ms`. */
+export function parseTestFaults(spec: string | undefined): TestFaults | undefined {
+  if (spec === undefined || spec.trim() === "") return undefined;
+  const faults: TestFaults = {};
+  for (const item of spec.split(",")) {
+    const [name, value] = item.trim().split("=", 2) as [string, string | undefined];
+    const source = `PARLEY_TEST_FAULTS ${name}`;
+    const ms = (fallback?: number) =>
+      value === undefined && fallback !== undefined
+        ? fallback
+        : integer(value === undefined ? { value: "", source } : { value, source }, 0, 1, 60_000);
+    if (name === "ack-before-commit") faults.ackBeforeCommitMs = ms(500);
+    else if (name === "commit-delay") faults.commitDelayMs = ms();
+    else throw new Error(`PARLEY_TEST_FAULTS: unknown fault "${name}" (ack-before-commit, commit-delay)`);
+  }
+  return faults;
 }
 
 /** Flag names loadConfig understands, for commands that pass the rest through. */

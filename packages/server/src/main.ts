@@ -15,6 +15,7 @@ import { WsGateway } from "./gateway/ws/ws-gateway.ts";
 import { MemorySessionDirectory } from "./session/memory/memory-session-directory.ts";
 import { MemoryStore } from "./store/memory/memory-store.ts";
 import { SqliteStore } from "./store/sqlite/sqlite-store.ts";
+import { withCommitDelay } from "./store/testing/commit-delay.ts";
 
 // The composition root: the one place that picks adapters (DESIGN.md, "Layers and the
 // dependency rule"). Everything else receives its collaborators.
@@ -43,6 +44,12 @@ export interface OfflineCore {
 /** Opens the configured store. A damaged or foreign data file rejects with an Error naming it
  * (SqliteStore checks the file before serving it). */
 async function openStore(config: ServerConfig, logger: PinoLogger): Promise<Store> {
+  if (config.testFaults) {
+    logger.warn(
+      { testFaults: config.testFaults },
+      "TEST FAULTS ARE ON (PARLEY_TEST_FAULTS): not for production",
+    );
+  }
   if (config.store === "memory") return new MemoryStore();
   try {
     mkdirSync(config.dataDir, { recursive: true });
@@ -51,7 +58,12 @@ async function openStore(config: ServerConfig, logger: PinoLogger): Promise<Stor
       cause: err,
     });
   }
-  return SqliteStore.open(join(config.dataDir, DB_FILE), { logger: logger.child({ component: "store" }) });
+  const faults = config.testFaults;
+  const store = await SqliteStore.open(join(config.dataDir, DB_FILE), {
+    logger: logger.child({ component: "store" }),
+    ...(faults?.ackBeforeCommitMs !== undefined ? { unsafeDeferCommitMs: faults.ackBeforeCommitMs } : {}),
+  });
+  return faults?.commitDelayMs !== undefined ? withCommitDelay(store, faults.commitDelayMs) : store;
 }
 
 function createLogger(config: ServerConfig): PinoLogger {

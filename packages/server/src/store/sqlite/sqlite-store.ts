@@ -52,6 +52,11 @@ import { SqliteUpdateLog } from "./sqlite-update-log.ts";
 
 export interface SqliteStoreOptions {
   logger?: Logger;
+  /** TEST ONLY, breaks durability on purpose: writes run inside one long transaction that is
+   * committed this many ms after it began, while their promises settle at once, i.e. writes are
+   * acknowledged before they are committed. A SIGKILL loses them. It exists so that the chaos
+   * checker can be shown to catch acknowledged-but-lost messages (PARLEY_TEST_FAULTS). */
+  unsafeDeferCommitMs?: number;
 }
 
 export class SqliteStore implements Store {
@@ -60,8 +65,12 @@ export class SqliteStore implements Store {
   /** Runs a function inside a transaction (rolled back if it throws). */
   private readonly txn: BetterSqlite3.Transaction<(fn: () => unknown) => unknown>;
   private closed = false;
+  private deferredCommit: NodeJS.Timeout | undefined;
 
-  private constructor(private readonly db: BetterSqlite3.Database) {
+  private constructor(
+    private readonly db: BetterSqlite3.Database,
+    private readonly unsafeDeferCommitMs = 0,
+  ) {
     this.st = prepareStatements(db);
     this.log = new SqliteUpdateLog(this.st);
     this.txn = db.transaction((fn: () => unknown) => fn());
@@ -72,7 +81,7 @@ export class SqliteStore implements Store {
    * written by a newer Parley. The caller owns the store and must close() it. */
   static open(path: string, opts: SqliteStoreOptions = {}): Promise<SqliteStore> {
     return new Promise((resolve) =>
-      resolve(new SqliteStore(openDatabase(path, opts.logger ?? silentLogger))),
+      resolve(new SqliteStore(openDatabase(path, opts.logger ?? silentLogger), opts.unsafeDeferCommitMs)),
     );
   }
 
@@ -416,6 +425,7 @@ export class SqliteStore implements Store {
   close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
+      this.commitDeferred();
       this.db.close();
     }
     return Promise.resolve();
@@ -428,8 +438,19 @@ export class SqliteStore implements Store {
   private write<T>(fn: () => T): Promise<T> {
     return new Promise<T>((resolve) => {
       this.check();
+      if (this.unsafeDeferCommitMs > 0 && !this.db.inTransaction) {
+        // Test-only fault: inside an open transaction, better-sqlite3 runs txn() as a savepoint.
+        this.db.exec("BEGIN IMMEDIATE");
+        this.deferredCommit = setTimeout(() => this.commitDeferred(), this.unsafeDeferCommitMs);
+      }
       resolve(this.txn.immediate(fn) as T);
     });
+  }
+
+  private commitDeferred(): void {
+    clearTimeout(this.deferredCommit);
+    this.deferredCommit = undefined;
+    if (this.db.inTransaction) this.db.exec("COMMIT");
   }
 
   /** Runs `fn` in a read transaction, so its queries see one snapshot. */

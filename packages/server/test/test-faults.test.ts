@@ -59,8 +59,13 @@ describe("test faults in the store", () => {
     expect(msg.seq).toBe(1);
     // Another connection sees no message: the acknowledged write is not committed.
     expect(committedMessages()).toBe(0);
-    await store.close(); // commits
+    // Any other kind of write commits first (accounts and tokens stay durable).
+    await addUsers(store, "u3");
     expect(committedMessages()).toBe(1);
+    await sendMsg(store, "c1", "u1", "cid-2");
+    expect(committedMessages()).toBe(1);
+    await store.close(); // commits
+    expect(committedMessages()).toBe(2);
   });
 
   it("without the fault, a send is committed when it resolves", async () => {

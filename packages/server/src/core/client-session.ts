@@ -6,6 +6,8 @@ import type {
   LoggedUpdate,
   Message,
   ServerFrame,
+  Update,
+  UserId,
 } from "@parley/protocol";
 import type { Accounts } from "./accounts.ts";
 import type { Principal } from "./api.ts";
@@ -58,6 +60,8 @@ export class ClientSession implements Session {
   private entry: SessionEntry | undefined;
   private readonly queued: ClientFrame[] = [];
   private unsubscribe: Unsubscribe[] = [];
+  /** The presence subscriptions of the watch list, by watched user. */
+  private readonly watching = new Map<UserId, Unsubscribe>();
   private pendingPushes: ServerFrame[] | undefined = [];
   private readonly bucket: TokenBucket;
   private strikes = 0;
@@ -109,6 +113,8 @@ export class ClientSession implements Session {
     this.timer?.cancel();
     for (const u of this.unsubscribe) u();
     this.unsubscribe = [];
+    for (const u of this.watching.values()) u();
+    this.watching.clear();
     if (wasReady && this.entry && this.principal) {
       this.ctx.presence.disconnected(this.entry);
       this.ctx.detach(this);
@@ -189,6 +195,7 @@ export class ClientSession implements Session {
 
   private push(frame: ServerFrame): void {
     if (this.state === "CLOSED") return;
+    if (frame.t === "push" && (frame.u.k === "left" || frame.u.k === "conv")) this.unwatchStrangers(frame.u);
     if (this.pendingPushes) this.pendingPushes.push(frame);
     else this.conn.send(frame);
   }
@@ -266,6 +273,7 @@ export class ClientSession implements Session {
           this.ctx.store.readUpdates(p.user, frame.cursor, limit),
           this.ctx.store.head(p.user),
         ]);
+        await this.hideLeftConversations(updates);
         trimToBudget(updates, this.ctx.options.replyBudgetBytes);
         const last = updates.length > 0 ? updates[updates.length - 1]!.useq : frame.cursor;
         return this.reply({ t: "synced", id: frame.id, updates, more: last < head, head });
@@ -308,16 +316,31 @@ export class ClientSession implements Session {
     }
   }
 
+  /** Message entries are read in the message's current state. For a conversation the user is no
+   * longer in, that state can show what happened after they left (an edit, a reaction): such
+   * entries are served as `left` instead, which is true and what the log says later anyway. */
+  private async hideLeftConversations(updates: LoggedUpdate[]): Promise<void> {
+    const user = this.principal!.user;
+    const convs = [...new Set(updates.flatMap(({ u }) => ("msg" in u ? [u.msg.conv] : [])))];
+    const roles = await Promise.all(convs.map((conv) => this.ctx.store.getRole(conv, user)));
+    const left = new Set(convs.filter((_, i) => roles[i] === undefined));
+    if (left.size === 0) return;
+    for (const e of updates)
+      if ("msg" in e.u && left.has(e.u.msg.conv)) e.u = { k: "left", conv: e.u.msg.conv };
+  }
+
   private async watch(users: string[]): Promise<void> {
     const { presence, bus } = this.ctx;
     const visible = await presence.visible(this.principal!, users);
     if (this.isClosed()) return;
-    // Replace the previous watch list: keep only the user-topic subscription (index 0).
-    for (const u of this.unsubscribe.splice(1)) u();
+    // Replace the previous watch list.
+    for (const u of this.watching.values()) u();
+    this.watching.clear();
     // A change pushed while the initial states are read is newer than the state read for it.
     const changed = new Set<string>();
     for (const user of visible)
-      this.unsubscribe.push(
+      this.watching.set(
+        user,
         bus.subscribe(presenceTopic(user), (f) => {
           changed.add(user);
           this.push(f);
@@ -327,6 +350,26 @@ export class ClientSession implements Session {
       const state = await presence.current(user);
       if (!changed.has(user)) this.reply(state);
     }
+  }
+
+  /** After a membership change (this user left, or someone left a conversation of theirs), stops
+   * watching the users who no longer share a conversation with this user: presence is only for
+   * those who do. Queued with the requests, so that it and a `watch` apply in order. */
+  private unwatchStrangers(u: Extract<Update, { k: "left" | "conv" }>): void {
+    this.serial = this.serial
+      .then(async () => {
+        if (this.watching.size === 0 || this.isClosed()) return;
+        const members = new Set(u.k === "conv" ? u.conv.members.map((m) => m.user) : []);
+        const candidates = [...this.watching.keys()].filter((user) => !members.has(user));
+        if (candidates.length === 0) return;
+        const visible = new Set(await this.ctx.presence.visible(this.principal!, candidates));
+        for (const user of candidates) {
+          if (visible.has(user)) continue;
+          this.watching.get(user)?.();
+          this.watching.delete(user);
+        }
+      })
+      .catch((e: unknown) => this.ctx.logger.warn({ err: e }, "could not re-check the watch list"));
   }
 
   private advanceCursor(cursor: number): void {

@@ -52,9 +52,10 @@ import { SqliteUpdateLog } from "./sqlite-update-log.ts";
 
 export interface SqliteStoreOptions {
   logger?: Logger;
-  /** TEST ONLY, breaks durability on purpose: writes run inside one long transaction that is
-   * committed this many ms after it began, while their promises settle at once, i.e. writes are
-   * acknowledged before they are committed. A SIGKILL loses them. It exists so that the chaos
+  /** TEST ONLY, breaks durability on purpose: message appends run inside one long transaction
+   * that is committed this many ms after it began (or by the next other write), while their
+   * promises settle at once, i.e. sends are acknowledged before they are committed. A SIGKILL
+   * loses them. It exists so that the chaos
    * checker can be shown to catch acknowledged-but-lost messages (PARLEY_TEST_FAULTS). */
   unsafeDeferCommitMs?: number;
 }
@@ -327,7 +328,7 @@ export class SqliteStore implements Store {
         if (c) this.st.advanceConversation.run(c.row.last_seq, c.row.last_activity, c.row.id);
       }
       return results;
-    });
+    }, true);
   }
 
   changeMessage(change: MessageChange): Promise<{ msg: Message; updates: UserUpdate[] }> {
@@ -435,13 +436,17 @@ export class SqliteStore implements Store {
 
   /** Runs `fn` in a write transaction. IMMEDIATE takes the write lock up front, so another
    * process on the same file makes us wait (busy_timeout) rather than fail halfway. */
-  private write<T>(fn: () => T): Promise<T> {
+  private write<T>(fn: () => T, deferrable = false): Promise<T> {
     return new Promise<T>((resolve) => {
       this.check();
-      if (this.unsafeDeferCommitMs > 0 && !this.db.inTransaction) {
-        // Test-only fault: inside an open transaction, better-sqlite3 runs txn() as a savepoint.
-        this.db.exec("BEGIN IMMEDIATE");
-        this.deferredCommit = setTimeout(() => this.commitDeferred(), this.unsafeDeferCommitMs);
+      if (this.unsafeDeferCommitMs > 0) {
+        // Test-only fault (message appends only): inside an open transaction, better-sqlite3
+        // runs txn() as a savepoint. Any other write commits what is pending first.
+        if (!deferrable) this.commitDeferred();
+        else if (!this.db.inTransaction) {
+          this.db.exec("BEGIN IMMEDIATE");
+          this.deferredCommit = setTimeout(() => this.commitDeferred(), this.unsafeDeferCommitMs);
+        }
       }
       resolve(this.txn.immediate(fn) as T);
     });

@@ -194,6 +194,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     for (const p of proxies) p.online();
     pool.broadcast({ type: "quiesce" });
     await pool.all("quiet", stepTimeoutMs);
+    log("every operation answered");
     const targets: Record<string, number> = {};
     for (const ev of events) {
       if (ev.e === "ack") targets[ev.conv] = Math.max(targets[ev.conv] ?? 0, ev.seq);
@@ -201,7 +202,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     pool.broadcast({ type: "final", targets });
     await pool.all("armed", stepTimeoutMs);
     for (const p of proxies) p.dropAll();
+    log("connections dropped; waiting for every device to catch up");
     await pool.all("done", stepTimeoutMs);
+    log("every device reported its final state");
     recordEvent({ e: "end", t: Date.now() });
   } finally {
     closeSync(historyFd);

@@ -252,7 +252,16 @@ class User {
     while (!this.devices.every(caughtUp) && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 50));
     }
-    if (!this.devices.every(caughtUp)) log(`${this.spec.name}: not caught up at the deadline`);
+    this.devices.forEach((d, i) => {
+      if (caughtUp(d, i)) return;
+      const behind = this.spec.convs
+        .filter((c) => (d.received.get(c) ?? 0) < (targets[c] ?? 0))
+        .map((c) => `${c} ${d.received.get(c) ?? 0}/${targets[c]}`);
+      log(
+        `${d.spec.key}: not caught up at the deadline (state ${d.client.state}, reconnected ` +
+          `${d.connected > baseline[i]!}, behind: ${behind.join(", ") || "none"})`,
+      );
+    });
     for (const d of this.devices) record(d.final());
     flushEvents();
     await Promise.all(this.devices.map((d) => d.client.close()));

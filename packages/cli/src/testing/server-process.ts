@@ -60,7 +60,11 @@ export async function startServerProcess(
   );
   const ports = await new Promise<{ httpPort: number; tcpPort: number }>((resolvePorts, reject) => {
     const rl = createInterface({ input: child.stdout });
-    const timer = setTimeout(() => reject(new Error("server did not start in 30 s")), 30_000);
+    const timer = setTimeout(() => {
+      // No "listening" line (e.g. a --log-level above info): do not leave the process behind.
+      child.kill("SIGKILL");
+      reject(new Error("server did not start in 30 s"));
+    }, 30_000);
     child.once("exit", (code) => {
       clearTimeout(timer);
       reject(new Error(`server exited with ${String(code)}`));

@@ -1,9 +1,12 @@
 import { ParleyError } from "@parley/protocol";
+import type { Admission } from "./admission.ts";
 import type { AppendResult, NewMessage, Store } from "./ports/store.ts";
 
 // Group commit: sends that arrive while a commit is running (or in the same event-loop turn) are
 // written together in one Store.appendMessages call, i.e. one transaction and one fsync. A send
 // resolves only after its batch is committed, so nothing is acknowledged before it is durable.
+// Admission decides, before a send is queued, whether it may wait at all (admission.ts); the
+// committer tells it when each batch starts and ends, which is how it measures throughput.
 
 interface Pending {
   item: NewMessage;
@@ -21,18 +24,18 @@ export class GroupCommitter {
     private readonly store: Store,
     private readonly onCommitted: (results: AppendResult[]) => void,
     private readonly maxBatch: number,
-    private readonly maxPending: number,
+    private readonly admission: Admission,
   ) {}
 
   get pending(): number {
     return this.queue.length;
   }
 
-  /** Queues one message for the next commit. Rejects E_OVERLOADED when too much is waiting. */
+  /** Queues one message for the next commit. Rejects with admission's refusal (E_OVERLOADED,
+   * nothing queued) when the server is overloaded. */
   submit(item: NewMessage): Promise<AppendResult> {
-    if (this.queue.length >= this.maxPending) {
-      return Promise.reject(new ParleyError("E_OVERLOADED", undefined, { retryAfterMs: 500 }));
-    }
+    const refusal = this.admission.refusal(this.queue.length);
+    if (refusal) return Promise.reject(refusal);
     return new Promise((resolve, reject) => {
       this.queue.push({ item, resolve, reject });
       this.schedule();
@@ -60,12 +63,15 @@ export class GroupCommitter {
     this.running = true;
     while (this.queue.length > 0) {
       const batch = this.queue.splice(0, this.maxBatch);
+      this.admission.batchStarted(batch.length);
       try {
         const results = await this.store.appendMessages(batch.map((p) => p.item));
+        this.admission.batchFinished(true);
         // onCommitted (publishing pushes) must not throw: the batch is committed either way.
         this.onCommitted(results);
         batch.forEach((p, i) => p.resolve(results[i]!));
       } catch (cause) {
+        this.admission.batchFinished(false);
         // The transaction rolled back: nothing of this batch is stored, so a retry is safe.
         const err = new ParleyError("E_INTERNAL", "commit failed", { cause });
         for (const p of batch) p.reject(err);

@@ -1,5 +1,6 @@
 import { ParleyError } from "@parley/protocol";
 import type { ConversationId, Message, ReceiptKind, Role } from "@parley/protocol";
+import { Admission } from "./admission.ts";
 import type { HistoryPage, Principal, SendInput, SendResult } from "./api.ts";
 import type { Conversations } from "./conversations.ts";
 import { GroupCommitter } from "./group-committer.ts";
@@ -23,16 +24,23 @@ export class Messaging {
     private readonly clock: Clock,
     private readonly options: CoreOptions,
     private readonly publish: (updates: UserUpdate[]) => void,
+    /** The process's resident set size in bytes, for options.maxRssBytes (admission.ts). */
+    rssBytes?: () => number,
   ) {
+    const admission = new Admission(options, {
+      now: () => clock.now(),
+      ...(rssBytes !== undefined ? { rssBytes } : {}),
+    });
     this.committer = new GroupCommitter(
       store,
       (results) => this.committed(results),
       options.commitBatchMax,
-      options.maxPendingSends,
+      admission,
     );
   }
 
-  /** Resolves once the message is durably committed (or was already: duplicate). */
+  /** Resolves once the message is durably committed (or was already: duplicate). Rejects
+   * E_OVERLOADED (nothing stored) when admission control refuses it. */
   async send(p: Principal, input: SendInput): Promise<SendResult> {
     checkString(input.cid, "cid", CID_MAX);
     checkString(input.type, "type", TYPE_MAX);

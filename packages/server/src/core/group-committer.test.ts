@@ -1,0 +1,127 @@
+import { describe, expect, it } from "vitest";
+import type { ParleyError } from "@parley/protocol";
+import { MemoryStore } from "../store/memory/memory-store.ts";
+import { Admission } from "./admission.ts";
+import { GroupCommitter } from "./group-committer.ts";
+import type { AppendResult, NewMessage } from "./ports/store.ts";
+
+// The committer with admission control, on a store whose commits wait for the test to release
+// them, and a clock the test moves: which sends are admitted is decided by arithmetic alone.
+
+class GatedStore extends MemoryStore {
+  private gates: Array<() => void> = [];
+  /** The cids of every batch written, in order. */
+  readonly batches: string[][] = [];
+  /** Commits started and not yet released. */
+  get waiting(): number {
+    return this.gates.length;
+  }
+  release(): void {
+    for (const open of this.gates.splice(0)) open();
+  }
+  override async appendMessages(batch: readonly NewMessage[]): Promise<AppendResult[]> {
+    await new Promise<void>((resolve) => this.gates.push(resolve));
+    this.batches.push(batch.map((m) => m.cid));
+    return super.appendMessages(batch);
+  }
+}
+
+const turn = () => new Promise((resolve) => setImmediate(resolve));
+
+async function until(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !check(); i++) await turn();
+  expect(check()).toBe(true);
+}
+
+function setup() {
+  let now = 0;
+  const store = new GatedStore();
+  const admission = new Admission(
+    { maxCommitQueueMs: 100, maxPendingSends: 1000, commitBatchMax: 10, maxRssBytes: 0 },
+    { now: () => now, random: () => 0 },
+  );
+  const committed: AppendResult[] = [];
+  const committer = new GroupCommitter(store, (r) => committed.push(...r), 10, admission);
+  let n = 0;
+  const outcomes: Array<"sent" | ParleyError> = [];
+  const submit = (): void => {
+    const i = n++;
+    const item: NewMessage = {
+      conv: "c_none",
+      from: "u_a",
+      dev: "d_a",
+      cid: `m${i}`,
+      type: "t",
+      body: new Uint8Array(1),
+      ts: 0,
+    };
+    committer.submit(item).then(
+      () => (outcomes[i] = "sent"),
+      (e: ParleyError) => (outcomes[i] = e),
+    );
+  };
+  return { store, admission, committer, committed, outcomes, submit, advance: (ms: number) => (now += ms) };
+}
+
+describe("GroupCommitter with admission control", () => {
+  it("admits while the estimated wait is within maxCommitQueueMs, refuses the rest, and commits every admitted send", async () => {
+    const h = setup();
+    // Learn the throughput: one full batch of 10 that takes 20 ms.
+    for (let i = 0; i < 10; i++) h.submit();
+    await until(() => h.store.waiting === 1);
+    h.advance(20);
+    h.store.release();
+    await until(() => h.outcomes.filter(Boolean).length === 10);
+    expect(h.admission.throughput.perMs).toBe(0.5);
+
+    // A batch of 10 is being written (20 ms left): a send behind q queued ones waits
+    // 20 + (q + 1) / 0.5 ms, within 100 ms up to q = 39.
+    for (let i = 0; i < 10; i++) h.submit();
+    await until(() => h.store.waiting === 1);
+    for (let i = 0; i < 45; i++) h.submit();
+    expect(h.committer.pending).toBe(40);
+    await turn();
+    const refused = h.outcomes.slice(60);
+    expect(refused).toHaveLength(5);
+    for (const e of refused)
+      expect(e).toMatchObject({ code: "E_OVERLOADED", retry: true, retryAfterMs: 102 });
+
+    // Everything admitted commits, in batches of at most 10; nothing refused was stored.
+    for (let i = 0; i < 5; i++) {
+      h.advance(20);
+      h.store.release();
+      await until(() => h.store.waiting === 1 || h.committer.pending === 0);
+    }
+    await h.committer.drain();
+    expect(h.outcomes.slice(0, 60).every((o) => o === "sent")).toBe(true);
+    expect(h.committed).toHaveLength(60);
+    expect(h.store.batches.map((b) => b.length)).toEqual([10, 10, 10, 10, 10, 10]);
+    expect(h.store.batches.flat()).toEqual(Array.from({ length: 60 }, (_, i) => `m${i}`));
+  });
+
+  it("refuses at maxPendingSends even before any throughput is known", async () => {
+    const store = new GatedStore();
+    const admission = new Admission(
+      { maxCommitQueueMs: 100, maxPendingSends: 3, commitBatchMax: 10, maxRssBytes: 0 },
+      { now: () => 0, random: () => 0 },
+    );
+    const committer = new GroupCommitter(store, () => {}, 10, admission);
+    const item = (cid: string): NewMessage => ({
+      conv: "c",
+      from: "u",
+      dev: "d",
+      cid,
+      type: "t",
+      body: new Uint8Array(0),
+      ts: 0,
+    });
+    const admitted = ["a", "b", "c"].map((cid) => committer.submit(item(cid)));
+    await expect(committer.submit(item("d"))).rejects.toMatchObject({
+      code: "E_OVERLOADED",
+      retryAfterMs: 500,
+    });
+    await until(() => store.waiting === 1);
+    store.release();
+    await expect(Promise.all(admitted)).resolves.toHaveLength(3);
+  });
+});

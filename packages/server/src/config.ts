@@ -24,6 +24,20 @@ export interface ServerConfig {
   maxFrameBytes: number;
   /** Core tunables; not settable from flags (tests and embedders only). */
   core?: Partial<CoreOptions> | undefined;
+  /** Admission control target, core option maxCommitQueueMs (0: off); undefined: its default. */
+  maxCommitQueueMs?: number | undefined;
+  /** Memory bound in MiB, core option maxRssBytes (0: off); undefined: its default (off). */
+  maxRssMb?: number | undefined;
+  /** Open TCP + WebSocket connections per remote address (0: unlimited); undefined: 1000. */
+  maxConnectionsPerIp?: number | undefined;
+  /** Inbound bytes/s per connection, with a burst of 4x (0: unlimited); undefined: 1 MiB/s. */
+  maxBytesPerSecond?: number | undefined;
+  /** Output queued for one connection before it is dropped as a slow consumer (4001);
+   * undefined: 8 MiB. */
+  maxOutboundBytes?: number | undefined;
+  /** Time for each step of a new connection: TLS handshake, WebSocket upgrade request, and
+   * (unless `core` sets helloTimeoutMs) `hello`; undefined: 10 s. */
+  handshakeTimeoutMs?: number | undefined;
   /** Faults injected on purpose, from PARLEY_TEST_FAULTS only (no flag): for the reliability
    * tests, never for production. See docs/reliability.md. */
   testFaults?: TestFaults | undefined;
@@ -35,6 +49,8 @@ export interface TestFaults {
   ackBeforeCommitMs?: number;
   /** Sleep this long before each group commit (a slow disk): caps the sustainable send rate. */
   commitDelayMs?: number;
+  /** Core option commitBatchMax (largest group commit): with commitDelayMs, sets the rate. */
+  commitBatchMax?: number;
 }
 
 const STORES: readonly StoreKind[] = ["sqlite", "memory"];
@@ -57,6 +73,12 @@ const SETTINGS = {
   store: { flag: "--store", env: "PARLEY_STORE" },
   logLevel: { flag: "--log-level", env: "PARLEY_LOG_LEVEL" },
   maxFrameBytes: { flag: "--max-frame-bytes", env: "PARLEY_MAX_FRAME_BYTES" },
+  maxCommitQueueMs: { flag: "--max-commit-queue-ms", env: "PARLEY_MAX_COMMIT_QUEUE_MS" },
+  maxRssMb: { flag: "--max-rss-mb", env: "PARLEY_MAX_RSS_MB" },
+  maxConnectionsPerIp: { flag: "--max-connections-per-ip", env: "PARLEY_MAX_CONNECTIONS_PER_IP" },
+  maxBytesPerSecond: { flag: "--max-bytes-per-second", env: "PARLEY_MAX_BYTES_PER_SECOND" },
+  maxOutboundBytes: { flag: "--max-outbound-bytes", env: "PARLEY_MAX_OUTBOUND_BYTES" },
+  handshakeTimeoutMs: { flag: "--handshake-timeout-ms", env: "PARLEY_HANDSHAKE_TIMEOUT_MS" },
 } as const satisfies Record<string, Setting>;
 
 type Key = keyof typeof SETTINGS;
@@ -89,12 +111,36 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     store: oneOf(raw("store"), STORES, "sqlite"),
     logLevel: oneOf(raw("logLevel"), LOG_LEVELS, "info"),
     maxFrameBytes: integer(raw("maxFrameBytes"), DEFAULT_MAX_FRAME_BYTES, MIN_FRAME_BYTES, MAX_FRAME_BYTES),
+    maxCommitQueueMs: optionalInteger(raw("maxCommitQueueMs"), 0, 60_000),
+    maxRssMb: optionalInteger(raw("maxRssMb"), 0, 1024 * 1024),
+    ...connectionLimits(raw),
     testFaults: parseTestFaults(env.PARLEY_TEST_FAULTS),
   };
 }
 
-/** PARLEY_TEST_FAULTS: a comma-separated list of `ack-before-commit[=ms]` (default 500) and
- * `commit-delay=ms`. */
+/** The per-connection limits (docs/configuration.md, "Connection limits"). */
+function connectionLimits(
+  raw: (key: Key) => { value: string; source: string } | undefined,
+): Pick<
+  ServerConfig,
+  "maxConnectionsPerIp" | "maxBytesPerSecond" | "maxOutboundBytes" | "handshakeTimeoutMs"
+> {
+  const bytesPerSecond = optionalInteger(raw("maxBytesPerSecond"), 0, 1024 ** 3);
+  // A budget below one KiB/s would take minutes to admit one frame: surely a typo.
+  if (bytesPerSecond !== undefined && bytesPerSecond > 0 && bytesPerSecond < 1024) {
+    const { source, value } = raw("maxBytesPerSecond")!;
+    throw new Error(`${source} must be 0 (unlimited) or at least 1024, got "${value}"`);
+  }
+  return {
+    maxConnectionsPerIp: optionalInteger(raw("maxConnectionsPerIp"), 0, 1_000_000),
+    maxBytesPerSecond: bytesPerSecond,
+    maxOutboundBytes: optionalInteger(raw("maxOutboundBytes"), 64 * 1024, 1024 ** 3),
+    handshakeTimeoutMs: optionalInteger(raw("handshakeTimeoutMs"), 100, 600_000),
+  };
+}
+
+/** PARLEY_TEST_FAULTS: a comma-separated list of `ack-before-commit[=ms]` (default 500),
+ * `commit-delay=ms` and `commit-batch-max=n`. */
 export function parseTestFaults(spec: string | undefined): TestFaults | undefined {
   if (spec === undefined || spec.trim() === "") return undefined;
   const faults: TestFaults = {};
@@ -107,7 +153,11 @@ export function parseTestFaults(spec: string | undefined): TestFaults | undefine
         : integer(value === undefined ? { value: "", source } : { value, source }, 0, 1, 60_000);
     if (name === "ack-before-commit") faults.ackBeforeCommitMs = ms(500);
     else if (name === "commit-delay") faults.commitDelayMs = ms();
-    else throw new Error(`PARLEY_TEST_FAULTS: unknown fault "${name}" (ack-before-commit, commit-delay)`);
+    else if (name === "commit-batch-max") faults.commitBatchMax = ms();
+    else
+      throw new Error(
+        `PARLEY_TEST_FAULTS: unknown fault "${name}" (ack-before-commit, commit-delay, commit-batch-max)`,
+      );
   }
   return faults;
 }
@@ -149,6 +199,14 @@ function integer(
     throw new Error(`${input.source} must be an integer from ${min} to ${max}, got "${input.value}"`);
   }
   return n;
+}
+
+function optionalInteger(
+  input: { value: string; source: string } | undefined,
+  min: number,
+  max: number,
+): number | undefined {
+  return input === undefined ? undefined : integer(input, 0, min, max);
 }
 
 function port(input: { value: string; source: string } | undefined, fallback: number): number {

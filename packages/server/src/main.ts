@@ -9,6 +9,7 @@ import { SystemClock } from "./clock/system-clock.ts";
 import type { ServerConfig } from "./config.ts";
 import { Core } from "./core/core.ts";
 import type { Store } from "./core/ports/store.ts";
+import { ConnectionsPerIp, DEFAULT_MAX_CONNECTIONS_PER_IP } from "./gateway/connections-per-ip.ts";
 import { HttpGateway } from "./gateway/http/http-gateway.ts";
 import { TcpGateway } from "./gateway/tcp/tcp-gateway.ts";
 import { WsGateway } from "./gateway/ws/ws-gateway.ts";
@@ -81,7 +82,17 @@ function createCore(config: ServerConfig, store: Store, logger: PinoLogger): Cor
     clock: new SystemClock(),
     hasher: new Argon2Hasher(),
     logger,
-    options: { ...config.core, maxFrameBytes: config.maxFrameBytes },
+    options: {
+      ...(config.handshakeTimeoutMs !== undefined ? { helloTimeoutMs: config.handshakeTimeoutMs } : {}),
+      ...config.core,
+      maxFrameBytes: config.maxFrameBytes,
+      ...(config.maxCommitQueueMs !== undefined ? { maxCommitQueueMs: config.maxCommitQueueMs } : {}),
+      ...(config.maxRssMb !== undefined ? { maxRssBytes: config.maxRssMb * 1024 * 1024 } : {}),
+      ...(config.testFaults?.commitBatchMax !== undefined
+        ? { commitBatchMax: config.testFaults.commitBatchMax }
+        : {}),
+    },
+    rssBytes: () => process.memoryUsage.rss(),
   });
 }
 
@@ -180,10 +191,28 @@ function createGateways(
   tls: { cert: string; key: string } | undefined,
 ): Gateways {
   const gatewayLogger = logger.child({ component: "gateway" });
-  const http = new HttpGateway(core, { logger: logger.child({ component: "http" }) });
-  const ws = new WsGateway(core, { maxFrameBytes: config.maxFrameBytes, logger: gatewayLogger });
+  const handshake = config.handshakeTimeoutMs;
+  const http = new HttpGateway(core, {
+    logger: logger.child({ component: "http" }),
+    ...(handshake !== undefined ? { headersTimeoutMs: handshake } : {}),
+  });
+  // One count per address across both socket gateways.
+  const limits = {
+    maxFrameBytes: config.maxFrameBytes,
+    logger: gatewayLogger,
+    perIp: new ConnectionsPerIp(config.maxConnectionsPerIp ?? DEFAULT_MAX_CONNECTIONS_PER_IP),
+    ...(config.maxOutboundBytes !== undefined ? { maxOutboundBytes: config.maxOutboundBytes } : {}),
+    ...(config.maxBytesPerSecond !== undefined
+      ? { bytesPerSecond: config.maxBytesPerSecond, bytesBurst: 4 * config.maxBytesPerSecond }
+      : {}),
+  };
+  const ws = new WsGateway(core, limits);
   ws.attach(http.server);
-  const tcp = new TcpGateway(core, { maxFrameBytes: config.maxFrameBytes, logger: gatewayLogger, tls });
+  const tcp = new TcpGateway(core, {
+    ...limits,
+    tls,
+    ...(handshake !== undefined ? { handshakeTimeoutMs: handshake } : {}),
+  });
   return { http, ws, tcp };
 }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { DEFAULT_MAX_FRAME_BYTES } from "@parley/protocol";
-import { loadConfig } from "../src/config.ts";
+import { loadConfig, parseTestFaults } from "../src/config.ts";
 
 describe("loadConfig", () => {
   it("has defaults", () => {
@@ -49,6 +49,59 @@ describe("loadConfig", () => {
     expect(c.store).toBe("memory");
   });
 
+  it("reads the overload settings, leaving them to the core's defaults when unset", () => {
+    const unset = loadConfig([], {});
+    expect(unset.maxCommitQueueMs).toBeUndefined();
+    expect(unset.maxRssMb).toBeUndefined();
+    const env = loadConfig([], { PARLEY_MAX_COMMIT_QUEUE_MS: "400", PARLEY_MAX_RSS_MB: "512" });
+    expect([env.maxCommitQueueMs, env.maxRssMb]).toEqual([400, 512]);
+    const flags = loadConfig(["--max-commit-queue-ms=0", "--max-rss-mb", "0"], { PARLEY_MAX_RSS_MB: "512" });
+    expect([flags.maxCommitQueueMs, flags.maxRssMb]).toEqual([0, 0]);
+    expect(parseTestFaults("commit-delay=20,commit-batch-max=25")).toEqual({
+      commitDelayMs: 20,
+      commitBatchMax: 25,
+    });
+  });
+
+  it("reads the connection limits, leaving them to the gateways' defaults when unset", () => {
+    const unset = loadConfig([], {});
+    expect([
+      unset.maxConnectionsPerIp,
+      unset.maxBytesPerSecond,
+      unset.maxOutboundBytes,
+      unset.handshakeTimeoutMs,
+    ]).toEqual([undefined, undefined, undefined, undefined]);
+    const env = loadConfig([], {
+      PARLEY_MAX_CONNECTIONS_PER_IP: "50000",
+      PARLEY_MAX_BYTES_PER_SECOND: "0",
+      PARLEY_MAX_OUTBOUND_BYTES: "1048576",
+      PARLEY_HANDSHAKE_TIMEOUT_MS: "5000",
+    });
+    expect(env).toMatchObject({
+      maxConnectionsPerIp: 50000,
+      maxBytesPerSecond: 0,
+      maxOutboundBytes: 1048576,
+      handshakeTimeoutMs: 5000,
+    });
+    const flags = loadConfig(
+      [
+        "--max-connections-per-ip",
+        "0",
+        "--max-bytes-per-second=1024",
+        "--max-outbound-bytes",
+        "65536",
+        "--handshake-timeout-ms=100",
+      ],
+      { PARLEY_MAX_CONNECTIONS_PER_IP: "7", PARLEY_HANDSHAKE_TIMEOUT_MS: "5000" },
+    );
+    expect(flags).toMatchObject({
+      maxConnectionsPerIp: 0,
+      maxBytesPerSecond: 1024,
+      maxOutboundBytes: 65536,
+      handshakeTimeoutMs: 100,
+    });
+  });
+
   it("ignores empty variables", () => {
     expect(loadConfig([], { PARLEY_PORT: "" }).httpPort).toBe(8080);
   });
@@ -61,6 +114,34 @@ describe("loadConfig", () => {
     [["--store", "postgres"], {}, /--store must be one of sqlite, memory/],
     [[], { PARLEY_LOG_LEVEL: "loud" }, /PARLEY_LOG_LEVEL must be one of/],
     [["--max-frame-bytes", "10"], {}, /--max-frame-bytes must be an integer from 1024/],
+    [["--max-commit-queue-ms", "60001"], {}, /--max-commit-queue-ms must be an integer from 0 to 60000/],
+    [["--max-commit-queue-ms", "-5"], {}, /--max-commit-queue-ms must be an integer/],
+    [[], { PARLEY_MAX_COMMIT_QUEUE_MS: "250ms" }, /PARLEY_MAX_COMMIT_QUEUE_MS must be an integer/],
+    [["--max-rss-mb", "1.5"], {}, /--max-rss-mb must be an integer from 0 to 1048576/],
+    [["--max-rss-mb", "1048577"], {}, /--max-rss-mb must be an integer/],
+    [[], { PARLEY_MAX_RSS_MB: "2G" }, /PARLEY_MAX_RSS_MB must be an integer/],
+    [["--max-rss-mb"], {}, /--max-rss-mb needs a value/],
+    [["--max-connections-per-ip", "-1"], {}, /--max-connections-per-ip must be an integer from 0 to 1000000/],
+    [["--max-connections-per-ip", "1000001"], {}, /--max-connections-per-ip must be an integer/],
+    [[], { PARLEY_MAX_CONNECTIONS_PER_IP: "lots" }, /PARLEY_MAX_CONNECTIONS_PER_IP must be an integer/],
+    [
+      ["--max-bytes-per-second", "1023"],
+      {},
+      /--max-bytes-per-second must be 0 \(unlimited\) or at least 1024/,
+    ],
+    [[], { PARLEY_MAX_BYTES_PER_SECOND: "1" }, /PARLEY_MAX_BYTES_PER_SECOND must be 0 \(unlimited\) or at/],
+    [["--max-bytes-per-second", "1MiB"], {}, /--max-bytes-per-second must be an integer/],
+    [["--max-bytes-per-second", "1073741825"], {}, /--max-bytes-per-second must be an integer from 0/],
+    [
+      ["--max-outbound-bytes", "65535"],
+      {},
+      /--max-outbound-bytes must be an integer from 65536 to 1073741824/,
+    ],
+    [[], { PARLEY_MAX_OUTBOUND_BYTES: "8M" }, /PARLEY_MAX_OUTBOUND_BYTES must be an integer/],
+    [["--handshake-timeout-ms", "99"], {}, /--handshake-timeout-ms must be an integer from 100 to 600000/],
+    [["--handshake-timeout-ms", "600001"], {}, /--handshake-timeout-ms must be an integer/],
+    [[], { PARLEY_HANDSHAKE_TIMEOUT_MS: "10s" }, /PARLEY_HANDSHAKE_TIMEOUT_MS must be an integer/],
+    [["--handshake-timeout-ms"], {}, /--handshake-timeout-ms needs a value/],
     [["--tls-cert", "c.pem"], {}, /--tls-cert and --tls-key/],
     [["--nope", "1"], {}, /unknown flag --nope/],
     [["--port"], {}, /--port needs a value/],
@@ -69,4 +150,11 @@ describe("loadConfig", () => {
   ])("refuses %j %j", (argv, env, message) => {
     expect(() => loadConfig(argv, env)).toThrow(message);
   });
+
+  it.each(["commit-batch-max", "commit-batch-max=0", "commit-batch-max=ten"])(
+    "refuses PARLEY_TEST_FAULTS=%s",
+    (spec) => {
+      expect(() => parseTestFaults(spec)).toThrow(/commit-batch-max/);
+    },
+  );
 });

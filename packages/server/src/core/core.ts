@@ -31,6 +31,9 @@ export interface CoreDeps {
   hasher: PasswordHasher;
   logger: Logger;
   options?: Partial<CoreOptions>;
+  /** The process's resident set size in bytes, read by the memory bound (options.maxRssBytes);
+   * supplied by the composition root, since the core reads no process state. */
+  rssBytes?: () => number;
 }
 
 /** The logic layer: the one object gateways, the REST API and the CLI talk to. Every method
@@ -60,7 +63,14 @@ export class Core implements SessionContext {
     const publish = (updates: UserUpdate[]): void => this.publish(updates);
     this.accounts = new Accounts(deps.store, deps.hasher, deps.clock, this.options);
     this.conversations = new Conversations(deps.store, deps.clock, this.options, publish);
-    this.messaging = new Messaging(deps.store, this.conversations, deps.clock, this.options, publish);
+    this.messaging = new Messaging(
+      deps.store,
+      this.conversations,
+      deps.clock,
+      this.options,
+      publish,
+      deps.rssBytes,
+    );
     this.presence = new Presence(
       deps.store,
       deps.bus,

@@ -3,7 +3,8 @@
 export interface CoreOptions {
   /** Lifetime of a login token. */
   tokenTtlMs: number;
-  /** A connection that has not completed hello by then is closed (E_TIMEOUT, 4003). */
+  /** A connection that has not completed hello by then is closed (E_TIMEOUT, 4003). `parley
+   * serve` sets it from --handshake-timeout-ms. */
   helloTimeoutMs: number;
   /** The server pings after this much silence and closes after 2.5x (4002). */
   heartbeatMs: number;
@@ -28,6 +29,12 @@ export interface CoreOptions {
   commitBatchMax: number;
   /** Sends waiting for commit beyond which new sends are refused with E_OVERLOADED. */
   maxPendingSends: number;
+  /** Admission control: a send that would wait longer than this for its commit (estimated from
+   * the queue and the measured commit throughput) is refused with E_OVERLOADED. 0: off. */
+  maxCommitQueueMs: number;
+  /** Resident set size limit in bytes: above 90% of it sends are refused with E_OVERLOADED
+   * (needs CoreDeps.rssBytes). 0: off. */
+  maxRssBytes: number;
   /** Approximate byte size a `synced` or `history` reply aims to stay under (message bodies
    * plus ~256 bytes per entry); at least one entry is always sent. */
   replyBudgetBytes: number;
@@ -50,6 +57,8 @@ export const DEFAULT_CORE_OPTIONS: CoreOptions = {
   historyPageMax: 500,
   commitBatchMax: 1000,
   maxPendingSends: 20_000,
+  maxCommitQueueMs: 250,
+  maxRssBytes: 0,
   cursorFlushMs: 10_000,
   replyBudgetBytes: 1024 * 1024,
 };

@@ -28,6 +28,16 @@ export class TokenBucket {
     return this.tokens >= 1 ? 0 : Math.ceil(((1 - this.tokens) / this.rate) * 1000);
   }
 
+  /** Takes `n` tokens whether or not they are there: the balance may go negative, and later
+   * refills pay that debt first. Returns the milliseconds until the balance is back to zero (0
+   * when it did not go negative). For costs known only after the fact, such as bytes already
+   * read from a socket. */
+  spend(n: number, now: number): number {
+    this.refill(now);
+    this.tokens -= n;
+    return this.tokens >= 0 ? 0 : Math.ceil((-this.tokens / this.rate) * 1000);
+  }
+
   private refill(now: number): void {
     const elapsed = Math.max(0, now - this.last);
     this.last = now;

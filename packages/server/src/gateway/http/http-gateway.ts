@@ -7,6 +7,7 @@ import { TypeBoxValidatorCompiler } from "@fastify/type-provider-typebox";
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import Type from "typebox";
 import { ERRORS, ParleyError } from "@parley/protocol";
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS } from "../gateway-connection.ts";
 import { registerRoutes, responses } from "./http-routes.ts";
 import type { ErrorBody } from "./http-routes.ts";
 import type { RestCore, TypedFastify } from "./http-routes.ts";
@@ -21,6 +22,10 @@ export interface HttpGatewayOptions {
   bodyLimit?: number;
   /** `version` of the OpenAPI document. */
   version?: string;
+  /** A request head (a REST request's, or the WebSocket upgrade request) must arrive whole within
+   * this, counted from the connection's opening for its first request; else 408 and the
+   * connection is closed (slow or half-open clients, slowloris). Default 10 s. */
+  headersTimeoutMs?: number;
 }
 
 const DEFAULT_BODY_LIMIT = 256 * 1024;
@@ -33,8 +38,19 @@ export class HttpGateway {
 
   constructor(core: RestCore, options: HttpGatewayOptions = {}) {
     const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
+    const headersTimeout = options.headersTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
     this.app = Fastify({
       bodyLimit,
+      // Node checks the timeout every connectionsCheckingInterval (30 s by default), so a stalled
+      // request would live up to that much longer; checking a pending-request list once a
+      // second is cheap (upgraded sockets are no longer in it).
+      http: {
+        headersTimeout,
+        // What fastify sets anyway (no limit on a whole request); said here too because Node
+        // refuses a headersTimeout above its default requestTimeout of 300 s.
+        requestTimeout: 0,
+        connectionsCheckingInterval: Math.max(10, Math.min(1000, headersTimeout)),
+      },
       ...(options.logger ? { loggerInstance: options.logger } : { logger: false }),
       // Per-request lines are noise at this scale; failures are logged by the error handler.
       logController: new LogController({ disableRequestLogging: true }),

@@ -1,13 +1,16 @@
 import net from "node:net";
 import tls from "node:tls";
-import { FrameParser, decodeBinary, encodeFramed, parseClientFrame } from "@parley/protocol";
+import { DISCONNECT, FrameParser, decodeBinary, encodeFramed, parseClientFrame } from "@parley/protocol";
 import type { ClientFrame, ServerFrame } from "@parley/protocol";
 import type { Logger } from "../../core/ports/logger.ts";
 import { silentLogger } from "../../core/ports/logger.ts";
 import {
   ConnectionSet,
-  DEFAULT_LIMITS,
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
   GatewayConnection,
+  connectionLimits,
+  type ConnectionLimits,
+  type GatewayLimitOptions,
   type SessionOpener,
 } from "../gateway-connection.ts";
 
@@ -16,18 +19,31 @@ import {
 
 export type { SessionOpener };
 
-export interface TcpGatewayOptions {
+export interface TcpGatewayOptions extends GatewayLimitOptions {
   /** Largest frame payload accepted, in bytes (the 4-byte length prefix excluded). */
   maxFrameBytes: number;
-  /** Bytes queued for one client beyond which it is dropped as a slow consumer. Default 8 MiB. */
-  maxOutboundBytes?: number;
-  /** After close() has sent `bye` and ended the socket, how long the peer gets to read it
-   * before the socket is destroyed. Default 2000 ms. */
-  closeGraceMs?: number;
   /** PEM certificate chain and private key: TLS when both are set. */
   tls?: { cert: string | Buffer; key: string | Buffer } | undefined;
+  /** With TLS: a connection that has not finished its handshake by then is destroyed. Default
+   * 10 s. */
+  handshakeTimeoutMs?: number;
   logger?: Logger;
 }
+
+/** What a connection refused by the per-address limit reads before the server closes it. */
+const TOO_MANY_FROM_ADDRESS: Uint8Array = new Uint8Array([
+  ...encodeFramed({
+    t: "error",
+    code: "E_RATE_LIMITED",
+    message: "too many connections from this address",
+    retry: true,
+  }),
+  ...encodeFramed({
+    t: "bye",
+    code: DISCONNECT.RATE_LIMITED,
+    reason: "too many connections from this address",
+  }),
+]);
 
 let nextConnection = 0;
 
@@ -36,19 +52,40 @@ export class TcpGateway {
   private readonly server: net.Server;
   private readonly connections = new ConnectionSet<TcpConnection>();
   private readonly logger: Logger;
+  private readonly limits: ConnectionLimits;
 
   constructor(
     private readonly opener: SessionOpener,
     private readonly options: TcpGatewayOptions,
   ) {
     this.logger = options.logger ?? silentLogger;
-    const onSocket = (socket: net.Socket): void => this.accept(socket);
+    this.limits = connectionLimits(options);
     if (options.tls) {
-      const server = tls.createServer({ cert: options.tls.cert, key: options.tls.key }, onSocket);
-      server.on("tlsClientError", (err) => this.logger.debug({ err }, "tls handshake failed"));
+      const server = tls.createServer(
+        {
+          cert: options.tls.cert,
+          key: options.tls.key,
+          handshakeTimeout: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+        },
+        (socket) => this.accept(socket),
+      );
+      // Node reports a handshake that failed or timed out here, but leaves the socket open: a
+      // client that stalls mid-handshake would hold it forever.
+      server.on("tlsClientError", (err, socket) => {
+        this.logger.debug({ err }, "tls handshake failed");
+        socket.destroy();
+      });
+      // Before the TLS layer takes the socket: a refused connection costs no handshake. It cannot
+      // be told why (no TLS yet); it is closed at once.
+      server.prependListener("connection", (raw: net.Socket) => {
+        if (!this.admit(raw)) raw.destroy();
+      });
       this.server = server;
     } else {
-      this.server = net.createServer(onSocket);
+      this.server = net.createServer((socket) => {
+        if (this.admit(socket)) this.accept(socket);
+        else this.refuse(socket);
+      });
     }
   }
 
@@ -86,9 +123,35 @@ export class TcpGateway {
     return this.connections.size;
   }
 
+  /** Counts the raw socket against its address's limit until it closes; false (nothing counted)
+   * when the address is at its limit. */
+  private admit(raw: net.Socket): boolean {
+    const { perIp } = this.options;
+    if (!perIp) return true;
+    const release = perIp.acquire(raw.remoteAddress ?? "");
+    if (!release) {
+      this.logger.debug({ remote: raw.remoteAddress }, "too many connections from this address");
+      return false;
+    }
+    raw.once("close", release);
+    return true;
+  }
+
+  /** Tells a plain-TCP client why (error E_RATE_LIMITED, bye 4004) and closes. Whatever it sends
+   * meanwhile is read and discarded, so that closing does not reset the connection before the
+   * client has read the bye; the grace period bounds how long that lasts. */
+  private refuse(socket: net.Socket): void {
+    socket.on("error", () => {});
+    socket.on("data", () => {});
+    socket.end(TOO_MANY_FROM_ADDRESS);
+    const timer = setTimeout(() => socket.destroy(), this.limits.closeGraceMs);
+    timer.unref();
+    socket.once("close", () => clearTimeout(timer));
+  }
+
   private accept(socket: net.Socket): void {
     socket.setNoDelay(true);
-    const conn = new TcpConnection(socket, this.options, this.logger);
+    const conn = new TcpConnection(socket, this.options, this.limits, this.logger);
     this.connections.add(conn);
     // start() first: its close listener (Session.closed) runs before this one reports idle.
     conn.start(this.opener);
@@ -107,12 +170,10 @@ class TcpConnection extends GatewayConnection {
   constructor(
     private readonly socket: net.Socket,
     options: TcpGatewayOptions,
+    limits: ConnectionLimits,
     logger: Logger,
   ) {
-    super(logger, {
-      maxOutboundBytes: options.maxOutboundBytes ?? DEFAULT_LIMITS.maxOutboundBytes,
-      closeGraceMs: options.closeGraceMs ?? DEFAULT_LIMITS.closeGraceMs,
-    });
+    super(logger, limits, options.clock);
     this.remoteAddress = socket.remoteAddress ?? "";
     this.parser = new FrameParser({ maxFrameBytes: options.maxFrameBytes });
   }
@@ -153,8 +214,17 @@ class TcpConnection extends GatewayConnection {
     this.socket.destroy();
   }
 
+  protected pauseReading(): void {
+    this.socket.pause();
+  }
+
+  protected resumeReading(): void {
+    this.socket.resume();
+  }
+
   private onData(chunk: Buffer): void {
     if (!this.reading) return;
+    this.received(chunk.byteLength);
     let payloads: Uint8Array[];
     try {
       payloads = this.parser.push(chunk);

@@ -15,8 +15,10 @@ import type { Logger } from "../../core/ports/logger.ts";
 import { silentLogger } from "../../core/ports/logger.ts";
 import {
   ConnectionSet,
-  DEFAULT_LIMITS,
   GatewayConnection,
+  connectionLimits,
+  type ConnectionLimits,
+  type GatewayLimitOptions,
   type SessionOpener,
 } from "../gateway-connection.ts";
 
@@ -31,14 +33,12 @@ export const SUBPROTOCOL_JSON = "parley.v1.json";
 
 export type { SessionOpener };
 
-export interface WsGatewayOptions {
+/** maxOutboundBytes is compared with bufferedAmount; closeGraceMs is how long the peer gets to
+ * answer a close frame. The time limit on the upgrade request itself is the HTTP server's
+ * (HttpGateway's headersTimeoutMs). */
+export interface WsGatewayOptions extends GatewayLimitOptions {
   /** Largest frame accepted, in bytes (one message = one frame). */
   maxFrameBytes: number;
-  /** bufferedAmount beyond which a client is dropped as a slow consumer. Default 8 MiB. */
-  maxOutboundBytes?: number;
-  /** After a close frame is sent, how long the peer gets to answer before the socket is
-   * destroyed. Default 2000 ms. */
-  closeGraceMs?: number;
   logger?: Logger;
 }
 
@@ -52,6 +52,7 @@ export class WsGateway {
   private readonly wss: WebSocketServer;
   private readonly connections = new ConnectionSet<WsConnection>();
   private readonly logger: Logger;
+  private readonly limits: ConnectionLimits;
   private accepting = true;
   private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void =>
     this.upgrade(req, socket, head);
@@ -61,6 +62,7 @@ export class WsGateway {
     private readonly options: WsGatewayOptions,
   ) {
     this.logger = options.logger ?? silentLogger;
+    this.limits = connectionLimits(options);
     this.wss = new WebSocketServer({
       noServer: true,
       clientTracking: false,
@@ -99,8 +101,16 @@ export class WsGateway {
     const path = (req.url ?? "").split("?", 1)[0];
     if (path !== WS_PATH) return refuse(socket, 404, "Not Found");
     if (!this.accepting) return refuse(socket, 503, "Service Unavailable");
+    const remote = req.socket.remoteAddress ?? "";
+    // Counted from here until the socket closes, whether or not the upgrade then succeeds.
+    const release = this.options.perIp ? this.options.perIp.acquire(remote) : () => {};
+    if (!release) {
+      this.logger.debug({ remote }, "too many connections from this address");
+      return refuse(socket, 429, "Too Many Requests", TOO_MANY_FROM_ADDRESS);
+    }
+    socket.once("close", release);
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      const conn = new WsConnection(ws, req.socket.remoteAddress ?? "", this.options, this.logger);
+      const conn = new WsConnection(ws, socket, remote, this.options, this.limits, this.logger);
       this.connections.add(conn);
       // start() first: its close listener (Session.closed) runs before this one reports idle.
       conn.start(this.opener);
@@ -115,9 +125,19 @@ function pickSubprotocol(offered: Set<string>): string | false {
   return false;
 }
 
-function refuse(socket: Duplex, status: number, text: string): void {
+/** The body of a 429 upgrade response: the REST API's error shape. */
+const TOO_MANY_FROM_ADDRESS = JSON.stringify({
+  error: { code: "E_RATE_LIMITED", message: "too many connections from this address", retry: true },
+});
+
+function refuse(socket: Duplex, status: number, text: string, json?: string): void {
   socket.once("finish", () => socket.destroy());
-  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  const body = json === undefined ? "" : json;
+  const type = json === undefined ? "" : "Content-Type: application/json\r\n";
+  socket.end(
+    `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\n${type}` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
 }
 
 /** One WebSocket: a Connection for the core. */
@@ -128,14 +148,15 @@ class WsConnection extends GatewayConnection {
 
   constructor(
     private readonly ws: WebSocket,
+    /** The upgraded socket, whose raw bytes (WebSocket framing included) count against the
+     * bytes/s budget. */
+    private readonly socket: Duplex,
     readonly remoteAddress: string,
     options: WsGatewayOptions,
+    limits: ConnectionLimits,
     logger: Logger,
   ) {
-    super(logger, {
-      maxOutboundBytes: options.maxOutboundBytes ?? DEFAULT_LIMITS.maxOutboundBytes,
-      closeGraceMs: options.closeGraceMs ?? DEFAULT_LIMITS.closeGraceMs,
-    });
+    super(logger, limits, options.clock);
     this.binary = ws.protocol === SUBPROTOCOL_BINARY;
     this.maxFrameBytes = options.maxFrameBytes;
   }
@@ -146,6 +167,7 @@ class WsConnection extends GatewayConnection {
     // ws emits 'error' for protocol violations (bad opcode, maxPayload...) and then closes.
     ws.on("error", (err) => this.logger.debug({ err, conn: this.id }, "websocket error"));
     ws.once("close", () => this.socketClosed());
+    this.socket.on("data", (chunk: Buffer) => this.received(chunk.byteLength));
     this.openSession(opener);
   }
 
@@ -174,6 +196,15 @@ class WsConnection extends GatewayConnection {
 
   protected destroy(): void {
     this.ws.terminate();
+  }
+
+  // Through ws, which keeps its own receiver's backpressure (and its close handshake) right.
+  protected pauseReading(): void {
+    this.ws.pause();
+  }
+
+  protected resumeReading(): void {
+    this.ws.resume();
   }
 
   private onMessage(data: RawData, isBinary: boolean): void {

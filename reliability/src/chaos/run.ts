@@ -308,9 +308,15 @@ class WorkerPool {
       else this.counts.set(msg.type, (this.counts.get(msg.type) ?? 0) + 1);
       this.waiter?.();
     });
-    child.on("exit", (code) => {
-      if (code !== 0 && (this.counts.get("done") ?? 0) < this.size) {
-        this.failure ??= new Error(`client process ${spec.name} exited with ${String(code)}`);
+    let done = false;
+    child.on("message", (msg: FromWorker) => {
+      if (msg.type === "done") done = true;
+    });
+    child.on("exit", (code, signal) => {
+      if (!done) {
+        this.failure ??= new Error(
+          `client process ${spec.name} exited (${String(code ?? signal)}) before reporting its final state`,
+        );
         this.waiter?.();
       }
     });

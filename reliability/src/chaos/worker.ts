@@ -18,8 +18,21 @@ interface OwnMessage {
   deleted: boolean;
 }
 
+let unsent = 0;
+let allSent: (() => void) | undefined;
 function post(msg: FromWorker): void {
-  process.send?.(msg);
+  unsent++;
+  process.send?.(msg, (err: Error | null) => {
+    if (err) process.stderr.write(`chaos worker: IPC send failed: ${err.message}\n`);
+    if (--unsent === 0) allSent?.();
+  });
+}
+
+/** Resolves once every posted message has been handed to the channel (a disconnect drops the
+ * ones that have not: a large final state takes a while). */
+function sent(): Promise<void> {
+  if (unsent === 0) return Promise.resolve();
+  return new Promise((resolve) => (allSent = resolve));
 }
 
 let queue: ChaosEvent[] = [];
@@ -303,6 +316,7 @@ process.on("message", (msg: ToWorker) => {
           post({ type: "armed" });
           await user!.final(msg.targets, baseline);
           post({ type: "done" });
+          await sent();
           process.disconnect();
           break;
         }

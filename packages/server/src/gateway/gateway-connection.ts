@@ -112,6 +112,20 @@ export abstract class GatewayConnection implements Connection {
   protected abstract pauseReading(): void;
   protected abstract resumeReading(): void;
 
+  /** Holds the socket's writes until the current turn of the event loop (its microtasks
+   * included) is over, then sends them together: one writev instead of one per frame, since a
+   * group commit answers and pushes many frames to a connection in one turn. */
+  protected corkForThisTurn(socket: { cork(): void; uncork(): void }): void {
+    if (this.corked) return;
+    this.corked = true;
+    socket.cork();
+    process.nextTick(() => {
+      this.corked = false;
+      socket.uncork();
+    });
+  }
+  private corked = false;
+
   /** Opens the core session; the subclass calls it once its socket listeners are set. */
   protected openSession(opener: SessionOpener): void {
     try {

@@ -202,6 +202,7 @@ class TcpConnection extends GatewayConnection {
       this.socket.destroy();
       return false;
     }
+    this.corkForThisTurn(this.socket);
     this.socket.write(bytes);
     return true;
   }

@@ -178,6 +178,7 @@ class WsConnection extends GatewayConnection {
   protected write(frame: ServerFrame): boolean {
     if (this.ws.readyState !== this.ws.OPEN) return false;
     try {
+      this.corkForThisTurn(this.socket);
       if (this.binary) this.ws.send(encodeBinary(frame), { binary: true });
       else this.ws.send(encodeJson(frame), { binary: false });
       return true;

@@ -50,7 +50,11 @@ describe("chaos", () => {
       seed,
     });
     expect(result.ok).toBe(false);
-    expect(summary.lost, JSON.stringify(summary)).toBeGreaterThan(0);
-    expect(result.violations.some((v) => v.kind === "lost")).toBe(true);
+    // An acknowledged message lost by the crash shows as "lost" on the devices that never got
+    // it, and as "diverged" where some devices got it live and others got the message that
+    // reused its seq after the restart. Which of the two a run shows depends on timing.
+    const lossSymptoms = (summary.lost as number) + (summary.diverged as number);
+    expect(lossSymptoms, JSON.stringify(summary)).toBeGreaterThan(0);
+    expect(result.violations.some((v) => v.kind === "lost" || v.kind === "diverged")).toBe(true);
   }, 240_000);
 });

@@ -15,7 +15,7 @@ import { TcpGateway } from "./gateway/tcp/tcp-gateway.ts";
 import { WsGateway } from "./gateway/ws/ws-gateway.ts";
 import { MemorySessionDirectory } from "./session/memory/memory-session-directory.ts";
 import { MemoryStore } from "./store/memory/memory-store.ts";
-import { SqliteStore } from "./store/sqlite/sqlite-store.ts";
+import { ThreadedSqliteStore } from "./store/sqlite/threaded-sqlite-store.ts";
 import { withCommitDelay } from "./store/testing/commit-delay.ts";
 
 // The composition root: the one place that picks adapters (DESIGN.md, "Layers and the
@@ -43,7 +43,7 @@ export interface OfflineCore {
 }
 
 /** Opens the configured store. A damaged or foreign data file rejects with an Error naming it
- * (SqliteStore checks the file before serving it). */
+ * (the SQLite writer checks the file before serving it; writes run on its own thread). */
 async function openStore(config: ServerConfig, logger: PinoLogger): Promise<Store> {
   if (config.testFaults) {
     logger.warn(
@@ -60,7 +60,7 @@ async function openStore(config: ServerConfig, logger: PinoLogger): Promise<Stor
     });
   }
   const faults = config.testFaults;
-  const store = await SqliteStore.open(join(config.dataDir, DB_FILE), {
+  const store = await ThreadedSqliteStore.open(join(config.dataDir, DB_FILE), {
     logger: logger.child({ component: "store" }),
     ...(faults?.ackBeforeCommitMs !== undefined ? { unsafeDeferCommitMs: faults.ackBeforeCommitMs } : {}),
   });

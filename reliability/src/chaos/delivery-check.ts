@@ -31,6 +31,8 @@ export interface DeviceConv {
   /** Highest seq received so far. */
   last: number;
   seqs: Set<number>;
+  /** Who sent what this device received at each seq (the first one, if received twice). */
+  senders: Map<number, string>;
 }
 
 export const SEP = "\u0000";
@@ -246,6 +248,7 @@ export class DeliveryCheck {
       this.report({ kind: "reordered", ...where, detail: `received after seq ${dc.last} (event ${at})` });
     }
     dc.seqs.add(r.seq);
+    if (!dc.senders.has(r.seq)) dc.senders.set(r.seq, key(r.from, r.cid));
     dc.last = Math.max(dc.last, r.seq);
     this.raiseMax(r.conv, r.seq);
 
@@ -273,7 +276,7 @@ export class DeliveryCheck {
   private deviceConv(dev: DeviceKey, conv: string): DeviceConv {
     const k = key(dev, conv);
     let dc = this.devConvs.get(k);
-    if (!dc) this.devConvs.set(k, (dc = { last: 0, seqs: new Set() }));
+    if (!dc) this.devConvs.set(k, (dc = { last: 0, seqs: new Set(), senders: new Map() }));
     return dc;
   }
 
@@ -320,10 +323,17 @@ export class DeliveryCheck {
       const acked = this.ackedSeqs.get(conv) ?? new Map<number, SendState>();
       for (const user of members) {
         for (const dev of this.devicesOf.get(user) ?? []) {
-          const seqs = this.devConvs.get(key(dev, conv))?.seqs ?? new Set<number>();
+          const dc = this.devConvs.get(key(dev, conv));
+          const seqs = dc?.seqs ?? new Set<number>();
           for (const [seq, s] of acked) {
-            if (seqs.has(seq)) continue;
-            const detail = `acknowledged to ${s.user}, never received`;
+            // Received means this message at this seq: another message there (a seq reused
+            // after a crash lost the acknowledged one) does not count.
+            const got = dc?.senders.get(seq);
+            if (got === key(s.user, s.cid)) continue;
+            const detail =
+              got === undefined
+                ? `acknowledged to ${s.user}, never received`
+                : `acknowledged to ${s.user}, but this device holds another message at its seq`;
             this.report({ kind: "lost", dev, conv, seq, cid: s.cid, detail });
           }
           const known = [...seqs, ...acked.keys()].sort((a, b) => a - b);

@@ -44,7 +44,8 @@ export function propertyCases(open: () => Promise<{ store: Store; cleanup: () =>
         }),
         { numRuns: 30 },
       );
-    });
+      // Each run opens a fresh store: a threaded store starts a thread each time.
+    }, 120_000);
   });
 }
 

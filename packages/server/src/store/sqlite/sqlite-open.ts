@@ -62,6 +62,20 @@ function checkIntegrity(db: BetterSqlite3.Database, path: string): void {
   }
 }
 
+/** Opens a second, read-only connection to a database that another connection (the writer,
+ * which checked and migrated it) holds open in WAL mode. Each read transaction sees the last
+ * commit; a commit is visible only once it is durable (synchronous=FULL syncs the log first). */
+export function openReader(path: string): BetterSqlite3.Database {
+  let db: BetterSqlite3.Database;
+  try {
+    db = new Database(path, { readonly: true, fileMustExist: true });
+  } catch (cause) {
+    throw new Error(`cannot open database file ${path} for reading: ${message(cause)}`, { cause });
+  }
+  db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+  return db;
+}
+
 function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

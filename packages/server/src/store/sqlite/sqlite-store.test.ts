@@ -6,6 +6,7 @@ import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { runStoreConformance } from "../store-conformance.ts";
 import { SqliteStore } from "./sqlite-store.ts";
+import { ThreadedSqliteStore } from "./threaded-sqlite-store.ts";
 import { SCHEMA_VERSION } from "./sqlite-schema.ts";
 import { T0, addGroup, addUsers, bytes, newMessage, readAll, sendMsg } from "../conformance/fixtures.ts";
 
@@ -194,4 +195,10 @@ describe("SqliteStore on disk", () => {
     const missing = join(dir, "no-such-dir", "parley.db");
     await expect(SqliteStore.open(missing)).rejects.toThrow(missing);
   });
+});
+
+runStoreConformance("ThreadedSqliteStore", async () => {
+  const dir = await tempDir();
+  const store = await ThreadedSqliteStore.open(join(dir, "parley.db"));
+  return { store, cleanup: () => rm(dir, { recursive: true, force: true }) };
 });

@@ -33,7 +33,7 @@ import {
   requireInteger,
   requireReceiptKind,
 } from "../store-rules.ts";
-import { openDatabase } from "./sqlite-open.ts";
+import { openDatabase, openReader } from "./sqlite-open.ts";
 import {
   prepareStatements,
   toConversation,
@@ -84,6 +84,12 @@ export class SqliteStore implements Store {
     return new Promise((resolve) =>
       resolve(new SqliteStore(openDatabase(path, opts.logger ?? silentLogger), opts.unsafeDeferCommitMs)),
     );
+  }
+
+  /** A store over a read-only connection to a database another SqliteStore (the writer) holds
+   * open: its read methods work, its write methods reject. See threaded-sqlite-store.ts. */
+  static openReader(path: string): SqliteStore {
+    return new SqliteStore(openReader(path));
   }
 
   // ------------------------------------------------------------------ accounts and devices

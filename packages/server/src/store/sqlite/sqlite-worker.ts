@@ -1,0 +1,68 @@
+import { parentPort, workerData } from "node:worker_threads";
+import { ParleyError } from "@parley/protocol";
+import type { Logger } from "../../core/ports/logger.ts";
+import { SqliteStore } from "./sqlite-store.ts";
+
+// The writer thread of ThreadedSqliteStore: owns the database's one write connection and runs
+// every write method of SqliteStore in arrival order, each in its own transaction with its fsync,
+// while the main thread goes on with sockets and reads. Protocol: the main thread posts
+// { id, method, args }; this thread answers { id, result } or { id, error }.
+
+export interface WorkerInit {
+  path: string;
+  unsafeDeferCommitMs?: number;
+}
+
+export type WorkerReply =
+  | { id: number; result: unknown }
+  | { id: number; error: { message: string; code?: string; retryAfterMs?: number; stack?: string } }
+  | { ready: true }
+  | { failed: string }
+  | { log: { level: "debug" | "info" | "warn" | "error"; obj: object; msg?: string } };
+
+const port = parentPort!;
+const init = workerData as WorkerInit;
+
+/** Log records go to the main thread's logger (objects are copied, so keep them plain). */
+const log =
+  (level: "debug" | "info" | "warn" | "error") =>
+  (obj: object, msg?: string): void =>
+    port.postMessage({ log: { level, obj, ...(msg !== undefined ? { msg } : {}) } } satisfies WorkerReply);
+const logger: Logger = { debug: log("debug"), info: log("info"), warn: log("warn"), error: log("error") };
+
+try {
+  const store = await SqliteStore.open(init.path, {
+    logger,
+    ...(init.unsafeDeferCommitMs !== undefined ? { unsafeDeferCommitMs: init.unsafeDeferCommitMs } : {}),
+  });
+  const methods = store as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+  port.on("message", (msg: { id: number; method: string; args: unknown[] }) => {
+    const reply = (r: WorkerReply) => port.postMessage(r);
+    methods[msg.method]!.apply(store, msg.args).then(
+      (result) => {
+        reply({ id: msg.id, result });
+        if (msg.method === "close") port.close();
+      },
+      (err: unknown) => {
+        const e = err instanceof Error ? err : new Error(String(err));
+        reply({
+          id: msg.id,
+          error: {
+            message: e.message,
+            ...(e.stack !== undefined ? { stack: e.stack } : {}),
+            ...(err instanceof ParleyError
+              ? {
+                  code: err.code,
+                  ...(err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}),
+                }
+              : {}),
+          },
+        });
+      },
+    );
+  });
+  port.postMessage({ ready: true } satisfies WorkerReply);
+} catch (err) {
+  port.postMessage({ failed: err instanceof Error ? err.message : String(err) } satisfies WorkerReply);
+  port.close();
+}

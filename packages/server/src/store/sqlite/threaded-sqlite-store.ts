@@ -1,0 +1,221 @@
+import { Worker } from "node:worker_threads";
+import { ParleyError } from "@parley/protocol";
+import type {
+  ConversationId,
+  DeviceId,
+  LoggedUpdate,
+  Message,
+  ReceiptKind,
+  Role,
+  UserId,
+} from "@parley/protocol";
+import type { ErrorCode } from "@parley/protocol";
+import type {
+  AppendResult,
+  ConversationChange,
+  DeviceRecord,
+  HistoryQuery,
+  MessageChange,
+  NewConversation,
+  NewMessage,
+  Store,
+  TokenRecord,
+  UserRecord,
+  UserUpdate,
+} from "../../core/ports/store.ts";
+import type { Conversation } from "@parley/protocol";
+import type { Logger } from "../../core/ports/logger.ts";
+import { SqliteStore } from "./sqlite-store.ts";
+import type { WorkerInit, WorkerReply } from "./sqlite-worker.ts";
+
+// SqliteStore with its writes on a worker thread. better-sqlite3 is synchronous: in the main
+// thread, every commit (and its fsync) stops the event loop, which is about a third of the
+// server's time under load. Here the writer thread owns the one write connection and runs the
+// write methods in order; the main thread keeps a read-only connection for the read methods
+// (WAL: readers never wait for the writer, and see a commit once it is durable). A write resolves
+// after its commit, so a read issued after it sees it. Same contract as SqliteStore: the store
+// conformance suite runs against both.
+
+interface Pending {
+  resolve(value: unknown): void;
+  reject(err: Error): void;
+}
+
+export interface ThreadedSqliteStoreOptions {
+  /** Receives the writer thread's log records (schema migrations, ...). */
+  logger?: Logger;
+  /** Test only: see SqliteStoreOptions.unsafeDeferCommitMs. */
+  unsafeDeferCommitMs?: number;
+}
+
+export class ThreadedSqliteStore implements Store {
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private closed: Promise<void> | undefined;
+
+  private constructor(
+    private readonly worker: Worker,
+    private readonly reader: SqliteStore,
+  ) {
+    worker.on("message", (msg: WorkerReply) => {
+      if (!("id" in msg)) return;
+      const p = this.pending.get(msg.id);
+      if (!p) return;
+      this.pending.delete(msg.id);
+      if ("result" in msg) p.resolve(msg.result);
+      else p.reject(toError(msg.error));
+    });
+    worker.on("error", (err) => this.failAll(err));
+    worker.on("exit", () => this.failAll(new Error("the SQLite writer thread exited")));
+  }
+
+  /** Opens the database at `path` (the writer checks and migrates it, as SqliteStore.open does;
+   * a damaged or foreign file rejects with an Error naming it). */
+  static async open(path: string, opts: ThreadedSqliteStoreOptions = {}): Promise<ThreadedSqliteStore> {
+    const init: WorkerInit = {
+      path,
+      ...(opts.unsafeDeferCommitMs !== undefined ? { unsafeDeferCommitMs: opts.unsafeDeferCommitMs } : {}),
+    };
+    // The worker runs TypeScript: a small bootstrap registers tsx's loader in the thread (a
+    // loader given by --import to the main thread does not apply to a worker's entry), then
+    // imports the worker module.
+    const tsx = import.meta.resolve("tsx/esm/api");
+    const entry = new URL("./sqlite-worker.ts", import.meta.url).href;
+    const boot =
+      `import(${JSON.stringify(tsx)})` +
+      `.then((api) => { api.register(); return import(${JSON.stringify(entry)}); })`;
+    const worker = new Worker(boot, { eval: true, workerData: init });
+    const logger = opts.logger;
+    worker.on("message", (msg: WorkerReply) => {
+      if ("log" in msg) logger?.[msg.log.level](msg.log.obj, msg.log.msg);
+    });
+    await new Promise<void>((resolve, reject) => {
+      const onMessage = (msg: WorkerReply) => {
+        if ("ready" in msg) resolve();
+        else if ("failed" in msg) reject(new Error(msg.failed));
+        else return;
+        worker.off("message", onMessage);
+      };
+      worker.on("message", onMessage);
+      worker.once("error", reject);
+      worker.once("exit", (code) => reject(new Error(`the SQLite writer thread exited with ${code}`)));
+    });
+    worker.removeAllListeners("error");
+    worker.removeAllListeners("exit");
+    let reader: SqliteStore;
+    try {
+      reader = SqliteStore.openReader(path);
+    } catch (err) {
+      await worker.terminate();
+      throw err;
+    }
+    return new ThreadedSqliteStore(worker, reader);
+  }
+
+  // ------------------------------------------------------------------ writes (writer thread)
+
+  createUser(user: UserRecord): Promise<void> {
+    return this.call("createUser", user);
+  }
+  createDevice(device: DeviceRecord, token: TokenRecord): Promise<void> {
+    return this.call("createDevice", device, token);
+  }
+  revokeDevice(user: UserId, device: DeviceId, at: number): Promise<boolean> {
+    return this.call("revokeDevice", user, device, at);
+  }
+  touchDevice(device: DeviceId, cursor: number, at: number): Promise<void> {
+    return this.call("touchDevice", device, cursor, at);
+  }
+  revokeToken(hash: string, at: number): Promise<void> {
+    return this.call("revokeToken", hash, at);
+  }
+  createConversation(conv: NewConversation): ReturnType<Store["createConversation"]> {
+    return this.call("createConversation", conv);
+  }
+  changeConversation(change: ConversationChange): Promise<{ conv: Conversation; updates: UserUpdate[] }> {
+    return this.call("changeConversation", change);
+  }
+  appendMessages(batch: readonly NewMessage[]): Promise<AppendResult[]> {
+    return this.call("appendMessages", batch);
+  }
+  changeMessage(change: MessageChange): Promise<{ msg: Message; updates: UserUpdate[] }> {
+    return this.call("changeMessage", change);
+  }
+  setReceipt(conv: ConversationId, user: UserId, kind: ReceiptKind, seq: number): Promise<UserUpdate[]> {
+    return this.call("setReceipt", conv, user, kind, seq);
+  }
+
+  // ------------------------------------------------------------------ reads (this thread)
+
+  findUserByName(name: string): Promise<UserRecord | undefined> {
+    return this.reader.findUserByName(name);
+  }
+  getUser(id: UserId): Promise<UserRecord | undefined> {
+    return this.reader.getUser(id);
+  }
+  getDevice(id: DeviceId): Promise<DeviceRecord | undefined> {
+    return this.reader.getDevice(id);
+  }
+  listDevices(user: UserId): Promise<DeviceRecord[]> {
+    return this.reader.listDevices(user);
+  }
+  findToken(hash: string): Promise<TokenRecord | undefined> {
+    return this.reader.findToken(hash);
+  }
+  getConversation(id: ConversationId): Promise<Conversation | undefined> {
+    return this.reader.getConversation(id);
+  }
+  getRole(conv: ConversationId, user: UserId): Promise<Role | undefined> {
+    return this.reader.getRole(conv, user);
+  }
+  listConversations(user: UserId): Promise<Conversation[]> {
+    return this.reader.listConversations(user);
+  }
+  getMessage(conv: ConversationId, seq: number): Promise<Message | undefined> {
+    return this.reader.getMessage(conv, seq);
+  }
+  history(conv: ConversationId, query: HistoryQuery): Promise<Message[]> {
+    return this.reader.history(conv, query);
+  }
+  readUpdates(user: UserId, after: number, limit: number): Promise<LoggedUpdate[]> {
+    return this.reader.readUpdates(user, after, limit);
+  }
+  head(user: UserId): Promise<number> {
+    return this.reader.head(user);
+  }
+
+  /** Waits for the writes already sent, closes both connections and ends the thread. */
+  close(): Promise<void> {
+    this.closed ??= (async () => {
+      await this.call("close");
+      await this.reader.close();
+      await this.worker.terminate();
+    })();
+    return this.closed;
+  }
+
+  private call<T>(method: string, ...args: unknown[]): Promise<T> {
+    if (this.closed) return Promise.reject(new Error("SqliteStore is closed"));
+    return new Promise<T>((resolve, reject) => {
+      const id = this.nextId++;
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.worker.postMessage({ id, method, args });
+    });
+  }
+
+  private failAll(err: Error): void {
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+}
+
+function toError(e: { message: string; code?: string; retryAfterMs?: number; stack?: string }): Error {
+  if (e.code !== undefined) {
+    return new ParleyError(e.code as ErrorCode, e.message, {
+      ...(e.retryAfterMs !== undefined ? { retryAfterMs: e.retryAfterMs } : {}),
+    });
+  }
+  const err = new Error(e.message);
+  if (e.stack !== undefined) err.stack = e.stack;
+  return err;
+}

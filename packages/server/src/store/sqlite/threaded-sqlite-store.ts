@@ -198,7 +198,7 @@ export class ThreadedSqliteStore implements Store {
     if (this.closed) return Promise.reject(new Error("SqliteStore is closed"));
     return new Promise<T>((resolve, reject) => {
       const id = this.nextId++;
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.pending.set(id, { resolve: resolve, reject });
       this.worker.postMessage({ id, method, args });
     });
   }

@@ -1,0 +1,639 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { connect, type Socket } from "node:net";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { PerformanceObserver, monitorEventLoopDelay } from "node:perf_hooks";
+import { WebSocket } from "ws";
+import { FrameParser, decodeBinary, encodeBinary, encodeFramed } from "@parley/protocol";
+import type { ClientFrame, SendFrame, ServerFrame } from "@parley/protocol";
+
+// The load client of direct-max, direct-rate and raw-relay: 1:1 sender/receiver pairs over TCP
+// (length-prefixed MessagePack) or WebSocket (binary subprotocol), either closed loop (each
+// sender keeps `window` sends in flight) or open loop (sends on a fixed schedule at `ratePerS`,
+// whatever the replies do).
+//
+// This file is both the load process (run as a script: `main` below) and its driver
+// (`runDirectLoad`, called by the scenarios), which spreads the pairs over `loadProcs` processes,
+// starts them on one wall-clock schedule and merges what they measured. Every process measures
+// the same window: [measureFrom, measureTo) on performance.timeOrigin + performance.now(), the
+// clock the driver and the server meter use too.
+//
+// Latency: each message body carries its intended send time (float64 at offset 0): in open loop
+// its slot on the schedule, so a late send (a slow client, a full socket) counts against the
+// latency instead of silently moving the schedule (no coordinated omission); in closed loop the
+// moment the previous reply freed the slot. The latency is from that time to the receiver's
+// push callback. It is sampled for every message whose intended time is in the window, however
+// late it arrives (the processes wait up to `drainMs` for stragglers; what never comes is `lost`).
+//
+// Every connection acknowledges its pushes with a cumulative `ack` every 64 pushes or on the
+// first push a second after its last ack (so that the acks of 2,000 connections are spread out
+// rather than sent in one burst that would stall this process), and once its pushes stop. The
+// sender gets its own messages back as pushes from the server; the relay does not echo them.
+
+export type Transport = "tcp" | "ws";
+
+export interface LoadTarget {
+  transport: Transport;
+  host: string;
+  tcpPort: number;
+  wsUrl: string;
+}
+
+export interface LoadPair {
+  senderToken: string;
+  receiverToken: string;
+  conv: string;
+}
+
+export interface LoadOptions {
+  target: LoadTarget;
+  pairs: LoadPair[];
+  mode: "closed" | "open";
+  /** Closed loop: sends in flight per sender. */
+  window: number;
+  /** Open loop: total offered msg/s over all pairs and processes. */
+  ratePerS: number;
+  bodyBytes: number;
+  warmupS: number;
+  durationS: number;
+  loadProcs: number;
+  /** Local addresses to connect from, round robin (empty: the OS picks). */
+  sourceAddrs: string[];
+}
+
+/** What the load processes measured together, in the result line's field names. */
+export interface LoadSummary {
+  connections: number;
+  offered_per_s: number | null;
+  sent_per_s: number;
+  delivered_per_s: number;
+  p50_ms: number;
+  p99_ms: number;
+  p999_ms: number;
+  max_ms: number;
+  /** Error replies and connections lost, over the whole run (warm-up included), and by code. */
+  errors: number;
+  error_codes: Record<string, number>;
+  lost: number;
+  client_cpu_pct: number;
+  client_cpu_pct_max: number;
+  /** A load process used 90% of a core or more: it may be what limits the figures. */
+  client_saturated: boolean;
+  load_procs: number;
+  /** Per load process: GC time (average, ms per second), longest GC pause, event-loop delay. */
+  client_gc_ms_per_s: number;
+  client_gc_max_ms: number;
+  client_loop_delay_p99_ms: number;
+  client_loop_delay_max_ms: number;
+  send_lag_p99_ms?: number;
+  send_lag_max_ms?: number;
+}
+
+interface ChildConfig {
+  target: LoadTarget;
+  pairs: LoadPair[];
+  mode: "closed" | "open";
+  window: number;
+  ratePerS: number;
+  /** Open loop: this process's schedule is shifted by phase / ratePerS seconds (0..1). */
+  phase: number;
+  bodyBytes: number;
+  sourceAddrs: string[];
+}
+
+interface Go {
+  startAt: number;
+  measureFrom: number;
+  measureTo: number;
+  drainMs: number;
+}
+
+interface ChildResult {
+  sent: number;
+  delivered: number;
+  offered: number;
+  errors: number;
+  errorCodes: Record<string, number>;
+  lost: number;
+  cpuMs: number;
+  /** Garbage collection pauses in the window: total and longest, ms. */
+  gcMs: number;
+  gcMaxMs: number;
+  /** Event-loop delay in the window (perf_hooks, 1 ms resolution): p99 and max, ms. */
+  loopDelayP99Ms: number;
+  loopDelayMaxMs: number;
+  windowMs: number;
+  /** Latencies of the messages intended in the window, in microseconds. */
+  latUs: number[];
+  /** Open loop: actual minus intended send time, in microseconds. */
+  lagUs: number[];
+}
+
+const now = (): number => performance.timeOrigin + performance.now();
+const ACK_EVERY = 64;
+const ACK_AFTER_MS = 1000;
+const CONNECT_CONCURRENCY = 64;
+
+// ---------------------------------------------------------------------------------------------
+// The driver.
+
+/** Runs the load over `loadProcs` processes; `onWindowStart`/`onWindowEnd` are called at the
+ * start and the end of the measured window (to meter the server over the same interval). */
+export async function runDirectLoad(
+  opts: LoadOptions,
+  onWindowStart: () => void,
+  onWindowEnd: () => void,
+): Promise<LoadSummary & MachineLoad> {
+  const procs = Math.max(1, Math.min(opts.loadProcs, opts.pairs.length));
+  const children: ChildProcess[] = [];
+  try {
+    const lines: Array<AsyncIterator<string>> = [];
+    for (let p = 0; p < procs; p++) {
+      const cfg: ChildConfig = {
+        target: opts.target,
+        pairs: opts.pairs.filter((_, i) => i % procs === p),
+        mode: opts.mode,
+        window: opts.window,
+        ratePerS: opts.ratePerS / procs,
+        phase: p / procs,
+        bodyBytes: opts.bodyBytes,
+        sourceAddrs: opts.sourceAddrs,
+      };
+      const child = spawn(
+        process.execPath,
+        // A larger young generation: fewer objects promoted, fewer long old-generation pauses.
+        [...profileArgs(), "--max-semi-space-size=32", "--import", "tsx", fileURLToPath(import.meta.url)],
+        {
+          stdio: ["pipe", "pipe", "inherit"],
+        },
+      );
+      children.push(child);
+      child.stdin.write(JSON.stringify(cfg) + "\n");
+      lines.push(createInterface({ input: child.stdout })[Symbol.asyncIterator]());
+    }
+    const next = async (p: number): Promise<Record<string, unknown>> => {
+      const r = await lines[p]!.next();
+      if (r.done) throw new Error(`load process ${p} exited early (exit code ${children[p]!.exitCode})`);
+      return JSON.parse(r.value) as Record<string, unknown>;
+    };
+    // A failed process ends the run at once; one that exits normally may do so before its last
+    // line is read, so only its missing line (next() above) says something went wrong.
+    const exited = children.map(
+      (c, p) =>
+        new Promise<never>((_, reject) =>
+          c.once("exit", (code, signal) => {
+            if (code !== 0) reject(new Error(`load process ${p} exited with ${code ?? signal}`));
+          }),
+        ),
+    );
+    // Every process connected (and authenticated) all its connections before anyone sends.
+    await Promise.race([Promise.all(children.map((_, p) => next(p))), ...exited]);
+    const startAt = now() + 200;
+    const measureFrom = startAt + opts.warmupS * 1000;
+    const measureTo = measureFrom + opts.durationS * 1000;
+    const go: Go = { startAt, measureFrom, measureTo, drainMs: 5000 };
+    for (const c of children) c.stdin!.end(JSON.stringify(go) + "\n");
+    let machine0 = machineSample();
+    let machine = { machine_cpu_pct: 0, cpu_pressure_pct: 0 };
+    const t1 = setTimeout(() => {
+      machine0 = machineSample();
+      onWindowStart();
+    }, measureFrom - now());
+    let t2: NodeJS.Timeout | undefined;
+    const windowEnd = new Promise<void>((resolve) => {
+      t2 = setTimeout(() => {
+        machine = machineLoad(machine0, machineSample());
+        onWindowEnd();
+        resolve();
+      }, measureTo - now());
+    });
+    let results: ChildResult[];
+    try {
+      results = (await Promise.race([
+        Promise.all(children.map((_, p) => next(p))),
+        ...exited,
+      ])) as unknown as ChildResult[];
+      // The processes may report a moment before this process's timer ends the window.
+      await windowEnd;
+    } finally {
+      clearTimeout(t1);
+      clearTimeout(t2);
+    }
+    // They exit by themselves once they have printed (writing their profile, if asked).
+    await Promise.all(
+      children.map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            if (c.exitCode !== null || c.signalCode !== null) return resolve();
+            c.once("exit", () => resolve());
+            setTimeout(resolve, 10_000).unref();
+          }),
+      ),
+    );
+    const summary = summarise(opts, results);
+    if (summary.client_saturated) {
+      process.stderr.write(
+        `direct-load: a load process used ${summary.client_cpu_pct_max}% of a core; ` +
+          `see whether more --load-procs (now ${procs}) change the figures\n`,
+      );
+    }
+    return { ...summary, ...machine };
+  } finally {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  }
+}
+
+/** The whole machine over the window, to see what else ran: CPU used by every process (percent
+ * of one core, so up to 100 x cores), and the share of the time some runnable task waited for a
+ * CPU (/proc/pressure/cpu "some"; 0 where the kernel has no PSI). */
+export interface MachineLoad {
+  machine_cpu_pct: number;
+  cpu_pressure_pct: number;
+}
+
+interface MachineSample {
+  at: number;
+  busyTicks: number;
+  stallUs: number;
+}
+
+function machineSample(): MachineSample {
+  // cpu user nice system idle iowait irq softirq steal ... (USER_HZ = 100 ticks per second)
+  const cpu = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const busyTicks = cpu.slice(0, 8).reduce((a, b) => a + b, 0) - cpu[3]! - cpu[4]!;
+  let stallUs = 0;
+  try {
+    stallUs = Number(/^some .*total=(\d+)/m.exec(readFileSync("/proc/pressure/cpu", "utf8"))?.[1] ?? 0);
+  } catch {
+    // no PSI
+  }
+  return { at: performance.now(), busyTicks, stallUs };
+}
+
+function machineLoad(a: MachineSample, b: MachineSample): MachineLoad {
+  const ms = b.at - a.at;
+  return {
+    machine_cpu_pct: Math.round(((b.busyTicks - a.busyTicks) * 10 * 100) / ms),
+    cpu_pressure_pct: Math.round(((b.stallUs - a.stallUs) / 1000 / ms) * 100),
+  };
+}
+
+/** PARLEY_LOAD_PROFILE_DIR=<dir>: V8 CPU profiles of the load processes (and the raw relay). */
+export function profileArgs(): string[] {
+  const dir = process.env.PARLEY_LOAD_PROFILE_DIR;
+  return dir ? ["--cpu-prof", `--cpu-prof-dir=${dir}`] : [];
+}
+
+function summarise(opts: LoadOptions, results: ChildResult[]): LoadSummary {
+  const windowS = opts.durationS;
+  const sum = (f: (r: ChildResult) => number): number => results.reduce((a, r) => a + f(r), 0);
+  const lat = Float64Array.from(results.flatMap((r) => r.latUs)).sort();
+  const lag = Float64Array.from(results.flatMap((r) => r.lagUs)).sort();
+  const ms = (sorted: Float64Array, q: number): number =>
+    sorted.length === 0
+      ? 0
+      : Number((sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! / 1000).toFixed(3));
+  const cpu = results.map((r) => (r.cpuMs / r.windowMs) * 100);
+  const out: LoadSummary = {
+    connections: opts.pairs.length * 2,
+    offered_per_s: opts.mode === "open" ? opts.ratePerS : null,
+    sent_per_s: Math.round(sum((r) => r.sent) / windowS),
+    delivered_per_s: Math.round(sum((r) => r.delivered) / windowS),
+    p50_ms: ms(lat, 0.5),
+    p99_ms: ms(lat, 0.99),
+    p999_ms: ms(lat, 0.999),
+    max_ms: ms(lat, 1),
+    errors: sum((r) => r.errors),
+    error_codes: results.reduce<Record<string, number>>((acc, r) => {
+      for (const [code, n] of Object.entries(r.errorCodes)) acc[code] = (acc[code] ?? 0) + n;
+      return acc;
+    }, {}),
+    lost: sum((r) => r.lost),
+    client_cpu_pct: Math.round(cpu.reduce((a, b) => a + b, 0)),
+    client_cpu_pct_max: Math.round(Math.max(...cpu)),
+    client_saturated: Math.max(...cpu) >= 90,
+    load_procs: results.length,
+    client_gc_ms_per_s: Number((sum((r) => r.gcMs) / results.length / windowS).toFixed(1)),
+    client_gc_max_ms: Number(Math.max(...results.map((r) => r.gcMaxMs)).toFixed(1)),
+    client_loop_delay_p99_ms: Number(Math.max(...results.map((r) => r.loopDelayP99Ms)).toFixed(1)),
+    client_loop_delay_max_ms: Number(Math.max(...results.map((r) => r.loopDelayMaxMs)).toFixed(1)),
+  };
+  if (opts.mode === "open") {
+    out.offered_per_s = Math.round(sum((r) => r.offered) / windowS);
+    out.send_lag_p99_ms = ms(lag, 0.99);
+    out.send_lag_max_ms = ms(lag, 1);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The load process.
+
+/** One authenticated connection; acknowledges its pushes by itself. */
+interface Conn {
+  send(frame: ClientFrame): void;
+  /** Sends an `ack` if pushes are unacknowledged and none came for ACK_AFTER_MS. */
+  flushIdleAck(): void;
+  close(): void;
+}
+
+type FrameHandler = (f: ServerFrame) => void;
+
+/** Opens a connection, says hello and resolves on `welcome`. Pushes are acknowledged here and
+ * then passed on, like every other frame. `onClose` is called if it closes after `welcome`. */
+function open(
+  target: LoadTarget,
+  token: string,
+  localAddress: string | undefined,
+  onFrame: FrameHandler,
+  onClose: () => void,
+): Promise<Conn> {
+  return new Promise((resolve, reject) => {
+    let cursor = 0;
+    let unacked = 0;
+    let lastAck = 0;
+    let lastPush = 0;
+    let welcomed = false;
+    let ended = false;
+    let conn: Conn;
+    const receive = (f: ServerFrame): void => {
+      if (f.t === "push") {
+        cursor = f.useq;
+        // Every ACK_EVERY pushes, or on the first push ACK_AFTER_MS after the last ack: spread
+        // over the pushes, never all connections at once.
+        lastPush = performance.now();
+        if (++unacked >= ACK_EVERY || lastPush - lastAck >= ACK_AFTER_MS) flushAck();
+        onFrame(f);
+      } else if (welcomed) {
+        onFrame(f);
+      } else if (f.t === "welcome") {
+        welcomed = true;
+        resolve(conn);
+      } else {
+        reject(new Error(`hello answered with ${JSON.stringify(f)}`));
+      }
+    };
+    const closed = (err?: Error): void => {
+      if (ended) return;
+      ended = true;
+      if (welcomed) onClose();
+      else reject(err ?? new Error("closed before welcome"));
+    };
+    const flushAck = (): void => {
+      unacked = 0;
+      lastAck = performance.now();
+      conn.send({ t: "ack", cursor });
+    };
+    const flushIdleAck = (): void => {
+      if (unacked > 0 && performance.now() - lastPush >= ACK_AFTER_MS) flushAck();
+    };
+    if (target.transport === "tcp") {
+      const socket: Socket = connect({
+        host: target.host,
+        port: target.tcpPort,
+        ...(localAddress ? { localAddress } : {}),
+      });
+      socket.setNoDelay(true);
+      const parser = new FrameParser({ maxFrameBytes: 1 << 24 });
+      // Writes of one event-loop turn leave in one writev.
+      let corked = false;
+      const uncork = (): void => {
+        corked = false;
+        socket.uncork();
+      };
+      conn = {
+        send(frame) {
+          if (!corked) {
+            corked = true;
+            socket.cork();
+            process.nextTick(uncork);
+          }
+          socket.write(encodeFramed(frame));
+        },
+        flushIdleAck,
+        close: () => socket.destroy(),
+      };
+      socket.on("connect", () => conn.send({ t: "hello", versions: [1], token }));
+      socket.on("data", (chunk: Buffer) => {
+        for (const body of parser.push(chunk)) receive(decodeBinary(body) as ServerFrame);
+      });
+      socket.on("error", (err) => closed(err));
+      socket.on("close", () => closed());
+    } else {
+      const ws = new WebSocket(target.wsUrl, "parley.v1.binary", {
+        perMessageDeflate: false,
+        // An all-zero masking key (legal on the wire; RFC 6455 wants it unpredictable only to
+        // protect proxies from browser scripts): ws then skips masking, which halves this
+        // process's garbage collection (23 -> 10 ms/s at 10k msg/s) and its latency tail. The
+        // server's ws skips unmasking too: a few ns per small frame.
+        generateMask: (mask: Buffer) => void mask.fill(0),
+        ...(localAddress ? { localAddress } : {}),
+      });
+      ws.binaryType = "nodebuffer";
+      // As on TCP, the frames of one event-loop turn leave in one writev: ws writes each message
+      // to its socket at once (`_socket` is ws's own, undocumented).
+      let corked: Socket | undefined;
+      const uncork = (): void => {
+        corked?.uncork();
+        corked = undefined;
+      };
+      conn = {
+        send(frame) {
+          if (!corked) {
+            corked = (ws as unknown as { _socket: Socket | null })._socket ?? undefined;
+            corked?.cork();
+            process.nextTick(uncork);
+          }
+          ws.send(encodeBinary(frame));
+        },
+        flushIdleAck,
+        close: () => ws.terminate(),
+      };
+      ws.on("open", () => conn.send({ t: "hello", versions: [1], token }));
+      ws.on("message", (data: Buffer) => receive(decodeBinary(data) as ServerFrame));
+      ws.on("error", (err) => closed(err));
+      ws.on("close", () => closed());
+    }
+  });
+}
+
+async function main(): Promise<void> {
+  const input = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  const cfg = JSON.parse((await input.next()).value as string) as ChildConfig;
+  let stopping = false;
+  let go: Go = { startAt: Infinity, measureFrom: Infinity, measureTo: Infinity, drainMs: 0 };
+  const r: ChildResult = {
+    sent: 0,
+    delivered: 0,
+    offered: 0,
+    errors: 0,
+    errorCodes: {},
+    lost: 0,
+    cpuMs: 0,
+    gcMs: 0,
+    gcMaxMs: 0,
+    loopDelayP99Ms: 0,
+    loopDelayMaxMs: 0,
+    windowMs: 0,
+    latUs: [],
+    lagUs: [],
+  };
+  /** Messages intended in the window and sent; compared with latUs.length to find the lost. */
+  let expected = 0;
+  const inWindow = (t: number): boolean => t >= go.measureFrom && t < go.measureTo;
+  const error = (code: string): void => {
+    r.errors++;
+    r.errorCodes[code] = (r.errorCodes[code] ?? 0) + 1;
+  };
+  const onClose = (): void => {
+    if (!stopping) error("closed");
+  };
+
+  interface Sender {
+    conn?: Conn;
+    index: number;
+    conv: string;
+    reqId: number;
+    cid: number;
+    /** Frames sent and not yet answered, by request id (resent after an error). */
+    inflight: Map<number, SendFrame>;
+  }
+  const senders: Sender[] = [];
+  const conns: Conn[] = [];
+
+  const sendMessage = (s: Sender, intended: number): void => {
+    const body = new Uint8Array(cfg.bodyBytes);
+    new DataView(body.buffer).setFloat64(0, intended);
+    const frame: SendFrame = {
+      t: "send",
+      id: ++s.reqId,
+      conv: s.conv,
+      cid: `${s.index}-${++s.cid}`,
+      type: "bench",
+      body,
+    };
+    s.inflight.set(frame.id, frame);
+    if (inWindow(intended)) expected++;
+    s.conn!.send(frame);
+  };
+
+  const senderFrame = (s: Sender, f: ServerFrame): void => {
+    if (f.t === "sent") {
+      s.inflight.delete(f.id);
+      if (inWindow(now())) r.sent++;
+      if (cfg.mode === "closed" && !stopping) sendMessage(s, now());
+    } else if (f.t === "error") {
+      error(f.code);
+      const frame = f.id === undefined ? undefined : s.inflight.get(f.id);
+      // Retry a refused send (rate limit, overload) with the same cid and intended time, also
+      // after the window (it is one of the window's messages, awaited until drainMs).
+      if (frame) setTimeout(() => s.conn!.send(frame), f.retryAfterMs ?? 100);
+    }
+  };
+
+  const receiverFrame = (f: ServerFrame): void => {
+    if (f.t !== "push" || f.u.k !== "msg") return;
+    const t = now();
+    if (inWindow(t)) r.delivered++;
+    const body = f.u.msg.body;
+    const intended = new DataView(body.buffer, body.byteOffset, body.byteLength).getFloat64(0);
+    if (inWindow(intended)) r.latUs.push(Math.round((t - intended) * 1000));
+  };
+
+  // Connect everything, CONNECT_CONCURRENCY at a time.
+  let nextPair = 0;
+  let nextAddr = 0;
+  const addr = (): string | undefined =>
+    cfg.sourceAddrs.length > 0 ? cfg.sourceAddrs[nextAddr++ % cfg.sourceAddrs.length] : undefined;
+  const connector = async (): Promise<void> => {
+    for (let i = nextPair++; i < cfg.pairs.length; i = nextPair++) {
+      const pair = cfg.pairs[i]!;
+      const receiver = await open(cfg.target, pair.receiverToken, addr(), receiverFrame, onClose);
+      // Created first: frames may follow `welcome` in the same read.
+      const s: Sender = { index: i, conv: pair.conv, reqId: 0, cid: 0, inflight: new Map() };
+      s.conn = await open(cfg.target, pair.senderToken, addr(), (f) => senderFrame(s, f), onClose);
+      senders[i] = s;
+      conns.push(receiver, s.conn);
+    }
+  };
+  await Promise.all(Array.from({ length: CONNECT_CONCURRENCY }, connector));
+  process.stdout.write(JSON.stringify({ ready: true, connections: conns.length }) + "\n");
+
+  go = JSON.parse((await input.next()).value as string) as Go;
+  const ackTimer = setInterval(() => {
+    for (const c of conns) c.flushIdleAck();
+  }, 1000);
+  let cpu0 = process.cpuUsage();
+  let wall0 = 0;
+  const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+  const gc = new PerformanceObserver((list) => {
+    if (!inWindow(now())) return;
+    for (const e of list.getEntries()) {
+      r.gcMs += e.duration;
+      r.gcMaxMs = Math.max(r.gcMaxMs, e.duration);
+    }
+  });
+  setTimeout(() => {
+    cpu0 = process.cpuUsage();
+    wall0 = now();
+    loopDelay.enable();
+    gc.observe({ entryTypes: ["gc"] });
+  }, go.measureFrom - now());
+  const windowEnd = new Promise<void>((resolve) =>
+    setTimeout(() => {
+      const cpu = process.cpuUsage(cpu0);
+      r.cpuMs = (cpu.user + cpu.system) / 1000;
+      loopDelay.disable();
+      gc.disconnect();
+      r.loopDelayP99Ms = loopDelay.percentile(99) / 1e6;
+      r.loopDelayMaxMs = loopDelay.max / 1e6;
+      r.windowMs = now() - wall0;
+      stopping = true;
+      resolve();
+    }, go.measureTo - now()),
+  );
+  await new Promise((resolve) => setTimeout(resolve, go.startAt - now()));
+
+  if (cfg.mode === "closed") {
+    for (const s of senders) for (let k = 0; k < cfg.window; k++) sendMessage(s, now());
+  } else {
+    // Message n of this process is due at startAt + (n + phase) / rate, from sender n mod P:
+    // each sender sends every P / rate seconds, the senders evenly staggered.
+    const interval = 1000 / cfg.ratePerS;
+    const first = go.startAt + cfg.phase * interval;
+    let n = 0;
+    const tick = (): void => {
+      const t = now();
+      const until = Math.min(t, go.measureTo);
+      for (let due = first + n * interval; due <= until; due = first + ++n * interval) {
+        if (inWindow(due)) {
+          r.offered++;
+          r.lagUs.push(Math.round((t - due) * 1000));
+        }
+        sendMessage(senders[n % senders.length]!, due);
+      }
+      if (t < go.measureTo) setTimeout(tick, 1);
+    };
+    tick();
+  }
+
+  await windowEnd;
+  // Wait for the messages of the window still on their way.
+  const drainEnd = now() + go.drainMs;
+  while (r.latUs.length < expected && now() < drainEnd)
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  r.lost = expected - r.latUs.length;
+  clearInterval(ackTimer);
+  process.stdout.write(JSON.stringify(r) + "\n", () => {
+    for (const c of conns) c.close();
+    process.exit(0);
+  });
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`direct-load: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  });
+}

@@ -1,9 +1,5 @@
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import tls from "node:tls";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
@@ -22,6 +18,7 @@ import type { Core } from "../src/core/core.ts";
 import { silentLogger } from "../src/core/ports/logger.ts";
 import { TcpGateway } from "../src/gateway/tcp/tcp-gateway.ts";
 import { WsGateway } from "../src/gateway/ws/ws-gateway.ts";
+import { makeCert } from "./test-cert.ts";
 import { newTestCore } from "./test-core.ts";
 
 // Both socket gateways against a real Core over real sockets on port 0: the same scenarios on
@@ -383,51 +380,14 @@ describe("socket gateways", () => {
 });
 
 describe("tcp gateway over TLS", () => {
-  let dir: string;
-  let cert: string;
-  let key: string;
-  let haveOpenssl = true;
-
-  beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), "parley-tls-"));
-    try {
-      execFileSync(
-        "openssl",
-        [
-          "req",
-          "-x509",
-          "-newkey",
-          "ec",
-          "-pkeyopt",
-          "ec_paramgen_curve:prime256v1",
-          "-nodes",
-          "-days",
-          "1",
-          "-subj",
-          "/CN=localhost",
-          "-addext",
-          "subjectAltName=DNS:localhost",
-          "-keyout",
-          join(dir, "key.pem"),
-          "-out",
-          join(dir, "cert.pem"),
-        ],
-        { stdio: "ignore" },
-      );
-      cert = readFileSync(join(dir, "cert.pem"), "utf8");
-      key = readFileSync(join(dir, "key.pem"), "utf8");
-    } catch {
-      haveOpenssl = false;
-    }
-  });
-
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const made = makeCert();
 
   it("speaks the same protocol inside TLS", async (ctx) => {
-    if (!haveOpenssl) {
+    if (!made) {
       if (process.env.CI === "true") throw new Error("openssl is required under CI");
       ctx.skip("openssl is not installed: cannot make a test certificate");
     }
+    const { cert, key } = made!;
     const core = newTestCore();
     await core.register("carol", "password-carol");
     const login = await core.login("carol", "password-carol", "tls");

@@ -21,7 +21,6 @@ import {
   connect,
   handWrittenWs,
   login,
-  makeCert,
   maskedFrame,
   peakRss,
   rawSocket,
@@ -35,6 +34,7 @@ import {
   type Stack,
   type Wire,
 } from "./limits-helpers.ts";
+import { makeCert } from "./test-cert.ts";
 import { newTestCore } from "./test-core.ts";
 
 // Issue 3, "Limits", over real sockets on loopback, TCP and both WebSocket subprotocols: inbound

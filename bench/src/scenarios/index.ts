@@ -6,6 +6,7 @@ import { groupFanout } from "./group-fanout.ts";
 import { catchUp } from "./catch-up.ts";
 import { idle } from "./idle.ts";
 import { loginStorm } from "./login-storm.ts";
+import { storeAppend } from "./store-append.ts";
 
 // Every scenario of `npm run bench`, in the order `npm run bench -- all` runs them.
 
@@ -18,4 +19,5 @@ export const SCENARIOS: Scenario[] = [
   idle,
   catchUp,
   loginStorm,
+  storeAppend,
 ];

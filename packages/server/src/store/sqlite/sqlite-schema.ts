@@ -118,6 +118,11 @@ export const MIGRATIONS: readonly string[] = [
 
   PRAGMA application_id = ${APPLICATION_ID};
   `,
+  // 2: a user's head is max(useq) of their updates (entries are never deleted); the head row was
+  // rewritten for every entry appended.
+  `
+  DROP TABLE user_heads;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -102,7 +102,6 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     insertUser: s<[string, string, string, number]>(
       "INSERT INTO users (id, name, password_hash, created_at) VALUES (?, ?, ?, ?)",
     ),
-    insertHead: s<[string]>("INSERT INTO user_heads (user_id, head) VALUES (?, 0)"),
     userById: s<[string], UserRow>("SELECT * FROM users WHERE id = ?"),
     // users.name is COLLATE NOCASE, so this comparison is case-insensitive (ASCII).
     userByName: s<[string], UserRow>("SELECT * FROM users WHERE name = ?"),
@@ -165,7 +164,8 @@ export function prepareStatements(db: BetterSqlite3.Database) {
 
     insertMessage: s<[string, number, string, string, string, string, Uint8Array, number, number | null]>(
       `INSERT INTO messages (conv_id, seq, from_user, from_dev, cid, type, body, ts, reply_to)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (from_user, cid) DO NOTHING`,
     ),
     messageBySeq: s<[string, number], MessageRow>(`${SELECT_MESSAGE} WHERE m.conv_id = ? AND m.seq = ?`),
     messageByCid: s<[string, string], MessageRow>(`${SELECT_MESSAGE} WHERE m.from_user = ? AND m.cid = ?`),
@@ -190,10 +190,8 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     ),
     clearReactions: s<[string, number]>("DELETE FROM reactions WHERE conv_id = ? AND seq = ?"),
 
-    bumpHead: s<[string], number>(
-      "UPDATE user_heads SET head = head + 1 WHERE user_id = ? RETURNING head",
-    ).pluck(),
-    head: s<[string], number>("SELECT head FROM user_heads WHERE user_id = ?").pluck(),
+    // The head of a user's log: one seek to the end of the user's range of the primary key.
+    head: s<[string], number | null>("SELECT max(useq) FROM updates WHERE user_id = ?").pluck(),
     insertUpdate: s<[string, number, string, string, number | null, number | bigint | null, string | null]>(
       "INSERT INTO updates (user_id, useq, kind, conv_id, seq, snapshot, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
     ),

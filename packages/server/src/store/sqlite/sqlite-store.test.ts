@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { runStoreConformance } from "../store-conformance.ts";
 import { SqliteStore } from "./sqlite-store.ts";
 import { ThreadedSqliteStore } from "./threaded-sqlite-store.ts";
-import { SCHEMA_VERSION } from "./sqlite-schema.ts";
+import { MIGRATIONS, SCHEMA_VERSION } from "./sqlite-schema.ts";
 import { T0, addGroup, addUsers, bytes, newMessage, readAll, sendMsg } from "../conformance/fixtures.ts";
 
 /** Opening `file` fails with an error that names it and says it is damaged or not a database. */
@@ -126,6 +126,39 @@ describe("SqliteStore on disk", () => {
     expect(await store.head("c")).toBe(1 + n1);
     expect(await store.head("a")).toBe(2 + 500);
     await store.close();
+  });
+
+  it("migrates a version-1 file: the logs go on gap-free from the heads it kept", async () => {
+    // A version-1 database written the way version 1 did: with a user_heads row per user.
+    const raw = new Database(file);
+    raw.pragma("journal_mode = WAL");
+    raw.exec(MIGRATIONS[0]!);
+    raw.pragma("user_version = 1");
+    raw.exec(`
+      INSERT INTO users VALUES ('a', 'a', 'h', 0), ('b', 'b', 'h', 0), ('c', 'c', 'h', 0);
+      INSERT INTO user_heads VALUES ('a', 2), ('b', 1), ('c', 0);
+      INSERT INTO conversations VALUES ('g1', 'group', 'g', 0, NULL, 1, 0);
+      INSERT INTO members (conv_id, user_id, role) VALUES ('g1', 'a', 'owner'), ('g1', 'b', 'member');
+      INSERT INTO messages (conv_id, seq, from_user, from_dev, cid, type, body, ts)
+        VALUES ('g1', 1, 'a', 'd', 'c0', 'text', x'00', 0);
+      INSERT INTO updates (user_id, useq, kind, conv_id, seq) VALUES
+        ('a', 1, 'left', 'g0', NULL), ('a', 2, 'msg', 'g1', 1), ('b', 1, 'msg', 'g1', 1);
+    `);
+    raw.close();
+
+    const store = await SqliteStore.open(file);
+    expect([await store.head("a"), await store.head("b"), await store.head("c")]).toEqual([2, 1, 0]);
+    const [r] = await store.appendMessages([newMessage("g1", "b", "c1")]);
+    expect(r).toMatchObject({ ok: true, duplicate: false, msg: { seq: 2 } });
+    expect((await store.readUpdates("a", 0, 10)).map((u) => u.useq)).toEqual([1, 2, 3]);
+    expect((await store.readUpdates("b", 0, 10)).map((u) => u.useq)).toEqual([1, 2]);
+    await store.close();
+    const check = new Database(file, { readonly: true });
+    expect(check.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
+    expect(check.prepare("SELECT count(*) FROM sqlite_schema WHERE name = 'user_heads'").pluck().get()).toBe(
+      0,
+    );
+    check.close();
   });
 
   it("opens an existing empty file as a new database", async () => {

@@ -99,7 +99,6 @@ export class SqliteStore implements Store {
       if (this.st.userById.get(user.id)) throw new ParleyError("E_CONFLICT", "user id already exists");
       if (this.st.userByName.get(user.name)) throw new ParleyError("E_CONFLICT", "name is already taken");
       this.st.insertUser.run(user.id, user.name, user.passwordHash, user.createdAt);
-      this.st.insertHead.run(user.id);
     });
   }
 
@@ -295,21 +294,41 @@ export class SqliteStore implements Store {
         }
         return c;
       };
-      const results = batch.map((item): AppendResult => {
+      // The sender's read marks, written once per conversation and sender at the end.
+      const marks = new Map<ConversationId, Map<UserId, number>>();
+      const duplicateOf = (item: NewMessage): AppendResult | undefined => {
         const dup = this.st.messageByCid.get(item.from, item.cid);
-        if (dup) return { ok: true, duplicate: true, msg: toMessage(dup), updates: [] };
+        return dup && { ok: true, duplicate: true, msg: toMessage(dup), updates: [] };
+      };
+      const results = batch.map((item): AppendResult => {
         const c = conversation(item.conv);
-        if (!c || !c.memberSet.has(item.from))
-          return { ok: false, code: "E_NOT_FOUND", message: "no such conversation" };
+        if (!c || !c.memberSet.has(item.from)) {
+          return duplicateOf(item) ?? { ok: false, code: "E_NOT_FOUND", message: "no such conversation" };
+        }
         const seq = c.row.last_seq + 1;
         const problem = replyToProblem(item.replyTo, seq);
-        if (problem) return { ok: false, code: "E_INVALID", message: problem };
+        if (problem) return duplicateOf(item) ?? { ok: false, code: "E_INVALID", message: problem };
 
         const { from, dev, cid, type, ts } = item;
         const replyTo = item.replyTo ?? null;
-        this.st.insertMessage.run(c.row.id, seq, from, dev, cid, type, item.body, ts, replyTo);
-        // The sender has read what they sent (and everything before it).
-        this.st.setMarks.run(seq, seq, c.row.id, from);
+        // The unique (from_user, cid) key finds a resend: nothing is inserted, and it is answered
+        // with the message stored first. One statement for the usual case instead of a lookup
+        // before every insert.
+        const inserted = this.st.insertMessage.run(
+          c.row.id,
+          seq,
+          from,
+          dev,
+          cid,
+          type,
+          item.body,
+          ts,
+          replyTo,
+        );
+        if (inserted.changes === 0) return duplicateOf(item)!;
+        let senders = marks.get(c.row.id);
+        if (!senders) marks.set(c.row.id, (senders = new Map<UserId, number>()));
+        senders.set(from, seq);
         c.row.last_seq = seq;
         c.row.last_activity = Math.max(c.row.last_activity, ts);
         const msg: Message = {
@@ -330,6 +349,10 @@ export class SqliteStore implements Store {
           updates: this.log.append(c.members, { k: "msg", msg }),
         };
       });
+      // The sender has read what they sent (and everything before it).
+      for (const [conv, senders] of marks) {
+        for (const [user, seq] of senders) this.st.setMarks.run(seq, seq, conv, user);
+      }
       for (const c of convs.values()) {
         if (c) this.st.advanceConversation.run(c.row.last_seq, c.row.last_activity, c.row.id);
       }
@@ -454,6 +477,7 @@ export class SqliteStore implements Store {
           this.deferredCommit = setTimeout(() => this.commitDeferred(), this.unsafeDeferCommitMs);
         }
       }
+      this.log.beginTransaction();
       resolve(this.txn.immediate(fn) as T);
     });
   }

@@ -11,13 +11,24 @@ import type { UserUpdate } from "../../core/ports/store.ts";
 import { toMessage } from "./sqlite-statements.ts";
 import type { Statements, UpdateRow } from "./sqlite-statements.ts";
 
-// The per-user update logs of SqliteStore (tables updates, user_heads, snapshots). useq is
-// user_heads.head + 1 at append time: gap-free per user because every append runs inside the
-// caller's write transaction. How each kind is stored is in sqlite-schema.ts; append() and
+// The per-user update logs of SqliteStore (tables updates and snapshots). useq is the user's
+// highest useq + 1 at append time (entries are never deleted): gap-free per user because every
+// append runs inside the caller's write transaction. The head is looked up once per user and
+// transaction, then counted here: no per-entry head row to rewrite (that was a second write per
+// member and message). How each kind is stored is in sqlite-schema.ts; append() and
 // materialize() below are the two directions of that mapping.
 
 export class SqliteUpdateLog {
+  /** Heads of the users appended to in the current write transaction. */
+  private readonly heads = new Map<UserId, number>();
+
   constructor(private readonly st: Statements) {}
+
+  /** Called at the start of every write transaction: what an earlier one counted may have been
+   * rolled back. */
+  beginTransaction(): void {
+    this.heads.clear();
+  }
 
   /** Appends `u` to each user's log, in order. Must run inside a write transaction. */
   append(users: readonly UserId[], u: Update): UserUpdate[] {
@@ -47,8 +58,8 @@ export class SqliteUpdateLog {
         break;
     }
     return users.map((user) => {
-      const useq = this.st.bumpHead.get(user);
-      if (useq === undefined) throw new Error(`user ${user} has no update log`);
+      const useq = (this.heads.get(user) ?? this.head(user)) + 1;
+      this.heads.set(user, useq);
       this.st.insertUpdate.run(user, useq, u.k, conv, seq, snapshot, data);
       return { user, useq, u };
     });

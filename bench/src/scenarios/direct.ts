@@ -42,7 +42,8 @@ async function againstServer(
   transport: Transport,
   options: (target: LoadOptions["target"], pairs: LoadPair[]) => LoadOptions,
 ): Promise<Record<string, unknown>> {
-  const { bench, setup: pairs } = await startBench((p) => provisionPairs(p, f.pairs), SERVER_FLAGS);
+  const serverFlags = [...SERVER_FLAGS, ...f.serverFlags];
+  const { bench, setup: pairs } = await startBench((p) => provisionPairs(p, f.pairs), serverFlags);
   try {
     const meter = new ProcessMeter(bench.server.pid);
     let server = { cpu_pct: 0, rss_mb: 0, rss_peak_mb: 0 };
@@ -62,7 +63,7 @@ async function againstServer(
       other_cpu_pct: load.machine_cpu_pct - load.client_cpu_pct - server.cpu_pct,
       body_bytes: f.bodyBytes,
       durable: true,
-      server_flags: SERVER_FLAGS.join(" "),
+      server_flags: serverFlags.join(" "),
     };
   } finally {
     await bench.stop();

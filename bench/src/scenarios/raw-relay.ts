@@ -38,6 +38,8 @@ export interface DirectFlags {
   bodyBytes: number;
   sourceAddrs: string[];
   transports: Transport[];
+  /** Extra `parley serve` flags (--server-flags "--max-commit-queue-ms 0"). */
+  serverFlags: string[];
 }
 
 export function directFlags(flags: BenchFlags): DirectFlags {
@@ -53,6 +55,7 @@ export function directFlags(flags: BenchFlags): DirectFlags {
     // 127.0.0.1-127.0.0.N all reach the loopback listener; with one, the OS picks.
     sourceAddrs: addrs > 1 ? Array.from({ length: addrs }, (_, i) => `127.0.0.${i + 1}`) : [],
     transports: transport === "both" ? ["tcp", "ws"] : [transport],
+    serverFlags: (flags.get("server-flags") ?? "").split(/\s+/).filter(Boolean),
   };
 }
 

@@ -10,6 +10,7 @@ import {
   CommitThroughput,
   RETRY_AFTER_MAX_MS,
   RETRY_AFTER_MIN_MS,
+  REFUSAL_WINDOW_MS,
   RSS_SAMPLE_MS,
   type AdmissionOptions,
 } from "./admission.ts";
@@ -205,6 +206,41 @@ describe("Admission", () => {
     expect(at(1e9, 0.999)).toBe(2 * RETRY_AFTER_MAX_MS - 10);
     expect(at(12.2, 0)).toBe(RETRY_AFTER_MIN_MS);
     expect(at(120.2, 0)).toBe(121);
+  });
+
+  it("spreads retries over refusals / commit rate, so that refused sends come back at about the commit rate", () => {
+    const h = setup({ maxCommitQueueMs: 100 });
+    h.batch(10, 20); // 0.5 messages per ms = 500 per second
+    // Window 1: 2,000 refusals in REFUSAL_WINDOW_MS (queue beyond the 100 ms target).
+    for (let i = 0; i < 2000; i++) expectOverloaded(h.admission.refusal(60));
+    expect(h.admission.refusalsPerMs).toBe(0); // no complete window yet
+    h.advance(REFUSAL_WINDOW_MS);
+    // 2 refusals per ms over 0.5 commits per ms: spread over 4 s, more than the drain time.
+    expect(h.admission.refusalsPerMs).toBe(2);
+    expect(expectOverloaded(h.admission.refusal(60)).retryAfterMs).toBe(4000);
+    // A window with fewer refusals lowers it again, back to the drain time (122 ms).
+    h.advance(REFUSAL_WINDOW_MS);
+    expect(h.admission.refusalsPerMs).toBeCloseTo(1 / REFUSAL_WINDOW_MS);
+    expect(expectOverloaded(h.admission.refusal(60)).retryAfterMs).toBe(122);
+    // A long quiet gap counts as no refusals at all; bounded by RETRY_AFTER_MAX_MS meanwhile.
+    h.advance(10 * REFUSAL_WINDOW_MS);
+    expect(h.admission.refusalsPerMs).toBe(0);
+    for (let i = 0; i < 100_000; i++) h.admission.refusal(60);
+    h.advance(REFUSAL_WINDOW_MS);
+    expect(h.admission.retryAfterMs(0)).toBe(RETRY_AFTER_MAX_MS);
+    // Admitted sends are not refusals.
+    h.advance(REFUSAL_WINDOW_MS);
+    for (let i = 0; i < 1000; i++) expect(h.admission.refusal(0)).toBeUndefined();
+    h.advance(REFUSAL_WINDOW_MS);
+    expect(h.admission.refusalsPerMs).toBe(0);
+  });
+
+  it("refuses without a stack trace (cheap under overload)", () => {
+    const h = setup();
+    const e = expectOverloaded(h.admission.refusal(1000));
+    expect(e.stack ?? "").not.toMatch(/\n\s+at /);
+    // Other errors keep theirs.
+    expect(new Error("x").stack).toMatch(/\n\s+at /);
   });
 
   it("refuses sends while RSS is at 90% of maxRssBytes or above, reading it at most every 250 ms", () => {

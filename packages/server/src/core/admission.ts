@@ -9,6 +9,12 @@ import { ParleyError } from "@parley/protocol";
 //     queue's length and the measured commit throughput.
 // Refusing at the door keeps the latency of admitted sends near the target and the queue's
 // memory bounded; the client resends after retryAfterMs with the same cid (idempotent).
+//
+// When more is offered than the server can commit, refused sends come back and are refused again:
+// the refusals alone grow without bound and eat the CPU that commits need (a retry collapse). So
+// retryAfterMs also spreads the refused sends out: while refusals run at R per second and commits
+// at C, it is at least R / C seconds, which makes the retries come back at about the rate the
+// server commits instead of piling up. Refusals are also cheap (no stack trace).
 
 /** What admission needs from the core's options. */
 export interface AdmissionOptions {
@@ -40,6 +46,8 @@ export const RSS_SAMPLE_MS = 250;
 /** Bounds of the retryAfterMs base, before jitter (which adds up to 100%). */
 export const RETRY_AFTER_MIN_MS = 100;
 export const RETRY_AFTER_MAX_MS = 10_000;
+/** Refusals are counted over windows of this length for the refusal rate. */
+export const REFUSAL_WINDOW_MS = 1000;
 /** retryAfterMs base when the drain time is unknown (no throughput measured yet). */
 const RETRY_AFTER_UNKNOWN_MS = 500;
 /** retryAfterMs base while memory is over the bound: RSS falls only as the GC returns memory. */
@@ -92,6 +100,10 @@ export class Admission {
   private runningSince = 0;
   private rss = 0;
   private rssAt = Number.NEGATIVE_INFINITY;
+  /** Refusals per ms over the last complete window, and the window being counted. */
+  private refusalRate = 0;
+  private refusedInWindow = 0;
+  private windowStart: number | undefined;
   private readonly random: () => number;
 
   constructor(
@@ -141,6 +153,12 @@ export class Admission {
   /** The error to refuse a send with while `queued` sends wait for commit, or undefined to admit
    * it. Every refusal is E_OVERLOADED (retryable) with a jittered retryAfterMs. */
   refusal(queued: number): ParleyError | undefined {
+    const refusal = this.decide(queued);
+    if (refusal) this.countRefusal();
+    return refusal;
+  }
+
+  private decide(queued: number): ParleyError | undefined {
     if (this.overMemory()) {
       return this.overloaded("memory use is near its limit", RETRY_AFTER_MEMORY_MS);
     }
@@ -159,14 +177,54 @@ export class Admission {
    * (bounded to RETRY_AFTER_MIN_MS..RETRY_AFTER_MAX_MS), plus up to as much again at random, so
    * that the clients refused together do not all come back together. */
   retryAfterMs(drainMs: number): number {
-    const base = Math.min(RETRY_AFTER_MAX_MS, Math.max(RETRY_AFTER_MIN_MS, Math.ceil(drainMs)));
+    const rate = this.throughput.perMs;
+    // Refusals per commit: R / C seconds to spread them over (see the top of this file).
+    const spreadMs = rate !== undefined && rate > 0 ? (this.refusalsPerMs / rate) * 1000 : 0;
+    const base = Math.min(
+      RETRY_AFTER_MAX_MS,
+      Math.max(RETRY_AFTER_MIN_MS, Math.ceil(drainMs), Math.ceil(spreadMs)),
+    );
     return Math.round(base * (1 + this.random()));
   }
 
+  /** Refusals per ms over the last complete REFUSAL_WINDOW_MS (0 before one has passed). */
+  get refusalsPerMs(): number {
+    this.rollWindow();
+    return this.refusalRate;
+  }
+
+  private countRefusal(): void {
+    this.rollWindow();
+    this.refusedInWindow++;
+  }
+
+  private rollWindow(): void {
+    const now = this.deps.now();
+    if (this.windowStart === undefined || now < this.windowStart) {
+      this.windowStart = now;
+      this.refusedInWindow = 0;
+      return;
+    }
+    const elapsed = now - this.windowStart;
+    if (elapsed < REFUSAL_WINDOW_MS) return;
+    // A window with no refusal counts as zero, however long ago the last one was.
+    this.refusalRate = elapsed < 2 * REFUSAL_WINDOW_MS ? this.refusedInWindow / elapsed : 0;
+    this.refusedInWindow = 0;
+    this.windowStart = now;
+  }
+
   private overloaded(message: string, drainMs: number): ParleyError {
-    return new ParleyError("E_OVERLOADED", `server is overloaded: ${message}; wait retryAfterMs`, {
-      retryAfterMs: this.retryAfterMs(drainMs),
-    });
+    // Under overload there can be tens of thousands of these per second: no stack trace (it
+    // would say only "admission", and costs more than the rest of the refusal).
+    const stackTraceLimit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    try {
+      return new ParleyError("E_OVERLOADED", `server is overloaded: ${message}; wait retryAfterMs`, {
+        retryAfterMs: this.retryAfterMs(drainMs),
+      });
+    } finally {
+      Error.stackTraceLimit = stackTraceLimit;
+    }
   }
 
   private overMemory(): boolean {

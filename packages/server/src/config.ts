@@ -28,6 +28,8 @@ export interface ServerConfig {
   maxCommitQueueMs?: number | undefined;
   /** Memory bound in MiB, core option maxRssBytes (0: off); undefined: its default (off). */
   maxRssMb?: number | undefined;
+  /** SQLite page cache of the write connection, MiB; undefined: the store's default (64). */
+  sqliteCacheMb?: number | undefined;
   /** Open TCP + WebSocket connections per remote address (0: unlimited); undefined: 1000. */
   maxConnectionsPerIp?: number | undefined;
   /** Inbound bytes/s per connection, with a burst of 4x (0: unlimited); undefined: 1 MiB/s. */
@@ -75,6 +77,7 @@ const SETTINGS = {
   maxFrameBytes: { flag: "--max-frame-bytes", env: "PARLEY_MAX_FRAME_BYTES" },
   maxCommitQueueMs: { flag: "--max-commit-queue-ms", env: "PARLEY_MAX_COMMIT_QUEUE_MS" },
   maxRssMb: { flag: "--max-rss-mb", env: "PARLEY_MAX_RSS_MB" },
+  sqliteCacheMb: { flag: "--sqlite-cache-mb", env: "PARLEY_SQLITE_CACHE_MB" },
   maxConnectionsPerIp: { flag: "--max-connections-per-ip", env: "PARLEY_MAX_CONNECTIONS_PER_IP" },
   maxBytesPerSecond: { flag: "--max-bytes-per-second", env: "PARLEY_MAX_BYTES_PER_SECOND" },
   maxOutboundBytes: { flag: "--max-outbound-bytes", env: "PARLEY_MAX_OUTBOUND_BYTES" },
@@ -113,6 +116,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     maxFrameBytes: integer(raw("maxFrameBytes"), DEFAULT_MAX_FRAME_BYTES, MIN_FRAME_BYTES, MAX_FRAME_BYTES),
     maxCommitQueueMs: optionalInteger(raw("maxCommitQueueMs"), 0, 60_000),
     maxRssMb: optionalInteger(raw("maxRssMb"), 0, 1024 * 1024),
+    sqliteCacheMb: optionalInteger(raw("sqliteCacheMb"), 1, 64 * 1024),
     ...connectionLimits(raw),
     testFaults: parseTestFaults(env.PARLEY_TEST_FAULTS),
   };

@@ -62,6 +62,7 @@ async function openStore(config: ServerConfig, logger: PinoLogger): Promise<Stor
   const faults = config.testFaults;
   const store = await ThreadedSqliteStore.open(join(config.dataDir, DB_FILE), {
     logger: logger.child({ component: "store" }),
+    ...(config.sqliteCacheMb !== undefined ? { cacheKib: config.sqliteCacheMb * 1024 } : {}),
     ...(faults?.ackBeforeCommitMs !== undefined ? { unsafeDeferCommitMs: faults.ackBeforeCommitMs } : {}),
   });
   return faults?.commitDelayMs !== undefined ? withCommitDelay(store, faults.commitDelayMs) : store;

@@ -63,6 +63,15 @@ describe("loadConfig", () => {
     });
   });
 
+  it("reads the SQLite cache size in MiB, refusing 0 and nonsense", () => {
+    expect(loadConfig([], {}).sqliteCacheMb).toBeUndefined();
+    expect(loadConfig([], { PARLEY_SQLITE_CACHE_MB: "16" }).sqliteCacheMb).toBe(16);
+    expect(loadConfig(["--sqlite-cache-mb", "2"], { PARLEY_SQLITE_CACHE_MB: "16" }).sqliteCacheMb).toBe(2);
+    for (const bad of ["0", "-1", "1.5", "lots", "65537"]) {
+      expect(() => loadConfig(["--sqlite-cache-mb", bad], {})).toThrow(/sqlite-cache-mb/);
+    }
+  });
+
   it("reads the connection limits, leaving them to the gateways' defaults when unset", () => {
     const unset = loadConfig([], {});
     expect([

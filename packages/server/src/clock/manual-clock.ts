@@ -23,6 +23,11 @@ export class ManualClock implements Clock {
     return this.time;
   }
 
+  /** Timers scheduled and not yet fired or cancelled. */
+  pendingTimers(): number {
+    return this.timers.length;
+  }
+
   /** Negative or NaN delays count as 0 (fires at the next advance, even advance(0)). */
   setTimeout(fn: () => void, ms: number): { cancel(): void } {
     const timer: Timer = { at: this.time + (ms > 0 ? ms : 0), id: this.nextId++, fn };

@@ -19,6 +19,7 @@ import type { Clock } from "./ports/clock.ts";
 import type { Logger } from "./ports/logger.ts";
 import type { SessionEntry } from "./ports/session-directory.ts";
 import type { Store } from "./ports/store.ts";
+import type { Beating, Heartbeats } from "./heartbeats.ts";
 import { presenceTopic, userTopic, type Presence } from "./presence.ts";
 import { TokenBucket } from "./rate-limiter.ts";
 
@@ -32,6 +33,8 @@ export interface SessionContext {
   readonly accounts: Accounts;
   readonly messaging: Messaging;
   readonly presence: Presence;
+  /** The shared heartbeat sweep; a session is in it while READY. */
+  readonly heartbeats: Heartbeats;
   /** True once shutdown has begun: new requests are refused with E_SHUTTING_DOWN. */
   readonly shuttingDown: boolean;
   connectionsOf(user: string): number;
@@ -54,7 +57,7 @@ const AUTH_QUEUE_MAX = 64;
 
 /** The core's handling of one client connection: hello and auth, heartbeats, per-connection
  * rate limit, request dispatch, live pushes. All replies go through conn.send in order. */
-export class ClientSession implements Session {
+export class ClientSession implements Session, Beating {
   private state: State = "HELLO";
   principal: Principal | undefined;
   private entry: SessionEntry | undefined;
@@ -111,6 +114,7 @@ export class ClientSession implements Session {
     const wasReady = this.state === "READY";
     this.state = "CLOSED";
     this.timer?.cancel();
+    this.ctx.heartbeats.delete(this);
     for (const u of this.unsubscribe) u();
     this.unsubscribe = [];
     for (const u of this.watching.values()) u();
@@ -182,7 +186,7 @@ export class ClientSession implements Session {
     const pending = this.pendingPushes ?? [];
     this.pendingPushes = undefined;
     for (const f of pending) this.conn.send(f);
-    this.scheduleHeartbeat();
+    this.ctx.heartbeats.add(this);
     for (const f of this.queued.splice(0)) {
       if (this.isClosed()) return;
       this.ready(f);
@@ -393,15 +397,14 @@ export class ClientSession implements Session {
     });
   }
 
-  private scheduleHeartbeat(): void {
+  /** Called by the shared heartbeat sweep every heartbeatMs / 2 while READY: pings after
+   * heartbeatMs of silence, closes after 2.5 x heartbeatMs. */
+  beat(now: number): void {
+    if (this.state !== "READY") return;
     const hb = this.ctx.options.heartbeatMs;
-    this.timer = this.ctx.clock.setTimeout(() => {
-      if (this.state !== "READY") return;
-      const silence = this.ctx.clock.now() - this.lastHeard;
-      if (silence >= hb * 2.5) return this.close(DISCONNECT.IDLE_TIMEOUT, "no frames received");
-      if (silence >= hb) this.conn.send({ t: "ping", n: ++this.pingN });
-      this.scheduleHeartbeat();
-    }, hb / 2);
+    const silence = now - this.lastHeard;
+    if (silence >= hb * 2.5) return this.close(DISCONNECT.IDLE_TIMEOUT, "no frames received");
+    if (silence >= hb) this.conn.send({ t: "ping", n: ++this.pingN });
   }
 
   private reply(frame: ServerFrame): void {

@@ -11,6 +11,7 @@ import type {
   UserInfo,
 } from "./api.ts";
 import { ClientSession, type SessionContext } from "./client-session.ts";
+import { Heartbeats } from "./heartbeats.ts";
 import type { Connection, Session } from "./connection.ts";
 import { Conversations } from "./conversations.ts";
 import { Messaging } from "./messaging.ts";
@@ -49,6 +50,7 @@ export class Core implements SessionContext {
   readonly conversations: Conversations;
   readonly messaging: Messaging;
   readonly presence: Presence;
+  readonly heartbeats: Heartbeats;
   shuttingDown = false;
   private readonly byDevice = new Map<DeviceId, Set<ClientSession>>();
   private readonly byUser = new Map<UserId, number>();
@@ -60,6 +62,7 @@ export class Core implements SessionContext {
     this.bus = deps.bus;
     this.clock = deps.clock;
     this.logger = deps.logger;
+    this.heartbeats = new Heartbeats(deps.clock, this.options.heartbeatMs / 2);
     const publish = (updates: UserUpdate[]): void => this.publish(updates);
     this.accounts = new Accounts(deps.store, deps.hasher, deps.clock, this.options);
     this.conversations = new Conversations(deps.store, deps.clock, this.options, publish);
@@ -203,6 +206,7 @@ export class Core implements SessionContext {
     // Let the committed sends' replies (promise continuations) reach their connections first.
     await new Promise((resolve) => setImmediate(resolve));
     for (const s of [...this.all]) s.close(DISCONNECT.SHUTDOWN, "server shutting down");
+    this.heartbeats.stop();
     await this.bus.close();
     await this.store.close();
   }

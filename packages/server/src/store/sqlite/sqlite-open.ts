@@ -10,15 +10,19 @@ import { migrate } from "./sqlite-schema.ts";
 /** How long a statement waits for another process's lock before failing with SQLITE_BUSY. */
 const BUSY_TIMEOUT_MS = 5_000;
 
-/** Page cache of the write connection, KiB. */
-const CACHE_KIB = 64 * 1024;
+/** Page cache of the write connection, KiB, unless the caller sets it. */
+export const DEFAULT_CACHE_KIB = 64 * 1024;
 /** WAL frames after which a commit checkpoints (about 80 MiB of 4 KiB pages). */
 const WAL_AUTOCHECKPOINT_PAGES = 20_000;
 /** The WAL file is truncated to this after a checkpoint, so its disk use stays bounded. */
 const JOURNAL_SIZE_LIMIT_BYTES = 128 * 1024 * 1024;
 
 /** Opens `path` (created if absent), checks it and migrates it. The caller closes the result. */
-export function openDatabase(path: string, logger: Logger): BetterSqlite3.Database {
+export function openDatabase(
+  path: string,
+  logger: Logger,
+  cacheKib = DEFAULT_CACHE_KIB,
+): BetterSqlite3.Database {
   let db: BetterSqlite3.Database;
   try {
     db = new Database(path);
@@ -42,7 +46,7 @@ export function openDatabase(path: string, logger: Logger): BetterSqlite3.Databa
     // back into the database file. A larger cache keeps the hot pages, and a checkpoint every
     // WAL_AUTOCHECKPOINT_PAGES copies a page dirtied by many commits once: 7.5k -> 10.4-12.6k
     // appends/s in `npm run bench -- store-append` (docs/benchmarks.md).
-    db.pragma(`cache_size = -${CACHE_KIB}`);
+    db.pragma(`cache_size = -${Math.max(1, Math.floor(cacheKib))}`);
     db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
     db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT_BYTES}`);
     db.pragma("foreign_keys = ON");

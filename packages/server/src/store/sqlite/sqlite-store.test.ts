@@ -103,7 +103,14 @@ describe("SqliteStore on disk", () => {
     const db = (store as unknown as { db: Database.Database }).db;
     expect(db.pragma("synchronous", { simple: true })).toBe(2);
     expect(db.pragma("foreign_keys", { simple: true })).toBe(1);
+    expect(db.pragma("cache_size", { simple: true })).toBe(-64 * 1024);
+    expect(db.pragma("wal_autocheckpoint", { simple: true })).toBe(20_000);
     await store.close();
+    const small = await SqliteStore.open(file, { cacheKib: 2048 });
+    expect((small as unknown as { db: Database.Database }).db.pragma("cache_size", { simple: true })).toBe(
+      -2048,
+    );
+    await small.close();
     const raw = new Database(file, { readonly: true });
     expect(raw.pragma("journal_mode", { simple: true })).toBe("wal");
     expect(raw.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);

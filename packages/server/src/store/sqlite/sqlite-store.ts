@@ -52,6 +52,9 @@ import { SqliteUpdateLog } from "./sqlite-update-log.ts";
 
 export interface SqliteStoreOptions {
   logger?: Logger;
+  /** Page cache of the connection in KiB (default 64 MiB, sqlite-open.ts): under load it keeps
+   * the pages every batch touches, at the cost of that much memory. */
+  cacheKib?: number;
   /** TEST ONLY, breaks durability on purpose: message appends run inside one long transaction
    * that is committed this many ms after it began (or by the next other write), while their
    * promises settle at once, i.e. sends are acknowledged before they are committed. A SIGKILL
@@ -82,7 +85,12 @@ export class SqliteStore implements Store {
    * written by a newer Parley. The caller owns the store and must close() it. */
   static open(path: string, opts: SqliteStoreOptions = {}): Promise<SqliteStore> {
     return new Promise((resolve) =>
-      resolve(new SqliteStore(openDatabase(path, opts.logger ?? silentLogger), opts.unsafeDeferCommitMs)),
+      resolve(
+        new SqliteStore(
+          openDatabase(path, opts.logger ?? silentLogger, opts.cacheKib),
+          opts.unsafeDeferCommitMs,
+        ),
+      ),
     );
   }
 

@@ -10,6 +10,7 @@ import { SqliteStore } from "./sqlite-store.ts";
 
 export interface WorkerInit {
   path: string;
+  cacheKib?: number;
   unsafeDeferCommitMs?: number;
 }
 
@@ -33,6 +34,7 @@ const logger: Logger = { debug: log("debug"), info: log("info"), warn: log("warn
 try {
   const store = await SqliteStore.open(init.path, {
     logger,
+    ...(init.cacheKib !== undefined ? { cacheKib: init.cacheKib } : {}),
     ...(init.unsafeDeferCommitMs !== undefined ? { unsafeDeferCommitMs: init.unsafeDeferCommitMs } : {}),
   });
   const methods = store as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;

@@ -44,6 +44,8 @@ interface Pending {
 export interface ThreadedSqliteStoreOptions {
   /** Receives the writer thread's log records (schema migrations, ...). */
   logger?: Logger;
+  /** See SqliteStoreOptions.cacheKib (the writer's connection). */
+  cacheKib?: number;
   /** Test only: see SqliteStoreOptions.unsafeDeferCommitMs. */
   unsafeDeferCommitMs?: number;
 }
@@ -74,6 +76,7 @@ export class ThreadedSqliteStore implements Store {
   static async open(path: string, opts: ThreadedSqliteStoreOptions = {}): Promise<ThreadedSqliteStore> {
     const init: WorkerInit = {
       path,
+      ...(opts.cacheKib !== undefined ? { cacheKib: opts.cacheKib } : {}),
       ...(opts.unsafeDeferCommitMs !== undefined ? { unsafeDeferCommitMs: opts.unsafeDeferCommitMs } : {}),
     };
     // The worker runs TypeScript: a small bootstrap registers tsx's loader in the thread (a

@@ -17,7 +17,9 @@ interface Subscription<T> {
 }
 
 export class MemoryBus<T = unknown> implements Bus<T> {
-  private readonly topics = new Map<string, Set<Subscription<T>>>();
+  /** A topic's one subscription, or a Set once it has several: most topics (a user's) have one
+   * subscriber per connection, and a Set costs a few hundred bytes per idle connection. */
+  private readonly topics = new Map<string, Subscription<T> | Set<Subscription<T>>>();
   private readonly queue: Array<{ topic: string; event: T }> = [];
   private delivering = false;
   private closed = false;
@@ -46,18 +48,19 @@ export class MemoryBus<T = unknown> implements Bus<T> {
   subscribe(topic: string, handler: (event: T) => void): Unsubscribe {
     if (this.closed) throw new Error("MemoryBus is closed");
     const sub: Subscription<T> = { handler, active: true };
-    let subs = this.topics.get(topic);
-    if (!subs) {
-      subs = new Set();
-      this.topics.set(topic, subs);
-    }
-    subs.add(sub);
+    const subs = this.topics.get(topic);
+    if (!subs) this.topics.set(topic, sub);
+    else if (subs instanceof Set) subs.add(sub);
+    else this.topics.set(topic, new Set([subs, sub]));
     return () => {
       if (!sub.active) return;
       sub.active = false;
       const current = this.topics.get(topic);
-      current?.delete(sub);
-      if (current?.size === 0) this.topics.delete(topic);
+      if (current === sub) this.topics.delete(topic);
+      else if (current instanceof Set) {
+        current.delete(sub);
+        if (current.size === 0) this.topics.delete(topic);
+      }
     };
   }
 
@@ -65,7 +68,10 @@ export class MemoryBus<T = unknown> implements Bus<T> {
   close(): Promise<void> {
     this.closed = true;
     this.queue.length = 0;
-    for (const subs of this.topics.values()) for (const sub of subs) sub.active = false;
+    for (const subs of this.topics.values()) {
+      if (subs instanceof Set) for (const sub of subs) sub.active = false;
+      else subs.active = false;
+    }
     this.topics.clear();
     return Promise.resolve();
   }
@@ -73,15 +79,18 @@ export class MemoryBus<T = unknown> implements Bus<T> {
   private deliver(topic: string, event: T): void {
     const subs = this.topics.get(topic);
     if (!subs) return;
+    if (!(subs instanceof Set)) return this.call(subs, topic, event);
     // A snapshot: a handler may subscribe or unsubscribe while we iterate. One added now starts
     // with the next event; one removed now (not yet reached) does not get this one.
-    for (const sub of [...subs]) {
-      if (!sub.active) continue;
-      try {
-        sub.handler(event);
-      } catch (err) {
-        this.reportError(err, topic);
-      }
+    for (const sub of [...subs]) this.call(sub, topic, event);
+  }
+
+  private call(sub: Subscription<T>, topic: string, event: T): void {
+    if (!sub.active) return;
+    try {
+      sub.handler(event);
+    } catch (err) {
+      this.reportError(err, topic);
     }
   }
 

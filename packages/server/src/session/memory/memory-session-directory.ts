@@ -6,28 +6,51 @@ import type { SessionDirectory, SessionEntry } from "../../core/ports/session-di
 
 export class MemorySessionDirectory implements SessionDirectory {
   /** user -> conn -> entry. A user with no connection has no key. */
-  private readonly byUser = new Map<UserId, Map<string, SessionEntry>>();
+  /** A user's one entry, or a Map by conn once they have several connections (a Map per idle
+   * connection costs a few hundred bytes). */
+  private readonly byUser = new Map<UserId, SessionEntry | Map<string, SessionEntry>>();
   private count = 0;
 
   /** Registering the same (user, conn) again replaces the entry and is not "came online". */
   add(entry: SessionEntry): boolean {
-    let conns = this.byUser.get(entry.user);
-    const cameOnline = !conns;
-    if (!conns) {
-      conns = new Map();
-      this.byUser.set(entry.user, conns);
+    const copy = { ...entry };
+    const current = this.byUser.get(entry.user);
+    if (!current) {
+      this.byUser.set(entry.user, copy);
+      this.count++;
+      return true;
     }
-    if (!conns.has(entry.conn)) this.count++;
-    conns.set(entry.conn, { ...entry });
-    return cameOnline;
+    if (current instanceof Map) {
+      if (!current.has(entry.conn)) this.count++;
+      current.set(entry.conn, copy);
+    } else if (current.conn === entry.conn) {
+      this.byUser.set(entry.user, copy);
+    } else {
+      this.byUser.set(
+        entry.user,
+        new Map([
+          [current.conn, current],
+          [entry.conn, copy],
+        ]),
+      );
+      this.count++;
+    }
+    return false;
   }
 
   /** Matches on (user, conn). Removing an unknown entry is a no-op that returns false. */
   remove(entry: SessionEntry): boolean {
-    const conns = this.byUser.get(entry.user);
-    if (!conns?.delete(entry.conn)) return false;
+    const current = this.byUser.get(entry.user);
+    if (!current) return false;
+    if (!(current instanceof Map)) {
+      if (current.conn !== entry.conn) return false;
+      this.byUser.delete(entry.user);
+      this.count--;
+      return true;
+    }
+    if (!current.delete(entry.conn)) return false;
     this.count--;
-    if (conns.size > 0) return false;
+    if (current.size > 0) return false;
     this.byUser.delete(entry.user);
     return true;
   }
@@ -37,7 +60,10 @@ export class MemorySessionDirectory implements SessionDirectory {
   }
 
   sessions(user: UserId): SessionEntry[] {
-    return [...(this.byUser.get(user)?.values() ?? [])].map((e) => ({ ...e }));
+    const current = this.byUser.get(user);
+    if (!current) return [];
+    if (!(current instanceof Map)) return [{ ...current }];
+    return [...current.values()].map((e) => ({ ...e }));
   }
 
   size(): number {

@@ -65,7 +65,9 @@ export interface MessageRow {
   reactions: string;
 }
 
-/** An update log row, with the conversation snapshot it points at (for "conv"). */
+/** An update log row, with the conversation snapshot it points at (for "conv") and, for the
+ * entries that name a message, that message's current state (m_* columns; m_seq is null when
+ * the entry names none). */
 export interface UpdateRow {
   useq: number;
   kind: "msg" | "edit" | "del" | "react" | "receipt" | "conv" | "left";
@@ -73,6 +75,17 @@ export interface UpdateRow {
   seq: number | null;
   data: string | null;
   snapshot_data: string | null;
+  m_seq: number | null;
+  m_from_user: string;
+  m_from_dev: string;
+  m_cid: string;
+  m_type: string;
+  m_body: Buffer;
+  m_ts: number;
+  m_reply_to: number | null;
+  m_edited_at: number | null;
+  m_deleted_at: number | null;
+  m_reactions: string | null;
 }
 
 const MESSAGE_COLUMNS = [
@@ -197,10 +210,17 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     ),
     insertSnapshot: s<[string]>("INSERT INTO snapshots (data) VALUES (?)"),
     // A range scan of the (user_id, useq) primary key: cost follows the entries returned.
+    // One statement per page of the log, messages joined in (a lookup per entry was most of
+    // the cost of a catch-up). Entries without a message (receipt, conv, left) have seq NULL.
     readUpdates: s<[string, number, number], UpdateRow>(
-      `SELECT u.useq, u.kind, u.conv_id, u.seq, u.data, s.data AS snapshot_data
+      `SELECT u.useq, u.kind, u.conv_id, u.seq, u.data, s.data AS snapshot_data,
+         ${MESSAGE_COLUMNS.filter((c) => c !== "conv_id")
+           .map((c) => `m.${c} AS m_${c}`)
+           .join(", ")},
+         CASE WHEN m.seq IS NULL THEN NULL ELSE ${REACTIONS_OF_M} END AS m_reactions
        FROM updates u
        LEFT JOIN snapshots s ON s.id = u.snapshot
+       LEFT JOIN messages m ON m.conv_id = u.conv_id AND m.seq = u.seq
        WHERE u.user_id = ? AND u.useq > ?
        ORDER BY u.useq
        LIMIT ?`,

@@ -66,8 +66,8 @@ export class SqliteUpdateLog {
   }
 
   /** Entries after `after` (exclusive), at most `limit` (> 0), message entries in the message's
-   * current state. A range scan of the (user_id, useq) key plus one key lookup per message entry:
-   * cost follows the entries returned, not the history. */
+   * current state. A range scan of the (user_id, useq) key joined with one key lookup per message
+   * entry, in one statement: cost follows the entries returned, not the history. */
   read(user: UserId, after: number, limit: number): LoggedUpdate[] {
     return this.st.readUpdates.all(user, after, limit).map((r) => ({ useq: r.useq, u: this.materialize(r) }));
   }
@@ -98,8 +98,22 @@ export class SqliteUpdateLog {
   }
 
   private message(r: UpdateRow): Message {
-    const row = r.seq === null ? undefined : this.st.messageBySeq.get(r.conv_id, r.seq);
-    if (!row) throw new Error(`update ${r.useq} points at a missing message ${r.conv_id}#${String(r.seq)}`);
-    return toMessage(row);
+    if (r.m_seq === null || r.m_reactions === null) {
+      throw new Error(`update ${r.useq} points at a missing message ${r.conv_id}#${String(r.seq)}`);
+    }
+    return toMessage({
+      conv_id: r.conv_id,
+      seq: r.m_seq,
+      from_user: r.m_from_user,
+      from_dev: r.m_from_dev,
+      cid: r.m_cid,
+      type: r.m_type,
+      body: r.m_body,
+      ts: r.m_ts,
+      reply_to: r.m_reply_to,
+      edited_at: r.m_edited_at,
+      deleted_at: r.m_deleted_at,
+      reactions: r.m_reactions,
+    });
   }
 }

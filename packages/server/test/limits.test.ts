@@ -1,3 +1,5 @@
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import tls from "node:tls";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -10,7 +12,7 @@ import { api, newUser } from "../../../test/helpers/raw-client.ts";
 import { ManualClock } from "../src/clock/manual-clock.ts";
 import { loadConfig } from "../src/config.ts";
 import { TokenBucket } from "../src/core/rate-limiter.ts";
-import { ConnectionsPerIp } from "../src/gateway/connections-per-ip.ts";
+import { ConnectionsPerIp, LISTEN_BACKLOG } from "../src/gateway/connections-per-ip.ts";
 import { HttpGateway } from "../src/gateway/http/http-gateway.ts";
 import { startServer, type RunningServer } from "../src/main.ts";
 import { TcpGateway } from "../src/gateway/tcp/tcp-gateway.ts";
@@ -504,6 +506,24 @@ describe("startServer with the connection flags", () => {
     for (const p of peers.splice(0)) p.destroy();
   });
   afterAll(() => server.stop());
+
+  it("listens with a backlog of LISTEN_BACKLOG (capped by somaxconn) on both ports", (ctx) => {
+    // ss shows a listening socket's backlog as its Send-Q.
+    const backlog = (port: number): number | undefined => {
+      const run = spawnSync("ss", ["-ltnH", `sport = :${port}`], { encoding: "utf8" });
+      if (run.error) return undefined;
+      return Number(run.stdout.trim().split(/\s+/)[2]);
+    };
+    const somaxconn = Number(readFileSync("/proc/sys/net/core/somaxconn", "utf8"));
+    if (backlog(server.tcpPort) === undefined) {
+      if (process.env.CI === "true") throw new Error("ss (iproute2) is required under CI");
+      return ctx.skip("no ss on this system");
+    }
+    const expected = Math.min(LISTEN_BACKLOG, somaxconn);
+    expect(expected).toBeGreaterThan(511); // Node's default
+    expect(backlog(server.tcpPort)).toBe(expected);
+    expect(backlog(server.httpPort)).toBe(expected);
+  });
 
   it("counts TCP and WebSocket connections of an address together", async () => {
     peers.push(await connect("tcp", server), await connect("ws-binary", server));

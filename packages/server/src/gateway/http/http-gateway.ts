@@ -1,6 +1,7 @@
 import type { AddressInfo } from "node:net";
 import type { Server } from "node:http";
 import Fastify, { LogController } from "fastify";
+import { LISTEN_BACKLOG } from "../connections-per-ip.ts";
 import type { FastifyBaseLogger, FastifyError, FastifyReply, FastifyRequest } from "fastify";
 import swagger from "@fastify/swagger";
 import { TypeBoxValidatorCompiler } from "@fastify/type-provider-typebox";
@@ -116,7 +117,7 @@ export class HttpGateway {
 
   /** Resolves with the bound port (useful with port 0); rejects on e.g. EADDRINUSE. */
   async listen(port: number, host: string): Promise<number> {
-    await this.app.listen({ port, host });
+    await this.app.listen({ port, host, backlog: LISTEN_BACKLOG });
     return (this.app.server.address() as AddressInfo).port;
   }
 

@@ -4,6 +4,7 @@ import { DISCONNECT, FrameParser, decodeBinary, encodeFramed, parseClientFrame }
 import type { ClientFrame, ServerFrame } from "@parley/protocol";
 import type { Logger } from "../../core/ports/logger.ts";
 import { silentLogger } from "../../core/ports/logger.ts";
+import { LISTEN_BACKLOG } from "../connections-per-ip.ts";
 import {
   ConnectionSet,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
@@ -95,7 +96,7 @@ export class TcpGateway {
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
       this.server.once("error", onError);
-      this.server.listen(port, host, () => {
+      this.server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
         this.server.off("error", onError);
         this.server.on("error", (err) => this.logger.error({ err }, "tcp listener error"));
         resolve((this.server.address() as net.AddressInfo).port);

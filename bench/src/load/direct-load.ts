@@ -7,6 +7,7 @@ import { PerformanceObserver, monitorEventLoopDelay } from "node:perf_hooks";
 import { WebSocket } from "ws";
 import { FrameParser, decodeBinary, encodeBinary, encodeFramed } from "@parley/protocol";
 import type { ClientFrame, SendFrame, ServerFrame } from "@parley/protocol";
+import { newCid } from "../../../packages/sdk/src/client.ts";
 
 // The load client of direct-max, direct-rate and raw-relay: 1:1 sender/receiver pairs over TCP
 // (length-prefixed MessagePack) or WebSocket (binary subprotocol), either closed loop (each
@@ -495,7 +496,6 @@ async function main(): Promise<void> {
     index: number;
     conv: string;
     reqId: number;
-    cid: number;
     /** Frames sent and not yet answered, by request id (resent after an error). */
     inflight: Map<number, SendFrame>;
   }
@@ -509,7 +509,8 @@ async function main(): Promise<void> {
       t: "send",
       id: ++s.reqId,
       conv: s.conv,
-      cid: `${s.index}-${++s.cid}`,
+      // As the SDK makes them (time-ordered UUIDv7), since the server's resend index favours them.
+      cid: newCid(),
       type: "bench",
       body,
     };
@@ -551,7 +552,7 @@ async function main(): Promise<void> {
       const pair = cfg.pairs[i]!;
       const receiver = await open(cfg.target, pair.receiverToken, addr(), receiverFrame, onClose);
       // Created first: frames may follow `welcome` in the same read.
-      const s: Sender = { index: i, conv: pair.conv, reqId: 0, cid: 0, inflight: new Map() };
+      const s: Sender = { index: i, conv: pair.conv, reqId: 0, inflight: new Map() };
       s.conn = await open(cfg.target, pair.senderToken, addr(), (f) => senderFrame(s, f), onClose);
       senders[i] = s;
       conns.push(receiver, s.conn);

@@ -5,6 +5,7 @@ import { performance } from "node:perf_hooks";
 import type { NewMessage } from "../../../packages/server/src/core/ports/store.ts";
 import { DB_FILE } from "../../../packages/server/src/main.ts";
 import { SqliteStore } from "../../../packages/server/src/store/sqlite/sqlite-store.ts";
+import { newCid } from "../../../packages/sdk/src/client.ts";
 import { numberFlag, type BenchResult, type Scenario } from "../harness.ts";
 import { Provisioner, type BenchUser } from "../provision.ts";
 import type { ConversationId } from "@parley/protocol";
@@ -37,13 +38,14 @@ async function run(flags: ReadonlyMap<string, string>): Promise<BenchResult[]> {
         conv: c.conv,
         from: c.from.id,
         dev: c.from.device,
-        cid: `c${n}`,
+        cid: newCid(),
         type: "bench",
         body,
         ts: Date.now(),
       };
     };
     const wchar0 = writtenBytes();
+    const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     let batches = 0;
     while (n < total) {
@@ -54,6 +56,7 @@ async function run(flags: ReadonlyMap<string, string>): Promise<BenchResult[]> {
       batches++;
     }
     const ms = performance.now() - t0;
+    const cpu = process.cpuUsage(cpu0);
     const written = writtenBytes() - wchar0;
     await store.close();
     return [
@@ -65,6 +68,9 @@ async function run(flags: ReadonlyMap<string, string>): Promise<BenchResult[]> {
         per_s: Math.round((total * 1000) / ms),
         us_per_msg: Number(((ms * 1000) / total).toFixed(2)),
         ms_per_batch: Number((ms / batches).toFixed(2)),
+        // CPU (user + system) of this process per message: steadier than the wall clock on a
+        // shared machine.
+        cpu_us_per_msg: Number(((cpu.user + cpu.system) / total).toFixed(2)),
         written_bytes_per_msg: Math.round(written / total),
         durable: true,
       },

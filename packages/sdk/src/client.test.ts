@@ -1,6 +1,7 @@
+import fc from "fast-check";
 import type { ClientFrame, LoggedUpdate, Message, ServerFrame, Update, WelcomeFrame } from "@parley/protocol";
 import { describe, expect, it } from "vitest";
-import { ParleyClient } from "./client.ts";
+import { ParleyClient, newCid } from "./client.ts";
 import { ClientError } from "./client-error.ts";
 import { ManualTimers } from "./manual-timers.ts";
 import { BaseTransport } from "./transport/transport.ts";
@@ -340,5 +341,24 @@ describe("ParleyClient connection logic", () => {
     h.last().serve({ t: "push", useq: 1, u: { k: "msg", msg: msg(1) } });
     expect(seen).toEqual([1]);
     expect(h.errors[0]?.message).toMatch(/"message" listener threw/);
+  });
+});
+
+describe("newCid", () => {
+  it("makes UUIDv7s: version 7, variant 10, the time in the first 48 bits", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 2 ** 48 - 1 }), (now) => {
+        const cid = newCid(now);
+        expect(cid).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+        expect(parseInt(cid.slice(0, 8) + cid.slice(9, 13), 16)).toBe(now);
+      }),
+    );
+  });
+
+  it("sorts as text in time order, and does not repeat", () => {
+    const cids = [1_000, 1_001, 2 ** 40, 2 ** 47 + 5].map((t) => newCid(t));
+    expect([...cids].sort()).toEqual(cids);
+    const many = new Set(Array.from({ length: 10_000 }, () => newCid(1_700_000_000_000)));
+    expect(many.size).toBe(10_000);
   });
 });

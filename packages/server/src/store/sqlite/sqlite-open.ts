@@ -49,8 +49,11 @@ export function openDatabase(
     db.pragma(`cache_size = -${Math.max(1, Math.floor(cacheKib))}`);
     db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
     db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT_BYTES}`);
-    db.pragma("foreign_keys = ON");
+    // Off while migrating (a migration may rebuild a table others reference: SQLite's documented
+    // procedure); migrate() checks every foreign key before it commits.
+    db.pragma("foreign_keys = OFF");
     migrate(db, path, logger);
+    db.pragma("foreign_keys = ON");
     logger.info({ path }, "sqlite store opened");
     return db;
   } catch (err) {

@@ -123,6 +123,32 @@ export const MIGRATIONS: readonly string[] = [
   `
   DROP TABLE user_heads;
   `,
+  // 3: the resend key is (cid, from_user), not (from_user, cid). Keyed by sender, a batch of
+  // sends from a thousand senders dirtied a thousand pages of it; keyed by cid first, the
+  // time-ordered cids the SDK makes (UUIDv7) all land at the end of the index: a few pages per
+  // batch. Random cids cost what they did. SQLite cannot change a table's UNIQUE constraint, so
+  // the table is rebuilt (foreign keys are off while migrating, and checked after).
+  `
+  CREATE TABLE messages_v3 (
+    conv_id    TEXT NOT NULL REFERENCES conversations (id),
+    seq        INTEGER NOT NULL,
+    from_user  TEXT NOT NULL REFERENCES users (id),
+    from_dev   TEXT NOT NULL,
+    cid        TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    body       BLOB NOT NULL,
+    ts         INTEGER NOT NULL,
+    reply_to   INTEGER,
+    edited_at  INTEGER,
+    deleted_at INTEGER,
+    PRIMARY KEY (conv_id, seq),
+    UNIQUE (cid, from_user)
+  ) STRICT, WITHOUT ROWID;
+  INSERT INTO messages_v3 SELECT conv_id, seq, from_user, from_dev, cid, type, body, ts, reply_to,
+    edited_at, deleted_at FROM messages;
+  DROP TABLE messages;
+  ALTER TABLE messages_v3 RENAME TO messages;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -152,6 +178,13 @@ export function migrate(db: BetterSqlite3.Database, path: string, logger: Logger
     for (let v = from; v < SCHEMA_VERSION; v++) {
       db.exec(MIGRATIONS[v] ?? "");
       db.pragma(`user_version = ${v + 1}`);
+    }
+    // The caller turns foreign keys off while migrating: check them all before committing.
+    if (from < SCHEMA_VERSION) {
+      const broken = db.pragma("foreign_key_check") as unknown[];
+      if (broken.length > 0) {
+        throw new Error(`${path}: migration left ${broken.length} broken foreign keys; nothing was changed`);
+      }
     }
     if (from < SCHEMA_VERSION) logger.info({ path, from, to: SCHEMA_VERSION }, "sqlite schema migrated");
   }).immediate();

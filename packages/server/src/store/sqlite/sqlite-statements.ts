@@ -178,7 +178,7 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     insertMessage: s<[string, number, string, string, string, string, Uint8Array, number, number | null]>(
       `INSERT INTO messages (conv_id, seq, from_user, from_dev, cid, type, body, ts, reply_to)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (from_user, cid) DO NOTHING`,
+       ON CONFLICT (cid, from_user) DO NOTHING`,
     ),
     messageBySeq: s<[string, number], MessageRow>(`${SELECT_MESSAGE} WHERE m.conv_id = ? AND m.seq = ?`),
     messageByCid: s<[string, string], MessageRow>(`${SELECT_MESSAGE} WHERE m.from_user = ? AND m.cid = ?`),

@@ -135,7 +135,7 @@ describe("SqliteStore on disk", () => {
     await store.close();
   });
 
-  it("migrates a version-1 file: the logs go on gap-free from the heads it kept", async () => {
+  it("migrates a version-1 file: logs go on gap-free, messages, reactions and resend keys kept", async () => {
     // A version-1 database written the way version 1 did: with a user_heads row per user.
     const raw = new Database(file);
     raw.pragma("journal_mode = WAL");
@@ -150,6 +150,7 @@ describe("SqliteStore on disk", () => {
         VALUES ('g1', 1, 'a', 'd', 'c0', 'text', x'00', 0);
       INSERT INTO updates (user_id, useq, kind, conv_id, seq) VALUES
         ('a', 1, 'left', 'g0', NULL), ('a', 2, 'msg', 'g1', 1), ('b', 1, 'msg', 'g1', 1);
+      INSERT INTO reactions (conv_id, seq, emoji, user_id) VALUES ('g1', 1, '+1', 'b');
     `);
     raw.close();
 
@@ -159,12 +160,27 @@ describe("SqliteStore on disk", () => {
     expect(r).toMatchObject({ ok: true, duplicate: false, msg: { seq: 2 } });
     expect((await store.readUpdates("a", 0, 10)).map((u) => u.useq)).toEqual([1, 2, 3]);
     expect((await store.readUpdates("b", 0, 10)).map((u) => u.useq)).toEqual([1, 2]);
+    // The message and its reaction came through the rebuilt table; a resend is still found.
+    expect(await store.getMessage("g1", 1)).toMatchObject({ cid: "c0", reactions: { "+1": ["b"] } });
+    const [again] = await store.appendMessages([newMessage("g1", "a", "c0")]);
+    expect(again).toMatchObject({ ok: true, duplicate: true, msg: { seq: 1 } });
     await store.close();
     const check = new Database(file, { readonly: true });
     expect(check.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
     expect(check.prepare("SELECT count(*) FROM sqlite_schema WHERE name = 'user_heads'").pluck().get()).toBe(
       0,
     );
+    // The resend key leads with cid (migration 3).
+    const indexes = check.pragma("index_list(messages)") as Array<{
+      name: string;
+      unique: number;
+      origin: string;
+    }>;
+    const unique = indexes
+      .filter((x) => x.unique === 1 && x.origin === "u")
+      .map((x) => (check.pragma(`index_info(${x.name})`) as Array<{ name: string }>).map((c) => c.name));
+    expect(unique).toEqual([["cid", "from_user"]]);
+    expect(check.pragma("foreign_key_check")).toEqual([]);
     check.close();
   });
 

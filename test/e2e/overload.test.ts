@@ -1,3 +1,4 @@
+import { createInterface } from "node:readline";
 import { readFile } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
 import { afterAll, describe, expect, it } from "vitest";
@@ -187,6 +188,12 @@ describe.skipIf(process.platform !== "linux")("overload (reads /proc/<pid>/statu
     );
     const srv = server;
     const base = `http://127.0.0.1:${srv.httpPort}`;
+    // The server's log lines about shedding (admission.ts: one when it starts, one when it ends).
+    const shedding: Array<{ msg: string; refused?: number }> = [];
+    createInterface({ input: srv.child.stdout! }).on("line", (line) => {
+      if (!line.includes("overloaded")) return;
+      shedding.push(JSON.parse(line) as { msg: string; refused?: number });
+    });
 
     // Each sender writes to its own direct conversation with an offline sink, so every message
     // is pushed once (to its sender) and the server's CPU goes to sends, not to fan-out.
@@ -354,5 +361,17 @@ describe.skipIf(process.platform !== "linux")("overload (reads /proc/<pid>/statu
     if (page.t !== "history") throw new Error(`history failed: ${JSON.stringify(page)}`);
     expect(page.messages.map((m) => m.cid).sort()).toEqual(sdkResults.map((r) => r.cid).sort());
     expect(page.messages.map((m) => m.seq)).toEqual(page.messages.map((_, i) => i + 1));
+
+    // The log told when shedding began and, after a second without refusals, at the next send,
+    // that it ended: a line per episode, not per refused send.
+    await sleep(1100);
+    await sdk.send(sdkConv.id, "after the storm");
+    const starts = shedding.filter((l) => l.msg.startsWith("overloaded: refusing sends"));
+    const ends = shedding.filter((l) => l.msg.startsWith("no longer overloaded"));
+    expect(starts.length, JSON.stringify(shedding)).toBeGreaterThan(0);
+    expect(starts.length).toBeLessThan(refusals.length);
+    expect(ends.length).toBe(starts.length);
+    expect(shedding.at(-1)!.msg).toMatch(/^no longer overloaded/);
+    expect(ends.reduce((n, l) => n + (l.refused ?? 0), 0)).toBeGreaterThanOrEqual(refusals.length);
   }, 90_000);
 });

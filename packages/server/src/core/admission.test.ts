@@ -13,6 +13,7 @@ import {
   REFUSAL_WINDOW_MS,
   RSS_SAMPLE_MS,
   type AdmissionOptions,
+  type SheddingEvent,
 } from "./admission.ts";
 import { Core } from "./core.ts";
 import { silentLogger } from "./ports/logger.ts";
@@ -32,11 +33,13 @@ function setup(options: Partial<AdmissionOptions> = {}, random = () => 0) {
   let now = 1_000;
   let rss = 0;
   let rssReads = 0;
+  const shedding: SheddingEvent[] = [];
   const admission = new Admission(
     { ...OPTIONS, ...options },
     {
       now: () => now,
       random,
+      onShedding: (e) => shedding.push(e),
       rssBytes: () => {
         rssReads++;
         return rss;
@@ -54,6 +57,7 @@ function setup(options: Partial<AdmissionOptions> = {}, random = () => 0) {
     batch,
     advance: (ms: number) => (now += ms),
     setRss: (bytes: number) => (rss = bytes),
+    shedding,
     rssReads: () => rssReads,
   };
 }
@@ -233,6 +237,36 @@ describe("Admission", () => {
     for (let i = 0; i < 1000; i++) expect(h.admission.refusal(0)).toBeUndefined();
     h.advance(REFUSAL_WINDOW_MS);
     expect(h.admission.refusalsPerMs).toBe(0);
+  });
+
+  it("tells when shedding starts (first refusal) and stops (a whole window without one), once each", () => {
+    const h = setup({ maxCommitQueueMs: 100 });
+    h.batch(10, 20); // 0.5 per ms
+    expect(h.admission.refusal(0)).toBeUndefined();
+    expect(h.shedding).toEqual([]);
+    for (let i = 0; i < 5; i++) expectOverloaded(h.admission.refusal(60));
+    expect(h.shedding).toEqual([
+      {
+        shedding: true,
+        reason: expect.stringMatching(/wait too long/) as unknown,
+        queued: 60,
+        commitsPerSecond: 500,
+      },
+    ]);
+    h.advance(REFUSAL_WINDOW_MS); // this window had refusals: still shedding
+    expect(h.admission.refusal(0)).toBeUndefined();
+    expectOverloaded(h.admission.refusal(60));
+    expect(h.shedding).toHaveLength(1);
+    h.advance(REFUSAL_WINDOW_MS);
+    expect(h.admission.refusal(0)).toBeUndefined(); // rolls the window with the refusal above
+    expect(h.shedding).toHaveLength(1);
+    h.advance(REFUSAL_WINDOW_MS);
+    expect(h.admission.refusal(0)).toBeUndefined(); // a whole window without refusals
+    expect(h.shedding.at(-1)).toEqual({ shedding: false, refused: 6, forMs: 3 * REFUSAL_WINDOW_MS });
+    expect(h.shedding).toHaveLength(2);
+    expectOverloaded(h.admission.refusal(60)); // a new episode
+    expect(h.shedding).toHaveLength(3);
+    expect(h.shedding.at(-1)).toMatchObject({ shedding: true });
   });
 
   it("refuses without a stack trace (cheap under overload)", () => {

@@ -36,7 +36,14 @@ export interface AdmissionDeps {
   /** The process's resident set size in bytes (supplied by the composition root: the core does
    * not read process state). Without it the memory bound is off. */
   rssBytes?: () => number;
+  /** Told when refusing starts (the first refusal after a window without any) and when it stops
+   * (a whole REFUSAL_WINDOW_MS without a refusal, noticed at the next send), for the log. */
+  onShedding?: (event: SheddingEvent) => void;
 }
+
+export type SheddingEvent =
+  | { shedding: true; reason: string; queued: number; commitsPerSecond: number | undefined }
+  | { shedding: false; refused: number; forMs: number };
 
 /** Sends are refused while RSS is above this fraction of maxRssBytes: the rest is headroom for
  * the work already admitted. */
@@ -104,6 +111,8 @@ export class Admission {
   private refusalRate = 0;
   private refusedInWindow = 0;
   private windowStart: number | undefined;
+  /** The current shedding episode: when it began and how many sends it refused. */
+  private episode: { since: number; refused: number } | undefined;
   private readonly random: () => number;
 
   constructor(
@@ -154,7 +163,22 @@ export class Admission {
    * it. Every refusal is E_OVERLOADED (retryable) with a jittered retryAfterMs. */
   refusal(queued: number): ParleyError | undefined {
     const refusal = this.decide(queued);
-    if (refusal) this.countRefusal();
+    if (refusal) {
+      this.countRefusal();
+      if (this.episode) this.episode.refused++;
+      else {
+        this.episode = { since: this.deps.now(), refused: 1 };
+        const rate = this.throughput.perMs;
+        this.deps.onShedding?.({
+          shedding: true,
+          reason: refusal.message,
+          queued,
+          commitsPerSecond: rate === undefined ? undefined : Math.round(rate * 1000),
+        });
+      }
+    } else {
+      this.rollWindow();
+    }
     return refusal;
   }
 
@@ -207,6 +231,11 @@ export class Admission {
     }
     const elapsed = now - this.windowStart;
     if (elapsed < REFUSAL_WINDOW_MS) return;
+    if (this.refusedInWindow === 0 && this.episode) {
+      const { since, refused } = this.episode;
+      this.episode = undefined;
+      this.deps.onShedding?.({ shedding: false, refused, forMs: now - since });
+    }
     // A window with no refusal counts as zero, however long ago the last one was.
     this.refusalRate = elapsed < 2 * REFUSAL_WINDOW_MS ? this.refusedInWindow / elapsed : 0;
     this.refusedInWindow = 0;

@@ -73,6 +73,11 @@ export class Core implements SessionContext {
       this.options,
       publish,
       deps.rssBytes,
+      (e) => {
+        // Operators see overload begin and end, not one line per refused send.
+        if (e.shedding) this.logger.warn(e, "overloaded: refusing sends (E_OVERLOADED)");
+        else this.logger.info(e, "no longer overloaded: sends admitted again");
+      },
     );
     this.presence = new Presence(
       deps.store,

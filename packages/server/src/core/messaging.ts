@@ -1,6 +1,6 @@
 import { ParleyError } from "@parley/protocol";
 import type { ConversationId, Message, ReceiptKind, Role } from "@parley/protocol";
-import { Admission } from "./admission.ts";
+import { Admission, type SheddingEvent } from "./admission.ts";
 import type { HistoryPage, Principal, SendInput, SendResult } from "./api.ts";
 import type { Conversations } from "./conversations.ts";
 import { GroupCommitter } from "./group-committer.ts";
@@ -26,10 +26,13 @@ export class Messaging {
     private readonly publish: (updates: UserUpdate[]) => void,
     /** The process's resident set size in bytes, for options.maxRssBytes (admission.ts). */
     rssBytes?: () => number,
+    /** Told when admission starts and stops refusing sends. */
+    onShedding?: (event: SheddingEvent) => void,
   ) {
     const admission = new Admission(options, {
       now: () => clock.now(),
       ...(rssBytes !== undefined ? { rssBytes } : {}),
+      ...(onShedding !== undefined ? { onShedding } : {}),
     });
     this.committer = new GroupCommitter(
       store,

@@ -123,9 +123,9 @@ export class Admission {
   }
 
   /** The committer took `messages` from its queue and started writing them. */
-  batchStarted(messages: number): void {
+  batchStarted(messages: number, full = messages >= this.options.commitBatchMax): void {
     this.running = messages;
-    this.runningFull = messages >= this.options.commitBatchMax;
+    this.runningFull = full;
     this.runningSince = this.deps.now();
   }
 

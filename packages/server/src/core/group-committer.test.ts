@@ -124,4 +124,36 @@ describe("GroupCommitter with admission control", () => {
     store.release();
     await expect(Promise.all(admitted)).resolves.toHaveLength(3);
   });
+
+  it("ends a batch once its bodies reach maxBatchBytes (at least one message), and counts it as full", async () => {
+    const store = new GatedStore();
+    let now = 0;
+    const admission = new Admission(
+      { maxCommitQueueMs: 0, maxPendingSends: 1000, commitBatchMax: 10, maxRssBytes: 0 },
+      { now: () => now, random: () => 0 },
+    );
+    const committer = new GroupCommitter(store, () => {}, 10, admission, 1000);
+    const item = (cid: string, bytes: number): NewMessage => ({
+      conv: "c",
+      from: "u",
+      dev: "d",
+      cid,
+      type: "t",
+      body: new Uint8Array(bytes),
+      ts: 0,
+    });
+    // 400 + 400 + 400 crosses 1000 at the third; a 5000-byte body goes alone; small ones fill up
+    // to the count limit.
+    const sizes = [400, 400, 400, 5000, 300, ...Array.from({ length: 12 }, () => 1)];
+    const sent = sizes.map((b, i) => committer.submit(item(`m${i}`, b)));
+    for (let i = 0; i < 4; i++) {
+      await until(() => store.waiting === 1);
+      now += 10;
+      store.release();
+    }
+    await Promise.all(sent);
+    expect(store.batches.map((b) => b.length)).toEqual([3, 1, 10, 3]);
+    // The batches cut by bytes with more queued were full: throughput is known from them.
+    expect(admission.throughput.perMs).toBeDefined();
+  });
 });

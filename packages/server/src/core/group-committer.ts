@@ -25,6 +25,7 @@ export class GroupCommitter {
     private readonly onCommitted: (results: AppendResult[]) => void,
     private readonly maxBatch: number,
     private readonly admission: Admission,
+    private readonly maxBatchBytes = Number.POSITIVE_INFINITY,
   ) {}
 
   get pending(): number {
@@ -59,11 +60,23 @@ export class GroupCommitter {
     });
   }
 
+  /** How many of the queued messages the next batch takes: at most maxBatch, and no more once
+   * their bodies reach maxBatchBytes (at least one). */
+  private batchLength(): number {
+    const limit = Math.min(this.maxBatch, this.queue.length);
+    let bytes = 0;
+    for (let n = 0; n < limit; n++) {
+      bytes += this.queue[n]!.item.body.byteLength;
+      if (bytes >= this.maxBatchBytes) return n + 1;
+    }
+    return limit;
+  }
+
   private async run(): Promise<void> {
     this.running = true;
     while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.maxBatch);
-      this.admission.batchStarted(batch.length);
+      const batch = this.queue.splice(0, this.batchLength());
+      this.admission.batchStarted(batch.length, batch.length === this.maxBatch || this.queue.length > 0);
       try {
         const results = await this.store.appendMessages(batch.map((p) => p.item));
         this.admission.batchFinished(true);

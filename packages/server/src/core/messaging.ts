@@ -39,6 +39,7 @@ export class Messaging {
       (results) => this.committed(results),
       options.commitBatchMax,
       admission,
+      options.commitBatchBytes,
     );
   }
 

@@ -11,8 +11,9 @@ import { Provisioner, type BenchUser } from "../provision.ts";
 import type { ConversationId } from "@parley/protocol";
 
 // store-append: the storage ceiling. SqliteStore.appendMessages alone, in this process, on a
-// fresh file with the server's durability settings (WAL, synchronous=FULL), in batches as the
-// group committer makes them under load, 1:1 conversations. No sockets, no codec, no thread hop:
+// fresh file with the server's durability settings (WAL, synchronous=FULL), in batches of --batch
+// (1,000 by default; the group committer makes batches of up to 4,000 under load), 1:1
+// conversations. No sockets, no codec, no thread hop:
 // the most the server's writer thread can commit, whatever the rest does.
 
 async function run(flags: ReadonlyMap<string, string>): Promise<BenchResult[]> {

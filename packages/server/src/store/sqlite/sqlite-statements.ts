@@ -282,7 +282,9 @@ export function toMessage(r: MessageRow): Message {
   if (r.reply_to !== null) m.replyTo = r.reply_to;
   if (r.edited_at !== null) m.editedAt = r.edited_at;
   if (r.deleted_at !== null) m.deleted = true;
-  const reactions = reactionsRecord(JSON.parse(r.reactions) as Array<[string, UserId]>);
+  // Most messages have none: skip parsing the empty array (a sync page maps a thousand rows).
+  const reactions =
+    r.reactions === "[]" ? undefined : reactionsRecord(JSON.parse(r.reactions) as Array<[string, UserId]>);
   if (reactions) m.reactions = reactions;
   return m;
 }

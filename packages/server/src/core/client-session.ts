@@ -193,6 +193,12 @@ export class ClientSession implements Session, Beating {
     }
   }
 
+  /** Resolves once the requests this connection started one at a time (everything but sends,
+   * which the committer drains) have finished. */
+  settled(): Promise<void> {
+    return this.serial;
+  }
+
   private isClosed(): boolean {
     return this.state === "CLOSED";
   }
@@ -236,7 +242,8 @@ export class ClientSession implements Session, Beating {
         );
       this.serialPending++;
       this.serial = this.serial.then(() =>
-        this.dispatch(frame)
+        // A request still queued when the connection closed is not started: nobody awaits it.
+        (this.isClosed() ? Promise.resolve() : this.dispatch(frame))
           .catch(fail)
           .finally(() => this.serialPending--),
       );

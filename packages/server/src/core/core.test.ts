@@ -505,4 +505,38 @@ describe("Core", () => {
       core.send(a.p, { conv: conv.id, cid: "late", type: "text/plain", body: text("x") }),
     ).rejects.toMatchObject({ code: "E_SHUTTING_DOWN", retry: true });
   });
+
+  it("shutdown lets a request that is reading the store finish before closing the store", async () => {
+    class SlowReads extends MemoryStore {
+      release: (() => void) | undefined;
+      reading = false;
+      closedWhileReading = false;
+      override async readUpdates(user: string, after: number, limit: number) {
+        this.reading = true;
+        await new Promise<void>((resolve) => (this.release = resolve));
+        this.reading = false;
+        return super.readUpdates(user, after, limit);
+      }
+      override close(): Promise<void> {
+        if (this.reading) this.closedWhileReading = true;
+        return super.close();
+      }
+    }
+    const store = new SlowReads();
+    core = makeCore(store);
+    const a = await account("alice");
+    const ca = await connect(a);
+    ca.receive({ t: "sync", id: 1, cursor: 0 });
+    for (let i = 0; i < 100 && !store.release; i++) await new Promise((r) => setImmediate(r));
+    expect(store.release).toBeDefined();
+    // A request still queued behind it is dropped, not started against a closing store.
+    ca.receive({ t: "sync", id: 2, cursor: 0 });
+    const stopped = core.shutdown();
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    expect(ca.closedWith?.code).toBe(4000);
+    store.release!();
+    await stopped;
+    expect(store.closedWhileReading).toBe(false);
+    expect(ca.frames.filter(isError)).toEqual([]);
+  });
 });

@@ -40,6 +40,9 @@ export interface CoreDeps {
 /** The logic layer: the one object gateways, the REST API and the CLI talk to. Every method
  * checks authorization and rejects with a ParleyError for expected failures. Changes are
  * committed to the Store first, then published on the Bus to the members' online devices. */
+/** How long shutdown waits for requests already running before it closes the store. */
+export const SHUTDOWN_REQUESTS_MS = 5000;
+
 export class Core implements SessionContext {
   readonly options: CoreOptions;
   readonly store: Store;
@@ -210,8 +213,17 @@ export class Core implements SessionContext {
     await this.messaging.drain();
     // Let the committed sends' replies (promise continuations) reach their connections first.
     await new Promise((resolve) => setImmediate(resolve));
-    for (const s of [...this.all]) s.close(DISCONNECT.SHUTDOWN, "server shutting down");
+    const sessions = [...this.all];
+    for (const s of sessions) s.close(DISCONNECT.SHUTDOWN, "server shutting down");
     this.heartbeats.stop();
+    // Requests already running (a sync reading the store, say) finish before the store closes
+    // under them, for at most SHUTDOWN_REQUESTS_MS.
+    let timer: { cancel(): void } | undefined;
+    await Promise.race([
+      Promise.all(sessions.map((s) => s.settled())),
+      new Promise<void>((resolve) => (timer = this.clock.setTimeout(resolve, SHUTDOWN_REQUESTS_MS))),
+    ]);
+    timer?.cancel();
     await this.bus.close();
     await this.store.close();
   }

@@ -37,12 +37,12 @@ export interface CoreDeps {
   rssBytes?: () => number;
 }
 
-/** The logic layer: the one object gateways, the REST API and the CLI talk to. Every method
- * checks authorization and rejects with a ParleyError for expected failures. Changes are
- * committed to the Store first, then published on the Bus to the members' online devices. */
 /** How long shutdown waits for requests already running before it closes the store. */
 export const SHUTDOWN_REQUESTS_MS = 5000;
 
+/** The logic layer: the one object gateways, the REST API and the CLI talk to. Every method
+ * checks authorization and rejects with a ParleyError for expected failures. Changes are
+ * committed to the Store first, then published on the Bus to the members' online devices. */
 export class Core implements SessionContext {
   readonly options: CoreOptions;
   readonly store: Store;

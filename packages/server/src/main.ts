@@ -21,6 +21,9 @@ import { withCommitDelay } from "./store/testing/commit-delay.ts";
 // The composition root: the one place that picks adapters (DESIGN.md, "Layers and the
 // dependency rule"). Everything else receives its collaborators.
 
+/** How long stopping waits for REST requests in progress before it shuts the core down. */
+const REST_SETTLE_MS = 5000;
+
 /** The database file inside the data directory. */
 export const DB_FILE = "parley.db";
 
@@ -163,6 +166,14 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     // 1. No new connections or requests on any listener.
     await Promise.all([tcp.close(), ws.close()]);
     const httpClosed = http.close();
+    // REST requests in progress finish first (at most REST_SETTLE_MS): the store stays open
+    // for them.
+    let settleTimer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      http.requestsSettled(),
+      new Promise((resolve) => (settleTimer = setTimeout(resolve, REST_SETTLE_MS))),
+    ]);
+    clearTimeout(settleTimer);
     // 2. Commit what was accepted, bye 4000 to every connection, close the store.
     await core.shutdown();
     // 3. Sockets close as clients answer (or after the gateways' grace period); then HTTP.

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Core } from "../src/core/core.ts";
 import { HttpGateway } from "../src/gateway/http/http-gateway.ts";
 import { newTestCore } from "./test-core.ts";
+import { MemoryStore } from "../src/store/memory/memory-store.ts";
 
 // The REST API over a real listening socket (fetch), against a real Core on a MemoryStore.
 
@@ -401,6 +402,43 @@ describe("HTTP gateway while stopping", () => {
     expect(r.json()).toEqual({
       error: { code: "E_SHUTTING_DOWN", message: expect.any(String), retry: true, retryAfterMs: 1000 },
     });
+    await closed;
+    await core.shutdown();
+  });
+});
+
+describe("HTTP gateway: requests in progress when stopping", () => {
+  it("requestsSettled() waits for a request in progress, which is answered normally", async () => {
+    class SlowList extends MemoryStore {
+      release: (() => void) | undefined;
+      override async listConversations(user: string) {
+        await new Promise<void>((resolve) => (this.release = resolve));
+        return super.listConversations(user);
+      }
+    }
+    const store = new SlowList();
+    const core = newTestCore({ store });
+    await core.register("kim", "password-kim");
+    const { token } = await core.login("kim", "password-kim", "x");
+    const gateway = new HttpGateway(core);
+    const port = await gateway.listen(0, "127.0.0.1");
+    expect(await gateway.requestsSettled()).toBeUndefined(); // nothing in progress
+    const inProgress = fetch(`http://127.0.0.1:${port}/v1/conversations`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    for (let i = 0; i < 500 && !store.release; i++) await new Promise((r) => setTimeout(r, 2));
+    expect(store.release).toBeDefined();
+    const closed = gateway.close();
+    let settled = false;
+    const settling = gateway.requestsSettled().then(() => (settled = true));
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    expect(settled).toBe(false);
+    store.release!();
+    const res = await inProgress;
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ conversations: [] });
+    await settling;
+    expect(settled).toBe(true);
     await closed;
     await core.shutdown();
   });

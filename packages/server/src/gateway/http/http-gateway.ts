@@ -36,6 +36,9 @@ export class HttpGateway {
   readonly app: TypedFastify;
   private closing: Promise<void> | undefined;
   private draining = false;
+  /** Requests admitted and not yet answered (or abandoned by their client). */
+  private inFlight = 0;
+  private settledWaiters: Array<() => void> = [];
 
   constructor(core: RestCore, options: HttpGatewayOptions = {}) {
     const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
@@ -66,9 +69,20 @@ export class HttpGateway {
       sendError(req, reply, toParleyError(err, bodyLimit)),
     );
     app.addHook("onRequest", (_req, reply, done) => {
-      if (!this.draining) return done();
+      if (!this.draining) {
+        // Counted until the response is done or its connection closed: exactly one "close".
+        this.inFlight++;
+        reply.raw.once("close", () => this.requestEnded());
+        return done();
+      }
       void reply.header("connection", "close");
       done(new ParleyError("E_SHUTTING_DOWN", undefined, { retryAfterMs: 1000 }));
+    });
+    // A response finished while stopping closes its connection: a request that was in progress
+    // when close() began would otherwise leave a kept-alive socket holding the server open.
+    app.addHook("onSend", (_req, reply, payload, done) => {
+      if (this.draining) void reply.header("connection", "close");
+      done(null, payload);
     });
     app.setNotFoundHandler((req, reply) =>
       sendError(
@@ -119,6 +133,21 @@ export class HttpGateway {
   async listen(port: number, host: string): Promise<number> {
     await this.app.listen({ port, host, backlog: LISTEN_BACKLOG });
     return (this.app.server.address() as AddressInfo).port;
+  }
+
+  /** Resolves once no admitted request is in progress. Stopping awaits it (with a bound) after
+   * close() and before the core shuts down, so that a request in progress is not cut off by the
+   * store closing under it. */
+  requestsSettled(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.settledWaiters.push(resolve));
+  }
+
+  private requestEnded(): void {
+    if (--this.inFlight > 0) return;
+    const waiters = this.settledWaiters;
+    this.settledWaiters = [];
+    for (const w of waiters) w();
   }
 
   /** Stops accepting connections and answers 503 E_SHUTTING_DOWN to new requests at once;

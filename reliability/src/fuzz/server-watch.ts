@@ -50,7 +50,7 @@ export class ServerWatch {
       msg?: string;
       fuzzGc?: boolean;
       heapUsed?: number;
-      err?: { message?: string };
+      err?: { message?: string; stack?: string };
     };
     try {
       rec = JSON.parse(line) as typeof rec;
@@ -65,7 +65,9 @@ export class ServerWatch {
     if (typeof rec.level !== "number") return;
     if (rec.level >= ERROR_LEVEL) {
       this.problems.push(
-        `server logged an error: ${rec.msg ?? "?"}${rec.err?.message ? ` (${rec.err.message})` : ""}`,
+        `server logged an error: ${rec.msg ?? "?"}${rec.err?.message ? ` (${rec.err.message})` : ""}` +
+          // Where it came from: the first frames of the stack.
+          (rec.err?.stack ? `\n${rec.err.stack.split("\n").slice(1, 5).join("\n")}` : ""),
       );
     } else if (rec.level >= 40) {
       this.warnings++;

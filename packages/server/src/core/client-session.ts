@@ -271,6 +271,9 @@ export class ClientSession implements Session, Beating {
       case "ack":
         if (frame.cursor !== undefined) this.advanceCursor(frame.cursor);
         for (const { conv, seq } of frame.convs ?? []) {
+          // Up to a thousand writes: stop once the connection is gone (shutdown waits for this
+          // request before closing the store, but only so long).
+          if (this.isClosed()) return;
           // Delivery receipts are best effort: a stale conversation (left meanwhile) is skipped.
           await messaging.receipt(p, conv, "delivered", seq).catch((e: unknown) => {
             if (!(e instanceof ParleyError)) throw e;

@@ -1,14 +1,14 @@
-import {
-  ProcessMeter,
-  listFlag,
-  startBench,
-  type BenchResult,
-  type BenchServer,
-  type Scenario,
-} from "../harness.ts";
-import { runDirectLoad, type LoadOptions, type LoadPair, type Transport } from "../load/direct-load.ts";
+import { listFlag, startBench, type BenchResult, type BenchServer, type Scenario } from "../harness.ts";
+import type { LoadOptions, LoadPair, Transport } from "../load/direct-load.ts";
 import type { Provisioner } from "../provision.ts";
-import { TRANSPORT_NAME, closedLoop, directFlags, measureRawRelay, type DirectFlags } from "./raw-relay.ts";
+import {
+  TRANSPORT_NAME,
+  closedLoop,
+  directFlags,
+  measureRawRelay,
+  meteredDirectLoad,
+  type DirectFlags,
+} from "./raw-relay.ts";
 
 // direct-max and direct-rate: `pairs` 1:1 conversations, one sender and one receiver connection
 // each (2 x pairs connections), over TCP and/or WebSocket binary, against `parley serve` with
@@ -45,23 +45,9 @@ async function againstServer(
   const serverFlags = [...SERVER_FLAGS, ...f.serverFlags];
   const { bench, setup: pairs } = await startBench((p) => provisionPairs(p, f.pairs), serverFlags);
   try {
-    const meter = new ProcessMeter(bench.server.pid);
-    let server = { cpu_pct: 0, rss_mb: 0, rss_peak_mb: 0 };
-    const load = await runDirectLoad(
-      options(target(bench, transport), pairs),
-      () => meter.start(),
-      () => (server = meter.stop()),
-    );
     return {
       transport: TRANSPORT_NAME[transport],
-      ...load,
-      server_cpu_pct: server.cpu_pct,
-      server_rss_mb: server.rss_mb,
-      server_rss_peak_mb: server.rss_peak_mb,
-      // CPU of everything else on the machine meanwhile (other users' processes, the kernel);
-      // approximate (/proc/stat against per-process ticks and cpuUsage): +-15 points.
-      other_cpu_pct: load.machine_cpu_pct - load.client_cpu_pct - server.cpu_pct,
-      body_bytes: f.bodyBytes,
+      ...(await meteredDirectLoad(bench.server.pid, options(target(bench, transport), pairs), f.bodyBytes)),
       durable: true,
       server_flags: serverFlags.join(" "),
     };

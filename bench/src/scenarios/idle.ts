@@ -373,7 +373,7 @@ async function measure(
         host: "127.0.0.1",
         tcpPort: server.tcpPort,
         wsUrl: `ws://127.0.0.1:${server.httpPort}/v1/ws`,
-        // In flight in all stays under the server's accept backlog (511): the ramp measures the
+        // In flight in all stays far under the server's accept backlog: the ramp measures the
         // server, not SYN retransmits (half of the processes connect at a time).
         concurrency: Math.max(1, Math.floor(opts.concurrency / (procs / 2))),
         timeoutMs: 0,

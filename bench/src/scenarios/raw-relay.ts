@@ -134,26 +134,16 @@ export async function measureRawRelay(
       tcpPort: relay.tcpPort,
       wsUrl: `ws://127.0.0.1:${relay.httpPort}/v1/ws`,
     };
-    const meter = new ProcessMeter(relay.pid);
-    let server = { cpu_pct: 0, rss_mb: 0, rss_peak_mb: 0 };
     const closed = closedLoop(f, target, pairs);
-    const load = await runDirectLoad(
-      rate === undefined ? closed : { ...closed, mode: "open", ratePerS: rate },
-      () => meter.start(),
-      () => (server = meter.stop()),
-    );
     const result: BenchResult = {
       scenario: "raw-relay",
       ...(rate === undefined ? { window: f.window } : { mode: "open", rate_per_s: rate }),
       transport: TRANSPORT_NAME[transport],
-      ...load,
-      server_cpu_pct: server.cpu_pct,
-      server_rss_mb: server.rss_mb,
-      server_rss_peak_mb: server.rss_peak_mb,
-      // CPU of everything else on the machine meanwhile (other users' processes, the kernel);
-      // approximate (/proc/stat against per-process ticks and cpuUsage): +-15 points.
-      other_cpu_pct: load.machine_cpu_pct - load.client_cpu_pct - server.cpu_pct,
-      body_bytes: f.bodyBytes,
+      ...(await meteredDirectLoad(
+        relay.pid,
+        rate === undefined ? closed : { ...closed, mode: "open", ratePerS: rate },
+        f.bodyBytes,
+      )),
       durable: false,
     };
     measured.set(key, result);
@@ -161,6 +151,33 @@ export async function measureRawRelay(
   } finally {
     await relay.stop();
   }
+}
+
+/** Runs the direct load client with `options`, metering the process `pid` (the server or the
+ * relay) over the measured window: the load's fields, then the server_* ones, as direct-max,
+ * direct-rate and raw-relay report them. */
+export async function meteredDirectLoad(
+  pid: number,
+  options: LoadOptions,
+  bodyBytes: number,
+): Promise<Record<string, unknown>> {
+  const meter = new ProcessMeter(pid);
+  let server = { cpu_pct: 0, rss_mb: 0, rss_peak_mb: 0 };
+  const load = await runDirectLoad(
+    options,
+    () => meter.start(),
+    () => (server = meter.stop()),
+  );
+  return {
+    ...load,
+    server_cpu_pct: server.cpu_pct,
+    server_rss_mb: server.rss_mb,
+    server_rss_peak_mb: server.rss_peak_mb,
+    // CPU of everything else on the machine meanwhile (other users' processes, the kernel);
+    // approximate (/proc/stat against per-process ticks and cpuUsage): +-15 points.
+    other_cpu_pct: load.machine_cpu_pct - load.client_cpu_pct - server.cpu_pct,
+    body_bytes: bodyBytes,
+  };
 }
 
 export const rawRelay: Scenario = {

@@ -47,9 +47,3 @@ function normalize(address: string): string {
 /** High enough for a NAT of a few hundred users with several devices each; a server behind a
  * reverse proxy (all WebSockets from one address) or a benchmark sets it to 0. */
 export const DEFAULT_MAX_CONNECTIONS_PER_IP = 1000;
-
-/** Connections the kernel may hold completed but not yet accepted, per listener (the kernel
- * caps it at net.core.somaxconn, 4096 on current Linux). Node's default, 511, overflowed when
- * 10,000 clients connected at once (login-storm): the overflow is dropped SYNs that the client
- * retries only after a second. */
-export const LISTEN_BACKLOG = 4096;

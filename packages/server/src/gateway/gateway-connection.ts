@@ -43,6 +43,12 @@ export const DEFAULT_LIMITS: ConnectionLimits = {
  * WebSocket upgrade, or a REST request) within this; `hello` has its own time-out in the core. */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
+/** Connections the kernel may hold completed but not yet accepted, per listener (the kernel
+ * caps it at net.core.somaxconn, 4096 on current Linux). Node's default, 511, overflowed when
+ * 10,000 clients connected at once (login-storm): the overflow is dropped SYNs that the client
+ * retries only after a second. */
+export const LISTEN_BACKLOG = 4096;
+
 /** Real time and Node timers (unref'd: a pending resume never keeps the process alive), for
  * gateways given no clock. */
 export const realClock: Clock = {

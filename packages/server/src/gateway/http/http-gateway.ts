@@ -1,14 +1,13 @@
 import type { AddressInfo } from "node:net";
 import type { Server } from "node:http";
 import Fastify, { LogController } from "fastify";
-import { LISTEN_BACKLOG } from "../connections-per-ip.ts";
 import type { FastifyBaseLogger, FastifyError, FastifyReply, FastifyRequest } from "fastify";
 import swagger from "@fastify/swagger";
 import { TypeBoxValidatorCompiler } from "@fastify/type-provider-typebox";
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import Type from "typebox";
 import { ERRORS, ParleyError } from "@parley/protocol";
-import { DEFAULT_HANDSHAKE_TIMEOUT_MS } from "../gateway-connection.ts";
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS, LISTEN_BACKLOG } from "../gateway-connection.ts";
 import { registerRoutes, responses } from "./http-routes.ts";
 import type { ErrorBody } from "./http-routes.ts";
 import type { RestCore, TypedFastify } from "./http-routes.ts";

@@ -4,10 +4,10 @@ import { DISCONNECT, FrameParser, decodeBinary, encodeFramed, parseClientFrame }
 import type { ClientFrame, ServerFrame } from "@parley/protocol";
 import type { Logger } from "../../core/ports/logger.ts";
 import { silentLogger } from "../../core/ports/logger.ts";
-import { LISTEN_BACKLOG } from "../connections-per-ip.ts";
 import {
   ConnectionSet,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  LISTEN_BACKLOG,
   GatewayConnection,
   connectionLimits,
   type ConnectionLimits,

@@ -97,7 +97,16 @@ export function runLoadProcess<R>(script: string, config: unknown): Promise<R> {
   return new Promise((resolve, reject) => {
     const child = spawn(
       process.execPath,
-      ["--import", "tsx", join(import.meta.dirname, script), JSON.stringify(config)],
+      [
+        // PARLEY_PROFILE_DIR=<dir>: a V8 CPU profile of each load process too (as of the server).
+        ...(process.env.PARLEY_PROFILE_DIR
+          ? ["--cpu-prof", `--cpu-prof-dir=${process.env.PARLEY_PROFILE_DIR}`]
+          : []),
+        "--import",
+        "tsx",
+        join(import.meta.dirname, script),
+        JSON.stringify(config),
+      ],
       {
         stdio: ["ignore", "pipe", "inherit"],
       },

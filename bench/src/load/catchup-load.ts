@@ -1,11 +1,13 @@
 import type { ServerFrame } from "@parley/protocol";
+import { MemoryLocalStore, SyncEngine } from "@parley/sdk";
 import { now, openConn, type ClientConn } from "./idle-load.ts";
 
-// The catch-up load client, run as its own process: one device connects, says hello, then syncs
-// from `cursor` as docs/protocol.md describes (sync {cursor, limit}; again from the last useq
-// while `more`) until it is caught up, checking that the updates come gap-free and in order.
-// Bytes are counted on the socket (wire bytes: TCP length prefixes, WebSocket frame headers).
-// Prints one JSON line.
+// The catch-up load client, run as its own process: one device connects, says hello, then
+// catches up from `cursor` with the SDK's own SyncEngine over a MemoryLocalStore (pages of
+// `limit` updates, up to `pipeline` sync requests outstanding: docs/protocol.md), which applies
+// the updates gap-free and in order; the run checks that it ends at the head with every message
+// applied once. Bytes are counted on the socket (wire bytes: TCP length prefixes, WebSocket frame
+// headers). Prints one JSON line.
 
 export interface CatchupLoadConfig {
   transport: "tcp" | "ws";
@@ -15,6 +17,8 @@ export interface CatchupLoadConfig {
   token: string;
   cursor: number;
   limit: number;
+  /** Sync requests outstanding at once (1: ask for the next page after applying the last). */
+  pipeline: number;
 }
 
 export interface CatchupLoadResult {
@@ -25,9 +29,9 @@ export interface CatchupLoadResult {
   pages: number;
   bytes_received: number;
   bytes_sent: number;
+  /** Time from one `synced` reply to the next (the first: from the first request). */
   page_ms: number[];
-  /** Client time spent decoding and validating the synced frames (on the critical path: the next
-   * sync needs the last useq). */
+  /** Client time spent decoding and validating the synced frames. */
   client_decode_ms: number;
   client_cpu_pct: number;
   errors: number;
@@ -37,27 +41,62 @@ export interface CatchupLoadResult {
 
 async function main(): Promise<void> {
   const cfg = JSON.parse(process.argv[2] ?? "{}") as CatchupLoadConfig;
-  let cursor = cfg.cursor;
   let updates = 0;
   let messages = 0;
-  let errors = 0;
   let head = 0;
   let decodeMs = 0;
   const pageMs: number[] = [];
   let nextId = 0;
-  let pageStart = 0;
+  let lastPage = 0;
   let bytes0 = 0;
   let sent0 = 0;
   let tConnect = 0;
   let tSync = 0;
   let cpu0 = process.cpuUsage();
+  const store = new MemoryLocalStore();
+  store.setCursor(cfg.cursor);
+  const syncs = new Set<number>();
 
   const result = await new Promise<CatchupLoadResult>((resolve, reject) => {
     const t0 = now();
-    const sync = (c: ClientConn): void => {
-      pageStart = now();
-      c.send({ t: "sync", id: ++nextId, cursor, limit: cfg.limit });
-    };
+    const engine = new SyncEngine(
+      store,
+      {
+        emit(e) {
+          if (e.type === "message") messages++;
+        },
+        requestSync(cursor) {
+          const id = ++nextId;
+          syncs.add(id);
+          conn.send({ t: "sync", id, cursor, limit: cfg.limit });
+        },
+        caughtUp() {
+          const done = now();
+          const cpu = process.cpuUsage(cpu0);
+          const cursor = engine.cursor;
+          conn.send({ t: "ack", cursor });
+          const { duplicatePushes, duplicateMessages, dropped, resets } = engine.stats;
+          resolve({
+            connect_ms: Number((tConnect - t0).toFixed(3)),
+            catch_up_ms: Number((done - tSync).toFixed(3)),
+            updates,
+            messages,
+            pages: pageMs.length,
+            bytes_received: conn.bytesRead() - bytes0,
+            bytes_sent: conn.bytesWritten() - sent0,
+            page_ms: pageMs.map((v) => Number(v.toFixed(3))),
+            client_decode_ms: Number(decodeMs.toFixed(1)),
+            client_cpu_pct: Math.round(((cpu.user + cpu.system) / 1000 / (done - tSync)) * 100),
+            // Nothing may come twice or be dropped on a quiet server.
+            errors: duplicatePushes + duplicateMessages + dropped + resets,
+            final_cursor: cursor,
+            head,
+          });
+          setTimeout(() => conn.reset(), 50); // let the ack go out
+        },
+      },
+      { pipeline: cfg.pipeline },
+    );
     const conn: ClientConn = openConn(cfg, undefined, {
       onOpen: () => conn.send({ t: "hello", versions: [1], token: cfg.token }),
       onFrame(f: ServerFrame) {
@@ -66,42 +105,18 @@ async function main(): Promise<void> {
           bytes0 = conn.bytesRead();
           sent0 = conn.bytesWritten();
           cpu0 = process.cpuUsage();
-          tSync = now();
-          return sync(conn);
+          tSync = lastPage = now();
+          head = f.head;
+          return engine.start(f.head, cfg.limit);
         }
-        if (f.t === "error") {
-          errors++;
-          return reject(new Error(`error ${f.code}: ${f.message}`));
-        }
-        if (f.t !== "synced") return;
-        pageMs.push(now() - pageStart);
-        for (const { useq, u } of f.updates) {
-          if (useq !== cursor + 1) errors++;
-          cursor = useq;
-          updates++;
-          if (u.k === "msg") messages++;
-        }
+        if (f.t === "error") return reject(new Error(`error ${f.code}: ${f.message}`));
+        if (f.t !== "synced" || !syncs.delete(f.id)) return;
+        const t = now();
+        pageMs.push(t - lastPage);
+        lastPage = t;
+        updates += f.updates.length;
         head = f.head;
-        if (f.more) return sync(conn);
-        const done = now();
-        const cpu = process.cpuUsage(cpu0);
-        conn.send({ t: "ack", cursor });
-        resolve({
-          connect_ms: Number((tConnect - t0).toFixed(3)),
-          catch_up_ms: Number((done - tSync).toFixed(3)),
-          updates,
-          messages,
-          pages: pageMs.length,
-          bytes_received: conn.bytesRead() - bytes0,
-          bytes_sent: conn.bytesWritten() - sent0,
-          page_ms: pageMs.map((v) => Number(v.toFixed(3))),
-          client_decode_ms: Number(decodeMs.toFixed(1)),
-          client_cpu_pct: Math.round(((cpu.user + cpu.system) / 1000 / (done - tSync)) * 100),
-          errors,
-          final_cursor: cursor,
-          head,
-        });
-        setTimeout(() => conn.reset(), 50); // let the ack go out
+        engine.onSynced(f.updates, f.more, f.head);
       },
       onClose(reason) {
         reject(new Error(`connection closed before catching up: ${reason}`));

@@ -24,7 +24,8 @@ import { provisionDir, startServer } from "./idle.ts";
 // the first. The history is sent by the reader itself (its own earlier messages, in the same
 // conversations and the same update log); the missed messages by the peers.
 // Each case is synced once unmeasured (warm-up: JIT, SQLite and page caches), then once measured
-// per transport, each by a fresh load process.
+// per transport, each by a fresh load process. The load client syncs with the SDK's SyncEngine
+// (pipelined: --pipeline requests outstanding; 1 waits for each page before asking the next).
 
 interface CatchupCase {
   history: number;
@@ -51,12 +52,13 @@ async function spread(
 export const catchUp: Scenario = {
   name: "catch-up",
   help:
-    "one device syncs what it missed while offline (--messages 100000 --convs 100 --limit 1000 " +
+    "one device syncs what it missed while offline (--messages 100000 --convs 100 --limit 1000 --pipeline 4 " +
     "--history 100000 --new 10000 --proportional 1|0 --bytes 32 --transport tcp|ws|both)",
   async run(flags) {
     const messages = Math.floor(numberFlag(flags, "messages", 100_000));
     const convCount = Math.floor(numberFlag(flags, "convs", 100));
     const limit = Math.floor(numberFlag(flags, "limit", 1000));
+    const pipeline = Math.floor(numberFlag(flags, "pipeline", 4));
     const history = Math.floor(numberFlag(flags, "history", messages));
     const fresh = Math.floor(numberFlag(flags, "new", Math.max(1, Math.floor(messages / 10))));
     const bytes = Math.floor(numberFlag(flags, "bytes", 32));
@@ -102,6 +104,7 @@ export const catchUp: Scenario = {
           token: setup.token,
           cursor: setup.cursor,
           limit,
+          pipeline,
         };
         const warm = await runLoadProcess<CatchupLoadResult>("load/catchup-load.ts", {
           ...base,
@@ -125,7 +128,7 @@ export const catchUp: Scenario = {
             offered_per_s: null,
             sent_per_s: null,
             delivered_per_s: Math.round(r.messages / s),
-            latency: `sync round trip per page (sync limit ${limit})`,
+            latency: `time between sync replies (sync limit ${limit}, ${pipeline} outstanding)`,
             p50_ms: percentile(pages, 0.5),
             p99_ms: percentile(pages, 0.99),
             p999_ms: percentile(pages, 0.999),
@@ -135,6 +138,7 @@ export const catchUp: Scenario = {
             convs: convCount,
             body_bytes: bytes,
             sync_limit: limit,
+            sync_pipeline: pipeline,
             cursor: setup.cursor,
             head: setup.head,
             catch_up_ms: Math.round(r.catch_up_ms),

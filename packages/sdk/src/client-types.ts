@@ -94,6 +94,9 @@ export interface ClientOptions {
   /** Updates asked for per `sync` round; by default as many as surely fit in
    * maxIncomingFrameBytes (10 to 500). */
   syncLimit?: number;
+  /** Sync requests kept outstanding while catching up, for consecutive pages (default 4; 1 asks
+   * for one page at a time). */
+  syncPipeline?: number;
   /** At most one typing signal per conversation per this interval (default 2000). */
   typingIntervalMs?: number;
   agent?: string;

@@ -40,7 +40,7 @@ class ScriptedTransport extends BaseTransport {
 
 const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
 
-function setup(options: { ackEvery?: number } = {}) {
+function setup(options: { ackEvery?: number; syncLimit?: number; syncPipeline?: number } = {}) {
   const timers = new ManualTimers();
   const transports: ScriptedTransport[] = [];
   const client = new ParleyClient({
@@ -237,6 +237,43 @@ describe("ParleyClient connection logic", () => {
     h.timers.advance(200);
     await settle();
     expect(h.transports).toHaveLength(count + 2);
+  });
+
+  it("pipelines syncs; a refused one pauses syncing until its retry-after, then goes on from the cursor", async () => {
+    const h = setup({ syncLimit: 2, syncPipeline: 3 });
+    const connected = h.client.connect();
+    await settle();
+    h.last().serve(welcome(6));
+    const first = h.last().of("sync");
+    expect(first.map((f) => [f.cursor, f.limit])).toEqual([
+      [0, 2],
+      [2, 2],
+      [4, 2],
+    ]);
+    h.last().serve({
+      t: "error",
+      id: first[0]!.id,
+      code: "E_RATE_LIMITED",
+      message: "slow down",
+      retry: true,
+      retryAfterMs: 500,
+    });
+    h.last().serve({ t: "synced", id: first[1]!.id, updates: [update(3), update(4)], more: true, head: 6 });
+    h.last().serve({ t: "synced", id: first[2]!.id, updates: [update(5), update(6)], more: false, head: 6 });
+    expect(h.client.cursor).toBe(0); // 3..6 wait beyond the refused page
+    expect(h.last().of("sync")).toHaveLength(3);
+    h.timers.advance(499);
+    expect(h.last().of("sync")).toHaveLength(3);
+    h.timers.advance(1);
+    const retry = h.last().of("sync").slice(3);
+    expect(retry.map((f) => f.cursor)).toEqual([0, 2, 4]);
+    h.last().serve({ t: "synced", id: retry[0]!.id, updates: [update(1), update(2)], more: true, head: 6 });
+    expect(h.client.cursor).toBe(6);
+    for (const f of retry.slice(1))
+      h.last().serve({ t: "synced", id: f.id, updates: [], more: false, head: 6 });
+    await connected;
+    expect(h.client.state).toBe("ready");
+    expect(h.errors).toEqual([]);
   });
 
   it("leaves no timer behind after close(), even with a sync retry pending", async () => {

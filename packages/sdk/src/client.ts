@@ -103,11 +103,15 @@ export class ParleyClient extends Emitter<ClientEvents> {
     }
     if (!meta) this.store.setMeta({ user: this.user, server: options.url });
     this.rest = new RestApi(options.url, options.token, options.fetch);
-    this.engine = new SyncEngine(this.store, {
-      emit: (e) => this.emitSync(e),
-      requestSync: (cursor) => this.requestSync(cursor),
-      caughtUp: () => this.caughtUp(),
-    });
+    this.engine = new SyncEngine(
+      this.store,
+      {
+        emit: (e) => this.emitSync(e),
+        requestSync: (cursor) => this.requestSync(cursor),
+        caughtUp: () => this.caughtUp(),
+      },
+      options.syncPipeline === undefined ? {} : { pipeline: options.syncPipeline },
+    );
     this.outbox = new Outbox(
       this.store,
       { transmit: (frame) => this.transmit(frame), nextId: () => this.nextId() },
@@ -410,8 +414,7 @@ export class ParleyClient extends Emitter<ClientEvents> {
         this.engine.onPush(frame.useq, frame.u);
         return this.acks.schedule();
       case "synced":
-        if (frame.id !== conn.syncId) return;
-        conn.syncId = undefined;
+        if (!conn.syncIds.delete(frame.id)) return;
         this.engine.onSynced(frame.updates, frame.more, frame.head);
         return this.acks.schedule();
       case "sent":
@@ -439,7 +442,7 @@ export class ParleyClient extends Emitter<ClientEvents> {
   private welcomed(conn: ClientConnection, welcome: WelcomeFrame): void {
     conn.welcomed(welcome);
     this.maxFrameBytes = welcome.maxFrameBytes;
-    this.engine.start(welcome.head);
+    this.engine.start(welcome.head, this.syncLimit());
   }
 
   private caughtUp(): void {
@@ -462,15 +465,16 @@ export class ParleyClient extends Emitter<ClientEvents> {
   }
 
   private onErrorFrame(conn: ClientConnection, frame: ErrorFrame): void {
-    if (frame.id !== undefined && frame.id === conn.syncId) {
-      conn.syncId = undefined;
+    if (frame.id !== undefined && conn.syncIds.delete(frame.id)) {
       if (!frame.retry) {
         this.emit("error", serverError(frame));
         return conn.close(1006, `sync refused: ${frame.code}`);
       }
+      this.engine.onSyncFailed();
+      if (this.syncRetryTimer !== undefined) return; // the other refusals of a pipelined round
       this.syncRetryTimer = this.timers.setTimeout(() => {
         this.syncRetryTimer = undefined;
-        if (this.conn === conn) this.requestSync(this.engine.cursor);
+        if (this.conn === conn) this.engine.resume();
       }, frame.retryAfterMs ?? 1000);
       return;
     }
@@ -481,8 +485,9 @@ export class ParleyClient extends Emitter<ClientEvents> {
   private requestSync(cursor: number): void {
     const conn = this.conn;
     if (!conn) return;
-    conn.syncId = this.nextId();
-    conn.send({ t: "sync", id: conn.syncId, cursor, limit: this.syncLimit() });
+    const id = this.nextId();
+    conn.syncIds.add(id);
+    conn.send({ t: "sync", id, cursor, limit: this.syncLimit() });
   }
 
   // ---------------------------------------------------------------- plumbing

@@ -12,8 +12,8 @@ export const HEARTBEAT_TIMEOUT = 4002;
 
 export class ClientConnection {
   welcome: WelcomeFrame | undefined;
-  /** Request id of the outstanding `sync`. */
-  syncId: number | undefined;
+  /** Request ids of the outstanding `sync`s. */
+  readonly syncIds = new Set<number>();
   /** Authenticated and caught up: requests may flow. */
   ready = false;
   /** Resolves once ended() was called. */

@@ -21,20 +21,31 @@ function conversation(id: string): Conversation {
 }
 
 /** An engine over a memory store, recording what it emits and asks for. */
-function harness() {
+function harness(pipeline?: number) {
   const store = new MemoryLocalStore();
   const events: SyncEvent[] = [];
   const syncs: number[] = [];
   let caughtUp = 0;
-  const engine = new SyncEngine(store, {
-    emit: (e) => events.push(e),
-    requestSync: (cursor) => syncs.push(cursor),
-    caughtUp: () => caughtUp++,
-  });
+  const engine = new SyncEngine(
+    store,
+    {
+      emit: (e) => events.push(e),
+      requestSync: (cursor) => syncs.push(cursor),
+      caughtUp: () => caughtUp++,
+    },
+    pipeline === undefined ? {} : { pipeline },
+  );
   return { store, engine, events, syncs, caughtUpCount: () => caughtUp };
 }
 
 const m = (conv: string, seq: number): Update => ({ k: "msg", msg: msg(conv, seq) });
+
+/** Log entries from..to, each a message of c1 with seq = useq. */
+function page(from: number, to: number): LoggedUpdate[] {
+  const out: LoggedUpdate[] = [];
+  for (let useq = from; useq <= to; useq++) out.push({ useq, u: m("c1", useq) });
+  return out;
+}
 
 describe("SyncEngine", () => {
   it("applies in-order pushes and advances the cursor", () => {
@@ -90,6 +101,61 @@ describe("SyncEngine", () => {
     h.engine.onSynced([{ useq: 3, u: m("c1", 3) }], false, 3);
     expect(h.caughtUpCount()).toBe(1);
     expect(h.engine.cursor).toBe(3);
+  });
+
+  it("keeps `pipeline` pages outstanding while far behind, sliding on as replies arrive", () => {
+    const h = harness(3);
+    h.engine.start(9, 2);
+    expect(h.syncs).toEqual([0, 2, 4]);
+    h.engine.onSynced(page(1, 2), true, 9);
+    expect(h.syncs).toEqual([0, 2, 4, 6]);
+    h.engine.onSynced(page(3, 4), true, 9);
+    expect(h.syncs).toEqual([0, 2, 4, 6, 8]);
+    h.engine.onSynced(page(5, 6), true, 9);
+    h.engine.onSynced(page(7, 8), true, 9);
+    expect(h.syncs).toEqual([0, 2, 4, 6, 8]); // nothing asked beyond the head
+    expect(h.caughtUpCount()).toBe(0);
+    h.engine.onSynced(page(9, 9), false, 9);
+    expect(h.engine.cursor).toBe(9);
+    expect(h.caughtUpCount()).toBe(1);
+  });
+
+  it("after a page cut short, fills the hole and goes on one page at a time", () => {
+    const h = harness(3);
+    h.engine.start(12, 4);
+    expect(h.syncs).toEqual([0, 4, 8]);
+    h.engine.onSynced(page(1, 2), true, 12); // the server trimmed the page to its byte budget
+    h.engine.onSynced(page(5, 8), true, 12); // beyond the hole: buffered
+    expect(h.engine.cursor).toBe(2);
+    expect(h.syncs).toEqual([0, 4, 8]);
+    h.engine.onSynced(page(9, 12), false, 12);
+    expect(h.syncs).toEqual([0, 4, 8, 2]); // the round is over: a new one from the cursor only
+    h.engine.onSynced(page(3, 3), true, 12);
+    expect(h.syncs).toEqual([0, 4, 8, 2, 3]);
+    h.engine.onSynced(page(4, 4), true, 12); // fills the hole: the buffered pages apply
+    expect(h.engine.cursor).toBe(12);
+    expect(h.syncs).toEqual([0, 4, 8, 2, 3, 12]); // the server said `more` when it read the page
+    h.engine.onSynced([], false, 12);
+    expect(h.caughtUpCount()).toBe(1);
+  });
+
+  it("a refused sync pauses syncing until resume(), which goes on from the cursor", () => {
+    const h = harness(2);
+    h.engine.start(6, 2);
+    expect(h.syncs).toEqual([0, 2]);
+    h.engine.onSyncFailed();
+    h.engine.onSynced(page(3, 4), true, 6); // beyond the refused page: buffered, no new request
+    h.engine.onPush(7, m("c1", 7));
+    expect(h.syncs).toEqual([0, 2]);
+    h.engine.resume();
+    expect(h.syncs).toEqual([0, 2, 0, 2]);
+    h.engine.onSynced(page(1, 2), true, 7);
+    expect(h.engine.cursor).toBe(4);
+    h.engine.onSynced(page(3, 4), true, 7);
+    expect(h.syncs).toEqual([0, 2, 0, 2, 4]);
+    h.engine.onSynced(page(5, 7), false, 7);
+    expect(h.engine.cursor).toBe(7);
+    expect(h.caughtUpCount()).toBe(1);
   });
 
   it("deduplicates messages by (conversation, seq) even under new useqs", () => {
@@ -210,6 +276,8 @@ type Action =
   | { a: "push"; i: number }
   | { a: "dup" }
   | { a: "sync"; limit: number }
+  | { a: "fail" }
+  | { a: "resume" }
   | { a: "reconnect" };
 
 const actionArb: fc.Arbitrary<Action> = fc.oneof(
@@ -217,8 +285,16 @@ const actionArb: fc.Arbitrary<Action> = fc.oneof(
   fc.record({ a: fc.constant("push" as const), i: fc.nat() }),
   fc.record({ a: fc.constant("dup" as const) }),
   fc.record({ a: fc.constant("sync" as const), limit: fc.integer({ min: 1, max: 8 }) }),
+  fc.record({ a: fc.constant("fail" as const) }),
+  fc.record({ a: fc.constant("resume" as const) }),
   fc.record({ a: fc.constant("reconnect" as const) }),
 );
+
+/** How the client syncs: requests outstanding at once, and the `limit` of each. */
+const pipelineArb = fc.record({
+  pipeline: fc.integer({ min: 1, max: 4 }),
+  pageSize: fc.integer({ min: 1, max: 6 }),
+});
 
 function describeUpdate(e: SyncEvent | Update): string {
   if ("k" in e) {
@@ -250,94 +326,116 @@ function describeUpdate(e: SyncEvent | Update): string {
 }
 
 describe("SyncEngine property", () => {
-  it("under drops, duplicates, reordering and reconnects, every update is applied once, in order", () => {
+  it("under drops, duplicates, reordering, short pages, refusals and reconnects, every update is applied once, in order", () => {
     fc.assert(
-      fc.property(logArb, fc.array(actionArb, { maxLength: 80 }), (log, actions) => {
-        const store = new MemoryLocalStore();
-        // The cursor may only step by one (or restart at 0, which never happens here).
-        const cursors: number[] = [];
-        const setCursor = store.setCursor.bind(store);
-        store.setCursor = (n: number) => {
-          expect(n).toBe(store.cursor() + 1);
-          cursors.push(n);
-          setCursor(n);
-        };
-        const events: SyncEvent[] = [];
-        let outstanding: number | undefined;
-        const engine = new SyncEngine(store, {
-          emit: (e) => events.push(e),
-          requestSync: (cursor) => {
-            // At most one sync in flight, not one per push.
-            expect(outstanding).toBeUndefined();
-            outstanding = cursor;
-          },
-          caughtUp: () => {},
-        });
-        let head = 0;
-        let lastPushed: LoggedUpdate | undefined;
-        const entry = (useq: number): LoggedUpdate => ({ useq, u: log[useq - 1]! });
-        const answer = (limit: number): void => {
-          if (outstanding === undefined) return;
-          const from = outstanding;
-          outstanding = undefined;
-          const to = Math.min(head, from + limit);
-          const updates: LoggedUpdate[] = [];
-          for (let useq = from + 1; useq <= to; useq++) updates.push(entry(useq));
-          engine.onSynced(updates, to < head, head);
-        };
-        engine.start(head);
-        for (const act of actions) {
-          switch (act.a) {
-            case "grow": {
-              const before = head;
-              head = Math.min(log.length, head + act.n);
-              if (act.live) {
-                for (let useq = before + 1; useq <= head; useq++) {
-                  lastPushed = entry(useq);
-                  engine.onPush(useq, lastPushed.u);
+      fc.property(
+        logArb,
+        fc.array(actionArb, { maxLength: 80 }),
+        pipelineArb,
+        (log, actions, { pipeline, pageSize }) => {
+          const store = new MemoryLocalStore();
+          // The cursor may only step by one (or restart at 0, which never happens here).
+          const cursors: number[] = [];
+          const setCursor = store.setCursor.bind(store);
+          store.setCursor = (n: number) => {
+            expect(n).toBe(store.cursor() + 1);
+            cursors.push(n);
+            setCursor(n);
+          };
+          const events: SyncEvent[] = [];
+          // Outstanding requests, answered in the order sent (as a connection does).
+          let outstanding: number[] = [];
+          const engine = new SyncEngine(
+            store,
+            {
+              emit: (e) => events.push(e),
+              requestSync: (cursor) => {
+                // At most `pipeline` syncs in flight, not one per push.
+                expect(outstanding.length).toBeLessThan(pipeline);
+                outstanding.push(cursor);
+              },
+              caughtUp: () => {},
+            },
+            { pipeline },
+          );
+          let head = 0;
+          let lastPushed: LoggedUpdate | undefined;
+          const entry = (useq: number): LoggedUpdate => ({ useq, u: log[useq - 1]! });
+          // The server answers with at most the request's limit, fewer when it trims the page.
+          const answer = (limit: number): void => {
+            const from = outstanding.shift();
+            if (from === undefined) return;
+            const to = Math.min(head, from + Math.min(limit, pageSize));
+            const updates: LoggedUpdate[] = [];
+            for (let useq = from + 1; useq <= to; useq++) updates.push(entry(useq));
+            engine.onSynced(updates, to < head, head);
+          };
+          engine.start(head, pageSize);
+          for (const act of actions) {
+            switch (act.a) {
+              case "grow": {
+                const before = head;
+                head = Math.min(log.length, head + act.n);
+                if (act.live) {
+                  for (let useq = before + 1; useq <= head; useq++) {
+                    lastPushed = entry(useq);
+                    engine.onPush(useq, lastPushed.u);
+                  }
                 }
+                break;
               }
-              break;
+              case "push":
+                if (head > 0) {
+                  lastPushed = entry((act.i % head) + 1); // any already-committed entry, any order
+                  engine.onPush(lastPushed.useq, lastPushed.u);
+                }
+                break;
+              case "dup":
+                if (lastPushed) engine.onPush(lastPushed.useq, lastPushed.u);
+                break;
+              case "sync":
+                answer(act.limit);
+                break;
+              case "fail": // a retryable refusal of the oldest outstanding request
+                if (outstanding.shift() !== undefined) engine.onSyncFailed();
+                break;
+              case "resume": // the refusal's retry-after has passed
+                engine.resume();
+                break;
+              case "reconnect":
+                engine.stop();
+                outstanding = [];
+                engine.start(head, pageSize);
+                break;
             }
-            case "push":
-              if (head > 0) {
-                lastPushed = entry((act.i % head) + 1); // any already-committed entry, any order
-                engine.onPush(lastPushed.useq, lastPushed.u);
-              }
-              break;
-            case "dup":
-              if (lastPushed) engine.onPush(lastPushed.useq, lastPushed.u);
-              break;
-            case "sync":
-              answer(act.limit);
-              break;
-            case "reconnect":
-              engine.stop();
-              outstanding = undefined;
-              engine.start(head);
-              break;
           }
-        }
-        // Finally the whole log is committed and a fresh connection catches up.
-        head = log.length;
-        engine.stop();
-        outstanding = undefined;
-        engine.start(head);
-        for (let i = 0; outstanding !== undefined && i < 1000; i++) answer(7);
+          // Finally the whole log is committed, its last entry pushed, and any refusal's
+          // retry-after passes: the same connection catches up...
+          head = log.length;
+          engine.resume();
+          if (head > 0) engine.onPush(head, log[head - 1]!);
+          for (let i = 0; outstanding.length > 0 && i < 1000; i++) answer(7);
+          expect(engine.cursor).toBe(log.length);
+          // ...and so does a fresh one.
+          engine.stop();
+          outstanding = [];
+          engine.start(head, pageSize);
+          for (let i = 0; outstanding.length > 0 && i < 1000; i++) answer(7);
 
-        expect(engine.cursor).toBe(log.length);
-        expect(engine.caughtUp).toBe(true);
-        expect(cursors).toEqual(log.map((_, i) => i + 1));
-        // Every update's effect reached the application exactly once, in log order...
-        expect(events.map(describeUpdate)).toEqual(log.map(describeUpdate));
-        // ...so messages are seen once each, in strictly increasing seq per conversation.
-        const lastSeq = new Map<string, number>();
-        for (const e of events) {
-          if (e.type !== "message") continue;
-          expect(e.msg.seq).toBeGreaterThan(lastSeq.get(e.msg.conv) ?? 0);
-          lastSeq.set(e.msg.conv, e.msg.seq);
-        }
-      }),
+          expect(engine.cursor).toBe(log.length);
+          expect(engine.caughtUp).toBe(true);
+          expect(cursors).toEqual(log.map((_, i) => i + 1));
+          // Every update's effect reached the application exactly once, in log order...
+          expect(events.map(describeUpdate)).toEqual(log.map(describeUpdate));
+          // ...so messages are seen once each, in strictly increasing seq per conversation.
+          const lastSeq = new Map<string, number>();
+          for (const e of events) {
+            if (e.type !== "message") continue;
+            expect(e.msg.seq).toBeGreaterThan(lastSeq.get(e.msg.conv) ?? 0);
+            lastSeq.set(e.msg.conv, e.msg.seq);
+          }
+        },
+      ),
       { numRuns: 300 },
     );
   });

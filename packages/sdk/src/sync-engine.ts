@@ -14,10 +14,17 @@ import type { LocalStore } from "./local-store.ts";
 //
 // - The cursor is the highest useq applied; it only ever moves to cursor + 1 (or back to 0 when
 //   the server's log turns out to be shorter than the cursor: the log was reset).
-// - A push with useq == cursor + 1 is applied; a later one is buffered and ONE sync from the
-//   cursor is requested (not one per push); an older one is a duplicate and ignored. A `synced`
-//   reply is applied in order, then the buffer drains. Applying the same update twice is
-//   impossible, so every update's effect happens once.
+// - A push with useq == cursor + 1 is applied; a later one is buffered and a sync round from the
+//   cursor starts (not one per push); an older one is a duplicate and ignored. A `synced` reply
+//   is applied in order, then the buffer drains. Applying the same update twice is impossible, so
+//   every update's effect happens once.
+// - Sync is pipelined: the log is gap-free, so while the known head is more than a page away the
+//   engine keeps up to `pipeline` requests outstanding for consecutive pages (cursor,
+//   cursor + page, ...), and the server reads the next page while this side applies the last.
+//   A reply that moves the cursor slides the window on. A page the server cut short (its reply
+//   budget, or a lower cap on `limit`) leaves a hole: the pages after it wait in the buffer, a
+//   new round starts from the cursor when the round's last reply is in, and the engine asks for
+//   one page at a time, each from the cursor, until a page comes back full again.
 // - Messages are additionally deduplicated by (conversation, seq) against the store's
 //   per-conversation `received` mark, which persists with the cursor: the application sees each
 //   message once, and per conversation in strictly increasing seq order (checked, not assumed).
@@ -53,7 +60,8 @@ const MAX_IDLE_ROUNDS = 3;
 export interface SyncEngineHooks {
   /** Called once per applied change, after the store holds it. */
   emit(event: SyncEvent): void;
-  /** Send `sync {cursor}`. The engine keeps at most one outstanding. */
+  /** Send `sync {cursor, limit: pageSize}`. The engine keeps at most `pipeline` outstanding;
+   * each must come back as exactly one onSynced() or onSyncFailed(). */
   requestSync(cursor: number): void;
   /** The engine has caught up with the server for the first time since start(). */
   caughtUp(): void;
@@ -63,7 +71,13 @@ export interface SyncEngineOptions {
   /** Out-of-order pushes kept while a sync fills the gap; beyond it they are dropped (the sync
    * brings them anyway). Default 10000. */
   maxBuffered?: number;
+  /** Sync requests kept outstanding while far behind (default 4; 1 asks for one page at a time).
+   * Each reply is at most about 1 MiB (the server's reply budget). */
+  pipeline?: number;
 }
+
+/** Updates asked for per sync when start() is not told. */
+const DEFAULT_PAGE_SIZE = 500;
 
 export interface AckState {
   cursor: number;
@@ -73,9 +87,22 @@ export interface AckState {
 export class SyncEngine {
   private readonly buffer = new Map<number, Update>();
   private readonly maxBuffered: number;
+  private readonly pipeline: number;
   private running = false;
-  private syncing = false;
-  private syncFrom = 0;
+  /** Sync requests sent and not yet answered. */
+  private inflight = 0;
+  /** The `limit` of each sync request: pipelined requests start this far apart. */
+  private pageSize = DEFAULT_PAGE_SIZE;
+  /** Where the next pipelined request starts. */
+  private nextFrom = 0;
+  /** The highest useq known to exist (welcome, synced heads, pushes). */
+  private knownHead = 0;
+  /** The cursor when the current round of requests began. */
+  private roundFrom = 0;
+  /** A request failed: no new round until resume(). */
+  private paused = false;
+  /** The last page came back shorter than asked while more followed: no speculation. */
+  private shortPages = false;
   /** Consecutive sync rounds that did not move the cursor. */
   private idleRounds = 0;
   private isCaughtUp = false;
@@ -91,6 +118,7 @@ export class SyncEngine {
     options: SyncEngineOptions = {},
   ) {
     this.maxBuffered = options.maxBuffered ?? 10_000;
+    this.pipeline = Math.max(1, Math.floor(options.pipeline ?? 4));
   }
 
   get cursor(): number {
@@ -102,11 +130,16 @@ export class SyncEngine {
     return this.isCaughtUp;
   }
 
-  /** A connection was authenticated; `head` is the server's log head from `welcome`. */
-  start(head: number): void {
+  /** A connection was authenticated; `head` is the server's log head from `welcome`, `pageSize`
+   * the `limit` the client puts in its sync requests. */
+  start(head: number, pageSize = DEFAULT_PAGE_SIZE): void {
     this.buffer.clear();
     this.running = true;
-    this.syncing = false;
+    this.inflight = 0;
+    this.paused = false;
+    this.shortPages = false;
+    this.pageSize = Math.max(1, Math.floor(pageSize));
+    this.knownHead = head;
     this.isCaughtUp = false;
     this.idleRounds = 0;
     this.ackedCursor = -1; // acknowledge on every new connection, so the server's cursor is fresh
@@ -116,15 +149,15 @@ export class SyncEngine {
       this.stats.resets++;
       this.store.setCursor(0);
     }
-    if (head > this.cursor) this.sync();
+    if (head > this.cursor) this.startRound();
     else this.markCaughtUp();
   }
 
-  /** The connection is gone: forget buffered pushes and the outstanding sync. */
+  /** The connection is gone: forget buffered pushes and the outstanding syncs. */
   stop(): void {
     this.running = false;
     this.buffer.clear();
-    this.syncing = false;
+    this.inflight = 0;
     this.isCaughtUp = false;
   }
 
@@ -142,12 +175,14 @@ export class SyncEngine {
     }
     if (this.buffer.size < this.maxBuffered) this.buffer.set(useq, u);
     else this.stats.dropped++;
-    if (!this.syncing && this.running) this.sync();
+    if (useq > this.knownHead) this.knownHead = useq;
+    if (this.inflight === 0 && this.running && !this.paused) this.startRound();
   }
 
-  /** The reply to the outstanding `sync`. */
+  /** The reply to one outstanding `sync`. */
   onSynced(updates: readonly LoggedUpdate[], more: boolean, head: number): void {
-    this.syncing = false;
+    if (this.inflight > 0) this.inflight--;
+    const before = this.cursor;
     for (const { useq, u } of updates) {
       const cursor = this.cursor;
       if (useq <= cursor) continue;
@@ -156,15 +191,28 @@ export class SyncEngine {
     }
     this.drain();
     if (!this.running) return;
-    const progressed = this.cursor > this.syncFrom;
-    this.idleRounds = progressed ? 0 : this.idleRounds + 1;
-    // Another round is needed when the server says so, when pushes wait beyond a hole, or when
-    // we are below the head. A round that brings nothing new can be legitimate (the reply was
-    // read before the commit of a push we already hold) but must not make us spin forever on a
-    // server that misbehaves: after a few, wait for the next push instead.
-    const behind = more || this.buffer.size > 0 || this.cursor < head;
-    if (behind && this.idleRounds < MAX_IDLE_ROUNDS) return this.sync();
-    this.markCaughtUp();
+    if (head > this.knownHead) this.knownHead = head;
+    // Only a page that moved the cursor says how the server pages now (not one beyond a hole).
+    const progressed = this.cursor > before;
+    if (more && updates.length < this.pageSize) this.shortPages = true;
+    else if (progressed && updates.length >= this.pageSize) this.shortPages = false;
+    if (progressed && !this.paused) this.pump();
+    if (this.inflight > 0) return;
+    this.roundEnded(more);
+  }
+
+  /** One outstanding `sync` was refused (a retryable error): no new round starts until
+   * resume(), which the client calls after the error's retry-after. */
+  onSyncFailed(): void {
+    if (this.inflight > 0) this.inflight--;
+    this.paused = true;
+  }
+
+  /** After a failed sync's retry-after: go on syncing. */
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    if (this.running && this.inflight === 0) this.startRound();
   }
 
   /** Whether an ack would say something new, and how many updates it would cover. */
@@ -196,10 +244,36 @@ export class SyncEngine {
     this.appliedSinceAck++;
   }
 
-  private sync(): void {
-    this.syncing = true;
-    this.syncFrom = this.cursor;
-    this.hooks.requestSync(this.syncFrom);
+  /** The round's last reply is in (or it failed). Another round is needed when the server says
+   * so, when pushes wait beyond a hole, or when we are below the head. A round that brings
+   * nothing new can be legitimate (the reply was read before the commit of a push we already
+   * hold) but must not make us spin forever on a server that misbehaves: after a few, wait for
+   * the next push instead. */
+  private roundEnded(more: boolean): void {
+    if (this.paused) return;
+    this.idleRounds = this.cursor > this.roundFrom ? 0 : this.idleRounds + 1;
+    const behind = more || this.buffer.size > 0 || this.cursor < this.knownHead;
+    if (behind && this.idleRounds < MAX_IDLE_ROUNDS) return this.startRound();
+    this.markCaughtUp();
+  }
+
+  private startRound(): void {
+    this.roundFrom = this.cursor;
+    this.request(this.cursor);
+    this.pump();
+  }
+
+  /** Keep the window full: requests for the pages after the last one asked, below the head. */
+  private pump(): void {
+    const window = this.shortPages ? 1 : this.pipeline;
+    if (this.nextFrom < this.cursor || this.shortPages) this.nextFrom = this.cursor;
+    while (this.inflight < window && this.nextFrom < this.knownHead) this.request(this.nextFrom);
+  }
+
+  private request(from: number): void {
+    this.inflight++;
+    this.nextFrom = from + this.pageSize;
+    this.hooks.requestSync(from);
   }
 
   private markCaughtUp(): void {

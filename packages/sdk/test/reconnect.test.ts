@@ -1,7 +1,7 @@
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import type { ClientFrame } from "@parley/protocol";
+import type { ClientFrame, ServerFrame } from "@parley/protocol";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { LoginOptions, ParleyClient, TransportFactory } from "../src/node.ts";
 import { FileLocalStore, getTransport, textOf } from "../src/node.ts";
@@ -26,8 +26,12 @@ afterEach(async () => {
   await Promise.all(proxies.splice(0).map((p) => p.close()));
 });
 
-/** Wraps a registered transport to record every frame the client sends. */
-function recording(name: string, sent: ClientFrame[]): TransportFactory {
+/** Frames both ways, in the order the client sent and received them. */
+type Wire = Array<{ out: ClientFrame } | { in: ServerFrame }>;
+
+/** Wraps a registered transport to record every frame the client sends and, when `wire` is
+ * given, every frame both ways. */
+function recording(name: string, sent: ClientFrame[], wire?: Wire): TransportFactory {
   return (options) => {
     const inner = getTransport(name);
     if (!inner) throw new Error(`no transport ${name}`);
@@ -35,8 +39,10 @@ function recording(name: string, sent: ClientFrame[]): TransportFactory {
     const send = t.send.bind(t);
     t.send = (frame) => {
       sent.push(frame);
+      wire?.push({ out: frame });
       send(frame);
     };
+    if (wire) t.events.on("frame", (f) => wire.push({ in: f }));
     return t;
   };
 }
@@ -48,14 +54,15 @@ const variants: Array<[string, () => number, Via, string]> = [
 ];
 
 describe.each(variants)("over %s through a proxy", (_name, target, via, transportName) => {
-  async function setup(record?: ClientFrame[]) {
+  async function setup(record?: ClientFrame[], options: Partial<LoginOptions> = {}, wire?: Wire) {
     const proxy = await CutProxy.start(target());
     proxies.push(proxy);
     const bobName = userName("bob");
     // REST goes to the server directly, the realtime connection through the proxy.
     const alice = await newClient(srv.url, userName("alice"), {
       ...via(proxy),
-      ...(record ? { transport: recording(transportName, record) } : {}),
+      ...(record ? { transport: recording(transportName, record, wire) } : {}),
+      ...options,
     });
     const bob = await newClient(srv.url, bobName);
     clients.push(alice, bob);
@@ -92,6 +99,43 @@ describe.each(variants)("over %s through a proxy", (_name, target, via, transpor
       [6, "after"],
     ]);
     expect(proxy.connections).toBeGreaterThanOrEqual(2);
+  });
+
+  it("a client far behind catches up with pipelined syncs, each message once and in order", async () => {
+    const sent: ClientFrame[] = [];
+    const wire: Wire = [];
+    const { proxy, alice, bob, conv } = await setup(sent, { syncLimit: 10, syncPipeline: 3 }, wire);
+    const seen = collect(alice);
+    await bob.send(conv.id, "m1");
+    await waitFor(() => seen.length === 1, "the first message");
+
+    const down = nextEvent(alice, "disconnected");
+    proxy.refuse = true;
+    proxy.cut();
+    await down;
+    await Promise.all(Array.from({ length: 60 }, (_, i) => bob.send(conv.id, `m${i + 2}`)));
+    const up = nextEvent(alice, "connected");
+    sent.length = 0;
+    wire.length = 0;
+    proxy.refuse = false;
+    await up;
+    await waitFor(() => seen.length >= 61, "the missed messages");
+    expect(seen.map((m) => [m.seq, textOf(m)])).toEqual(
+      Array.from({ length: 61 }, (_, i) => [i + 1, `m${i + 1}`]),
+    );
+
+    // Pages of 10 asked for ahead of their replies: more than one outstanding, never over 3.
+    const syncs = sent.flatMap((f) => (f.t === "sync" ? [f] : []));
+    expect(syncs.length).toBeGreaterThanOrEqual(6);
+    expect(syncs.every((f) => f.limit === 10)).toBe(true);
+    let outstanding = 0;
+    let most = 0;
+    for (const f of wire) {
+      if ("out" in f && f.out.t === "sync") most = Math.max(most, ++outstanding);
+      if ("in" in f && f.in.t === "synced") outstanding--;
+    }
+    expect(most).toBeGreaterThan(1);
+    expect(most).toBeLessThanOrEqual(3);
   });
 
   it("a send whose reply was lost is resent with the same cid and committed once", async () => {

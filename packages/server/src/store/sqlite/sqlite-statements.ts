@@ -88,6 +88,51 @@ export interface UpdateRow {
   m_reactions: string | null;
 }
 
+/** A row of readUpdates as better-sqlite3 returns it in raw mode: an array, in UpdateRow's order.
+ * Building an array is much cheaper than building an object with named columns (in-process,
+ * 5.6 -> 3.5 us per entry of a sync page of 1,000). */
+export type UpdateTuple = [
+  UpdateRow["useq"],
+  UpdateRow["kind"],
+  UpdateRow["conv_id"],
+  UpdateRow["seq"],
+  UpdateRow["data"],
+  UpdateRow["snapshot_data"],
+  UpdateRow["m_seq"],
+  UpdateRow["m_from_user"],
+  UpdateRow["m_from_dev"],
+  UpdateRow["m_cid"],
+  UpdateRow["m_type"],
+  UpdateRow["m_body"],
+  UpdateRow["m_ts"],
+  UpdateRow["m_reply_to"],
+  UpdateRow["m_edited_at"],
+  UpdateRow["m_deleted_at"],
+  UpdateRow["m_reactions"],
+];
+
+export function updateRow(t: UpdateTuple): UpdateRow {
+  return {
+    useq: t[0],
+    kind: t[1],
+    conv_id: t[2],
+    seq: t[3],
+    data: t[4],
+    snapshot_data: t[5],
+    m_seq: t[6],
+    m_from_user: t[7],
+    m_from_dev: t[8],
+    m_cid: t[9],
+    m_type: t[10],
+    m_body: t[11],
+    m_ts: t[12],
+    m_reply_to: t[13],
+    m_edited_at: t[14],
+    m_deleted_at: t[15],
+    m_reactions: t[16],
+  };
+}
+
 const MESSAGE_COLUMNS = [
   "conv_id",
   "seq",
@@ -212,19 +257,18 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     // A range scan of the (user_id, useq) primary key: cost follows the entries returned.
     // One statement per page of the log, messages joined in (a lookup per entry was most of
     // the cost of a catch-up). Entries without a message (receipt, conv, left) have seq NULL.
-    readUpdates: s<[string, number, number], UpdateRow>(
+    // Raw rows (UpdateTuple), columns in UpdateRow's order.
+    readUpdates: s<[string, number, number], UpdateTuple>(
       `SELECT u.useq, u.kind, u.conv_id, u.seq, u.data, s.data AS snapshot_data,
-         ${MESSAGE_COLUMNS.filter((c) => c !== "conv_id")
-           .map((c) => `m.${c} AS m_${c}`)
-           .join(", ")},
-         CASE WHEN m.seq IS NULL THEN NULL ELSE ${REACTIONS_OF_M} END AS m_reactions
+         m.seq, m.from_user, m.from_dev, m.cid, m.type, m.body, m.ts, m.reply_to, m.edited_at,
+         m.deleted_at, CASE WHEN m.seq IS NULL THEN NULL ELSE ${REACTIONS_OF_M} END
        FROM updates u
        LEFT JOIN snapshots s ON s.id = u.snapshot
        LEFT JOIN messages m ON m.conv_id = u.conv_id AND m.seq = u.seq
        WHERE u.user_id = ? AND u.useq > ?
        ORDER BY u.useq
        LIMIT ?`,
-    ),
+    ).raw(true),
   };
 }
 

@@ -8,7 +8,7 @@ import type {
   UserId,
 } from "@parley/protocol";
 import type { UserUpdate } from "../../core/ports/store.ts";
-import { toMessage } from "./sqlite-statements.ts";
+import { toMessage, updateRow } from "./sqlite-statements.ts";
 import type { Statements, UpdateRow } from "./sqlite-statements.ts";
 
 // The per-user update logs of SqliteStore (tables updates and snapshots). useq is the user's
@@ -69,7 +69,10 @@ export class SqliteUpdateLog {
    * current state. A range scan of the (user_id, useq) key joined with one key lookup per message
    * entry, in one statement: cost follows the entries returned, not the history. */
   read(user: UserId, after: number, limit: number): LoggedUpdate[] {
-    return this.st.readUpdates.all(user, after, limit).map((r) => ({ useq: r.useq, u: this.materialize(r) }));
+    return this.st.readUpdates.all(user, after, limit).map((t) => {
+      const r = updateRow(t);
+      return { useq: r.useq, u: this.materialize(r) };
+    });
   }
 
   head(user: UserId): number {

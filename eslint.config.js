@@ -2,7 +2,7 @@
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/", "data/", "dist/", "coverage/", "**/*.js", "!eslint.config.js"] },
+  { ignores: ["node_modules/", "data/", "dist/", "coverage/", ".tmp/", "**/*.js", "!eslint.config.js"] },
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: {

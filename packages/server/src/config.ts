@@ -16,6 +16,12 @@ export interface ServerConfig {
   httpPort: number;
   /** TCP port of the binary protocol. 0 picks a free port. */
   tcpPort: number;
+  /** Port of the Prometheus metrics listener (GET /metrics); undefined: no such listener.
+   * 0 picks a free port. */
+  metricsPort?: number | undefined;
+  /** Interface the metrics listener binds to; undefined: 127.0.0.1 (metrics are not for the
+   * public). */
+  metricsHost?: string | undefined;
   /** PEM files; when set, the TCP listener speaks TLS. */
   tls?: { certFile: string; keyFile: string } | undefined;
   store: StoreKind;
@@ -70,6 +76,8 @@ const SETTINGS = {
   port: { flag: "--port", env: "PARLEY_PORT" },
   tcpPort: { flag: "--tcp-port", env: "PARLEY_TCP_PORT" },
   host: { flag: "--host", env: "PARLEY_HOST" },
+  metricsPort: { flag: "--metrics-port", env: "PARLEY_METRICS_PORT" },
+  metricsHost: { flag: "--metrics-host", env: "PARLEY_METRICS_HOST" },
   tlsCert: { flag: "--tls-cert", env: "PARLEY_TLS_CERT" },
   tlsKey: { flag: "--tls-key", env: "PARLEY_TLS_KEY" },
   store: { flag: "--store", env: "PARLEY_STORE" },
@@ -110,6 +118,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     host: raw("host")?.value ?? "127.0.0.1",
     httpPort: port(raw("port"), 8080),
     tcpPort: port(raw("tcpPort"), 8081),
+    metricsPort: optionalInteger(raw("metricsPort"), 0, 65535),
+    metricsHost: raw("metricsHost")?.value,
     tls: tlsCert && tlsKey ? { certFile: tlsCert.value, keyFile: tlsKey.value } : undefined,
     store: oneOf(raw("store"), STORES, "sqlite"),
     logLevel: oneOf(raw("logLevel"), LOG_LEVELS, "info"),

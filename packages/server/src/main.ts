@@ -8,11 +8,13 @@ import { MemoryBus } from "./bus/memory/memory-bus.ts";
 import { SystemClock } from "./clock/system-clock.ts";
 import type { ServerConfig } from "./config.ts";
 import { Core } from "./core/core.ts";
+import type { Metrics } from "./core/ports/metrics.ts";
 import type { Store } from "./core/ports/store.ts";
 import { ConnectionsPerIp, DEFAULT_MAX_CONNECTIONS_PER_IP } from "./gateway/connections-per-ip.ts";
 import { HttpGateway } from "./gateway/http/http-gateway.ts";
 import { TcpGateway } from "./gateway/tcp/tcp-gateway.ts";
 import { WsGateway } from "./gateway/ws/ws-gateway.ts";
+import { PrometheusMetrics } from "./metrics/prometheus/prometheus-metrics.ts";
 import { MemorySessionDirectory } from "./session/memory/memory-session-directory.ts";
 import { MemoryStore } from "./store/memory/memory-store.ts";
 import { ThreadedSqliteStore } from "./store/sqlite/threaded-sqlite-store.ts";
@@ -24,6 +26,9 @@ import { withCommitDelay } from "./store/testing/commit-delay.ts";
 /** How long stopping waits for REST requests in progress before it shuts the core down. */
 const REST_SETTLE_MS = 5000;
 
+/** The metrics listener's interface unless --metrics-host says otherwise: not for the public. */
+const DEFAULT_METRICS_HOST = "127.0.0.1";
+
 /** The database file inside the data directory. */
 export const DB_FILE = "parley.db";
 
@@ -31,6 +36,8 @@ export interface RunningServer {
   /** Bound ports (the real ones when the config said 0). */
   httpPort: number;
   tcpPort: number;
+  /** Bound port of the metrics listener; undefined when there is none (no --metrics-port). */
+  metricsPort: number | undefined;
   core: Core;
   /** Graceful stop: stop accepting on every listener, Core.shutdown() (commits everything
    * accepted, bye 4000 to every connection, closes the store), then close the HTTP server.
@@ -76,7 +83,7 @@ function createLogger(config: ServerConfig): PinoLogger {
   return pino({ level: config.logLevel, base: { service: "parley", pid: process.pid } });
 }
 
-function createCore(config: ServerConfig, store: Store, logger: PinoLogger): Core {
+function createCore(config: ServerConfig, store: Store, logger: PinoLogger, metrics?: Metrics): Core {
   return new Core({
     store,
     bus: new MemoryBus<ServerFrame>({
@@ -97,6 +104,7 @@ function createCore(config: ServerConfig, store: Store, logger: PinoLogger): Cor
         : {}),
     },
     rssBytes: () => process.memoryUsage.rss(),
+    ...(metrics !== undefined ? { metrics } : {}),
   });
 }
 
@@ -116,7 +124,10 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     : undefined;
   const logger = createLogger(config);
   const store = await openStore(config, logger);
-  const core = createCore(config, store, logger);
+  // Scraped only once listening, after `core` exists.
+  const metrics =
+    config.metricsPort !== undefined ? new PrometheusMetrics(() => core.connections) : undefined;
+  const core = createCore(config, store, logger, metrics);
   let gateways: Gateways;
   try {
     gateways = createGateways(core, config, logger, tls);
@@ -127,6 +138,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const { http, ws, tcp } = gateways;
   let httpPort: number;
   let tcpPort: number;
+  let metricsListener: { port: number; close(): Promise<void> } | undefined;
+  const metricsHost = config.metricsHost ?? DEFAULT_METRICS_HOST;
   try {
     httpPort = await listening(
       http.listen(config.httpPort, config.host),
@@ -140,6 +153,17 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       config.tcpPort,
       "TCP, --tcp-port",
     );
+    if (metrics !== undefined && config.metricsPort !== undefined) {
+      const port = config.metricsPort;
+      const listener = metrics.listen(metricsHost, port);
+      await listening(
+        listener.then((l) => l.port),
+        { host: metricsHost },
+        port,
+        "metrics, --metrics-port",
+      );
+      metricsListener = await listener;
+    }
   } catch (err) {
     await tcp.close();
     await core.shutdown();
@@ -147,7 +171,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     throw err;
   }
 
-  const host = config.host.includes(":") ? `[${config.host}]` : config.host;
+  const host = urlHost(config.host);
   logger.info(
     {
       httpPort,
@@ -156,6 +180,12 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       ws: `ws://${host}:${httpPort}/v1/ws`,
       tcp: `${config.tls ? "tls" : "tcp"}://${host}:${tcpPort}`,
       store: config.store === "sqlite" ? join(config.dataDir, DB_FILE) : "memory",
+      ...(metricsListener
+        ? {
+            metricsPort: metricsListener.port,
+            metrics: `http://${urlHost(metricsHost)}:${metricsListener.port}/metrics`,
+          }
+        : {}),
     },
     "listening",
   );
@@ -179,12 +209,14 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     // 3. Sockets close as clients answer (or after the gateways' grace period); then HTTP.
     await Promise.all([tcp.connectionsClosed(), ws.connectionsClosed()]);
     await httpClosed;
+    await metricsListener?.close();
     logger.info({}, "stopped");
     logger.flush();
   };
   return {
     httpPort,
     tcpPort,
+    metricsPort: metricsListener?.port,
     core,
     stop: () => (stopping ??= stop()),
   };
@@ -236,9 +268,14 @@ function readPem(path: string, flag: string): string {
   }
 }
 
+/** A host as it goes into a URL (IPv6 in brackets). */
+function urlHost(host: string): string {
+  return host.includes(":") ? `[${host}]` : host;
+}
+
 async function listening(
   p: Promise<number>,
-  config: ServerConfig,
+  config: Pick<ServerConfig, "host">,
   port: number,
   what: string,
 ): Promise<number> {

@@ -111,6 +111,15 @@ describe("loadConfig", () => {
     });
   });
 
+  it("reads the metrics listener, off unless a port is given", () => {
+    expect(loadConfig([], {}).metricsPort).toBeUndefined();
+    const c = loadConfig(["--metrics-port", "9464"], { PARLEY_METRICS_HOST: "0.0.0.0" });
+    expect([c.metricsPort, c.metricsHost]).toEqual([9464, "0.0.0.0"]);
+    expect(loadConfig([], { PARLEY_METRICS_PORT: "0" }).metricsPort).toBe(0);
+    expect(() => loadConfig(["--metrics-port", "65536"], {})).toThrow(/--metrics-port/);
+    expect(() => loadConfig([], { PARLEY_METRICS_PORT: "x" })).toThrow(/PARLEY_METRICS_PORT/);
+  });
+
   it("ignores empty variables", () => {
     expect(loadConfig([], { PARLEY_PORT: "" }).httpPort).toBe(8080);
   });

@@ -173,6 +173,56 @@ describe("startServer", () => {
     expect(Buffer.from(page.messages[0]!.body, "base64").toString()).toBe("from rest");
   });
 
+  it("serves Prometheus metrics on --metrics-port only: commits, refusals, connections, Node.js", async () => {
+    server = await startServer(config(dir, { metricsPort: 0 }));
+    const base = `http://127.0.0.1:${server.httpPort}`;
+    const alice = await post(base, "/v1/register", { name: "alice", password: "password-alice" });
+    const login = await post(base, "/v1/login", { name: "alice", password: "password-alice", device: "d" });
+    const conv = await post(
+      base,
+      "/v1/conversations",
+      { kind: "group", name: "g", members: [] },
+      login.token,
+    );
+    expect(alice.id).toBeDefined();
+    const live = tcpConnect(server.tcpPort, login.token);
+    await live.next("welcome");
+    for (const cid of ["m1", "m2"])
+      await post(base, `/v1/conversations/${conv.id}/messages`, { cid, type: "t", body: "" }, login.token);
+
+    const port = server.metricsPort!;
+    expect(port).toBeGreaterThan(0);
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/^text\/plain/);
+    const text = await res.text();
+    const value = (name: string): number => {
+      const line = text.split("\n").find((l) => l.startsWith(name + " "));
+      if (line === undefined) throw new Error(`no ${name} in the metrics`);
+      return Number(line.slice(name.length + 1));
+    };
+    expect(value("parley_messages_committed_total")).toBe(2);
+    expect(value('parley_commit_seconds_count{outcome="ok"}')).toBe(2);
+    expect(value("parley_commit_messages_count")).toBe(2);
+    expect(value("parley_sends_refused_total")).toBe(0);
+    expect(value("parley_connections")).toBe(1);
+    expect(value("nodejs_eventloop_lag_p99_seconds")).toBeGreaterThan(0);
+    expect(text).toMatch(/^nodejs_gc_duration_seconds_bucket/m);
+    // Nothing else is served there, and the main HTTP port does not serve metrics.
+    expect((await fetch(`http://127.0.0.1:${port}/v1/users`)).status).toBe(404);
+    expect((await fetch(`http://127.0.0.1:${port}/metrics`, { method: "POST" })).status).toBe(404);
+    expect((await fetch(`${base}/metrics`)).status).toBe(404);
+
+    await server.stop();
+    server = undefined;
+    await expect(fetch(`http://127.0.0.1:${port}/metrics`)).rejects.toThrow();
+  });
+
+  it("has no metrics listener unless asked", async () => {
+    server = await startServer(config(dir));
+    expect(server.metricsPort).toBeUndefined();
+  });
+
   it("saves every connection's device cursor when it stops", async () => {
     server = await startServer(config(dir));
     const base = `http://127.0.0.1:${server.httpPort}`;

@@ -19,6 +19,7 @@ import { DEFAULT_CORE_OPTIONS, type CoreOptions } from "./options.ts";
 import type { Bus } from "./ports/bus.ts";
 import type { Clock } from "./ports/clock.ts";
 import type { Logger } from "./ports/logger.ts";
+import type { Metrics } from "./ports/metrics.ts";
 import type { PasswordHasher } from "./ports/password-hasher.ts";
 import type { SessionDirectory } from "./ports/session-directory.ts";
 import type { Store, UserUpdate } from "./ports/store.ts";
@@ -35,6 +36,8 @@ export interface CoreDeps {
   /** The process's resident set size in bytes, read by the memory bound (options.maxRssBytes);
    * supplied by the composition root, since the core reads no process state. */
   rssBytes?: () => number;
+  /** Where commit timings and refusals are reported (default: nowhere). */
+  metrics?: Metrics;
 }
 
 /** How long shutdown waits for requests already running before it closes the store. */
@@ -81,6 +84,7 @@ export class Core implements SessionContext {
         if (e.shedding) this.logger.warn(e, "overloaded: refusing sends (E_OVERLOADED)");
         else this.logger.info(e, "no longer overloaded: sends admitted again");
       },
+      deps.metrics,
     );
     this.presence = new Presence(
       deps.store,

@@ -125,6 +125,58 @@ describe("GroupCommitter with admission control", () => {
     await expect(Promise.all(admitted)).resolves.toHaveLength(3);
   });
 
+  it("reports each commit (size, duration, outcome) and each refusal to its Metrics", async () => {
+    class FailingOnce extends GatedStore {
+      fail = true;
+      override async appendMessages(batch: readonly NewMessage[]): Promise<AppendResult[]> {
+        const r = await super.appendMessages(batch);
+        if (this.fail) {
+          this.fail = false;
+          throw new Error("disk full");
+        }
+        return r;
+      }
+    }
+    const store = new FailingOnce();
+    const admission = new Admission(
+      { maxCommitQueueMs: 100, maxPendingSends: 2, commitBatchMax: 10, maxRssBytes: 0 },
+      { now: () => 0, random: () => 0 },
+    );
+    const commits: Array<[number, boolean]> = [];
+    let refused = 0;
+    const metrics = {
+      commit(messages: number, seconds: number, ok: boolean) {
+        expect(seconds).toBeGreaterThanOrEqual(0);
+        commits.push([messages, ok]);
+      },
+      sendRefused: () => refused++,
+    };
+    const committer = new GroupCommitter(store, () => {}, 10, admission, Infinity, metrics);
+    const item = (cid: string): NewMessage => ({
+      conv: "c",
+      from: "u",
+      dev: "d",
+      cid,
+      type: "t",
+      body: new Uint8Array(0),
+      ts: 0,
+    });
+    const first = [committer.submit(item("a")), committer.submit(item("b"))];
+    await expect(committer.submit(item("c"))).rejects.toMatchObject({ code: "E_OVERLOADED" });
+    await until(() => store.waiting === 1);
+    store.release();
+    await Promise.allSettled(first);
+    const second = committer.submit(item("d"));
+    await until(() => store.waiting === 1);
+    store.release();
+    await second;
+    expect(commits).toEqual([
+      [2, false],
+      [1, true],
+    ]);
+    expect(refused).toBe(1);
+  });
+
   it("ends a batch once its bodies reach maxBatchBytes (at least one message), and counts it as full", async () => {
     const store = new GatedStore();
     let now = 0;

@@ -1,5 +1,6 @@
 import { ParleyError } from "@parley/protocol";
 import type { Admission } from "./admission.ts";
+import { NO_METRICS, type Metrics } from "./ports/metrics.ts";
 import type { AppendResult, NewMessage, Store } from "./ports/store.ts";
 
 // Group commit: sends that arrive while a commit is running (or in the same event-loop turn) are
@@ -26,6 +27,7 @@ export class GroupCommitter {
     private readonly maxBatch: number,
     private readonly admission: Admission,
     private readonly maxBatchBytes = Number.POSITIVE_INFINITY,
+    private readonly metrics: Metrics = NO_METRICS,
   ) {}
 
   get pending(): number {
@@ -36,7 +38,10 @@ export class GroupCommitter {
    * nothing queued) when the server is overloaded. */
   submit(item: NewMessage): Promise<AppendResult> {
     const refusal = this.admission.refusal(this.queue.length);
-    if (refusal) return Promise.reject(refusal);
+    if (refusal) {
+      this.metrics.sendRefused();
+      return Promise.reject(refusal);
+    }
     return new Promise((resolve, reject) => {
       this.queue.push({ item, resolve, reject });
       this.schedule();
@@ -77,14 +82,17 @@ export class GroupCommitter {
     while (this.queue.length > 0) {
       const batch = this.queue.splice(0, this.batchLength());
       this.admission.batchStarted(batch.length, batch.length === this.maxBatch || this.queue.length > 0);
+      const started = performance.now();
       try {
         const results = await this.store.appendMessages(batch.map((p) => p.item));
         this.admission.batchFinished(true);
+        this.metrics.commit(batch.length, (performance.now() - started) / 1000, true);
         // onCommitted (publishing pushes) must not throw: the batch is committed either way.
         this.onCommitted(results);
         batch.forEach((p, i) => p.resolve(results[i]!));
       } catch (cause) {
         this.admission.batchFinished(false);
+        this.metrics.commit(batch.length, (performance.now() - started) / 1000, false);
         // The transaction rolled back: nothing of this batch is stored, so a retry is safe.
         const err = new ParleyError("E_INTERNAL", "commit failed", { cause });
         for (const p of batch) p.reject(err);

@@ -6,6 +6,7 @@ import type { Conversations } from "./conversations.ts";
 import { GroupCommitter } from "./group-committer.ts";
 import type { CoreOptions } from "./options.ts";
 import type { Clock } from "./ports/clock.ts";
+import type { Metrics } from "./ports/metrics.ts";
 import type { AppendResult, MessageChange, Store, UserUpdate } from "./ports/store.ts";
 
 // Messages: send (group-committed, idempotent by client id), edit, delete (recall), reactions,
@@ -28,6 +29,7 @@ export class Messaging {
     rssBytes?: () => number,
     /** Told when admission starts and stops refusing sends. */
     onShedding?: (event: SheddingEvent) => void,
+    metrics?: Metrics,
   ) {
     const admission = new Admission(options, {
       now: () => clock.now(),
@@ -40,6 +42,7 @@ export class Messaging {
       options.commitBatchMax,
       admission,
       options.commitBatchBytes,
+      metrics,
     );
   }
 

@@ -7,6 +7,7 @@ export default defineConfig({
       "packages/*/test/**/*.test.ts",
       "test/**/*.test.ts",
       "reliability/test/**/*.test.ts",
+      "bench/src/**/*.test.ts",
     ],
     testTimeout: 30_000,
     hookTimeout: 30_000,

@@ -77,7 +77,12 @@ export async function startBench<T>(
   } finally {
     await p.close();
   }
-  const server = await startServerProcess(["--max-connections-per-ip", "0", ...args], dataDir);
+  // The metrics listener on a free port: scenarios read the server's own figures from it
+  // (server-metrics.ts).
+  const server = await startServerProcess(
+    ["--max-connections-per-ip", "0", "--metrics-port", "0", ...args],
+    dataDir,
+  );
   const bench: BenchServer = {
     server,
     dataDir,

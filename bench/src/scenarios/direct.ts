@@ -47,7 +47,12 @@ async function againstServer(
   try {
     return {
       transport: TRANSPORT_NAME[transport],
-      ...(await meteredDirectLoad(bench.server.pid, options(target(bench, transport), pairs), f.bodyBytes)),
+      ...(await meteredDirectLoad(
+        bench.server.pid,
+        options(target(bench, transport), pairs),
+        f.bodyBytes,
+        bench.server.metricsPort,
+      )),
       durable: true,
       server_flags: serverFlags.join(" "),
     };

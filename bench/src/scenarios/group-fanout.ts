@@ -12,6 +12,7 @@ import {
   type Scenario,
 } from "../harness.ts";
 import type { FanoutLoadConfig, FanoutLoadResult, FromLoad, ToLoad } from "../load/fanout-load.ts";
+import { ServerMetricsWindow } from "../server-metrics.ts";
 
 // group-fanout (issue 4): one group per size in --members, of which at most --online members are
 // connected (authenticated, reading pushes, acking); the others are offline and only get log
@@ -181,10 +182,13 @@ async function runOne(flags: ReadonlyMap<string, string>, members: number): Prom
     const windowEnd = windowStart + durationS * 1000;
     const drainEnd = windowEnd + drainS * 1000;
     const meter = new ProcessMeter(bench.server.pid);
+    const own = new ServerMetricsWindow(bench.server.metricsPort!);
     await sleep(windowStart - now());
     meter.start();
+    own.start();
     await sleep(windowEnd - now());
     const server = meter.stop();
+    own.stop();
     const loads: FanoutLoadResult[] = (await Promise.all(procs.map((p) => p.next("result")))).map(
       (m) => m.result,
     );
@@ -268,6 +272,7 @@ async function runOne(flags: ReadonlyMap<string, string>, members: number): Prom
       error_codes: errorCodes,
       disconnects: sum((l) => l.disconnects),
       server_cpu_pct: server.cpu_pct,
+      ...(await own.result()),
       client_cpu_pct: clientCpu.reduce((a, b) => a + b, 0),
       client_cpu_pct_per_proc: clientCpu,
       server_rss_mb: server.rss_mb,

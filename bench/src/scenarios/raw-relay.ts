@@ -17,6 +17,7 @@ import {
   type LoadPair,
   type Transport,
 } from "../load/direct-load.ts";
+import { ServerMetricsWindow } from "../server-metrics.ts";
 
 // raw-relay: the direct load client (closed loop, as direct-max) against raw-relay-server.ts, a
 // relay with no auth, storage, validation or limits that answers `send` with `sent` and forwards
@@ -160,15 +161,25 @@ export async function meteredDirectLoad(
   pid: number,
   options: LoadOptions,
   bodyBytes: number,
+  /** The server's metrics port (a Parley server; the bare relay has none). */
+  metricsPort?: number,
 ): Promise<Record<string, unknown>> {
   const meter = new ProcessMeter(pid);
+  const own = metricsPort !== undefined ? new ServerMetricsWindow(metricsPort) : undefined;
   let server = { cpu_pct: 0, rss_mb: 0, rss_peak_mb: 0 };
   const load = await runDirectLoad(
     options,
-    () => meter.start(),
-    () => (server = meter.stop()),
+    () => {
+      meter.start();
+      own?.start();
+    },
+    () => {
+      server = meter.stop();
+      own?.stop();
+    },
   );
   return {
+    ...(await own?.result()),
     ...load,
     server_cpu_pct: server.cpu_pct,
     server_rss_mb: server.rss_mb,

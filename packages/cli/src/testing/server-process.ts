@@ -14,6 +14,8 @@ export interface ServerProcess {
   pid: number;
   httpPort: number;
   tcpPort: number;
+  /** The metrics listener's port, when started with --metrics-port. */
+  metricsPort: number | undefined;
   dataDir: string;
   /** Graceful stop (SIGTERM); removes the data dir if this call created it. */
   stop(): Promise<void>;
@@ -58,29 +60,31 @@ export async function startServerProcess(
     ],
     { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"], env: options.env ?? process.env },
   );
-  const ports = await new Promise<{ httpPort: number; tcpPort: number }>((resolvePorts, reject) => {
-    const rl = createInterface({ input: child.stdout });
-    const timer = setTimeout(() => {
-      // No "listening" line (e.g. a --log-level above info): do not leave the process behind.
-      child.kill("SIGKILL");
-      reject(new Error("server did not start in 30 s"));
-    }, 30_000);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited with ${String(code)}`));
-    });
-    rl.on("line", (line) => {
-      try {
-        const rec = JSON.parse(line) as { httpPort?: number; tcpPort?: number };
-        if (rec.httpPort !== undefined && rec.tcpPort !== undefined) {
-          clearTimeout(timer);
-          resolvePorts({ httpPort: rec.httpPort, tcpPort: rec.tcpPort });
+  const ports = await new Promise<{ httpPort: number; tcpPort: number; metricsPort: number | undefined }>(
+    (resolvePorts, reject) => {
+      const rl = createInterface({ input: child.stdout });
+      const timer = setTimeout(() => {
+        // No "listening" line (e.g. a --log-level above info): do not leave the process behind.
+        child.kill("SIGKILL");
+        reject(new Error("server did not start in 30 s"));
+      }, 30_000);
+      child.once("exit", (code) => {
+        clearTimeout(timer);
+        reject(new Error(`server exited with ${String(code)}`));
+      });
+      rl.on("line", (line) => {
+        try {
+          const rec = JSON.parse(line) as { httpPort?: number; tcpPort?: number; metricsPort?: number };
+          if (rec.httpPort !== undefined && rec.tcpPort !== undefined) {
+            clearTimeout(timer);
+            resolvePorts({ httpPort: rec.httpPort, tcpPort: rec.tcpPort, metricsPort: rec.metricsPort });
+          }
+        } catch {
+          // not a JSON log line
         }
-      } catch {
-        // not a JSON log line
-      }
-    });
-  });
+      });
+    },
+  );
   return {
     child,
     pid: child.pid!,

@@ -1,0 +1,38 @@
+import { describe, expect, it } from "vitest";
+import { PrometheusMetrics } from "../../packages/server/src/metrics/prometheus/prometheus-metrics.ts";
+import { ServerMetricsWindow, parsePrometheus } from "./server-metrics.ts";
+
+describe("ServerMetricsWindow", () => {
+  it("parses the text format, keeping labels in the key", () => {
+    const s = parsePrometheus('# HELP x y\n# TYPE x counter\nx 3\ny_bucket{le="0.5",kind="a"} 2\n\nbad\n');
+    expect([...s]).toEqual([
+      ["x", 3],
+      ['y_bucket{le="0.5",kind="a"}', 2],
+    ]);
+  });
+
+  it("reports only what happened between start() and stop(), from a real metrics listener", async () => {
+    const metrics = new PrometheusMetrics(() => 7);
+    const listener = await metrics.listen("127.0.0.1", 0);
+    try {
+      metrics.commit(500, 0.3, true); // before the window: not counted
+      const window = new ServerMetricsWindow(listener.port);
+      window.start();
+      await new Promise((r) => setTimeout(r, 20));
+      for (let i = 0; i < 98; i++) metrics.commit(10, 0.0008, true);
+      metrics.commit(10, 0.03, true);
+      metrics.commit(10, 0.03, true);
+      metrics.commit(10, 0.03, false); // a rolled-back commit is not a commit
+      window.stop();
+      const r = await window.result();
+      expect(r.server_msgs_per_commit).toBe(10);
+      expect(r.server_commit_p50_ms_at_most).toBe(1);
+      expect(r.server_commit_p99_ms_at_most).toBe(50);
+      expect(r.server_commits_over_10ms_per_s).toBeGreaterThan(0);
+      expect(r.server_commits_per_s).toBeGreaterThan(0);
+      expect(r.server_loop_delay_max_ms).toBeGreaterThanOrEqual(0);
+    } finally {
+      await listener.close();
+    }
+  });
+});

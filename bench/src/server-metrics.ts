@@ -1,0 +1,95 @@
+// The server's own view of a measured window, from its Prometheus endpoint (--metrics-port,
+// docs/operations.md "Metrics"): how long its group commits took, how big they were, how late
+// its event loop ran and how long GC paused it. Scraped when the window starts (which also
+// resets the event-loop delay histogram) and when it ends; the figures are the difference.
+
+/** One scrape: every sample line, keyed by the series as written (`name{labels}`). */
+export type Scrape = Map<string, number>;
+
+export function parsePrometheus(text: string): Scrape {
+  const out: Scrape = new Map();
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const space = line.lastIndexOf(" ");
+    const value = Number(line.slice(space + 1));
+    if (space > 0 && !Number.isNaN(value)) out.set(line.slice(0, space), value);
+  }
+  return out;
+}
+
+async function scrape(port: number): Promise<Scrape> {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+  if (!res.ok) throw new Error(`GET /metrics: ${res.status}`);
+  return parsePrometheus(await res.text());
+}
+
+/** Upper bound (ms) of the histogram bucket where the q-quantile of the window's observations
+ * falls: "at most this". Infinity when it is beyond the last bucket; undefined without data. */
+function quantileBound(before: Scrape, after: Scrape, series: string, labels: string, q: number) {
+  const buckets: Array<[number, number]> = [];
+  for (const [key, value] of after) {
+    if (!key.startsWith(`${series}_bucket{`) || !key.includes(labels)) continue;
+    const le = /le="([^"]+)"/.exec(key)?.[1];
+    if (le === undefined) continue;
+    buckets.push([le === "+Inf" ? Infinity : Number(le), value - (before.get(key) ?? 0)]);
+  }
+  buckets.sort((a, b) => a[0] - b[0]);
+  const total = buckets[buckets.length - 1]?.[1] ?? 0;
+  if (total === 0) return undefined;
+  const bound = buckets.find(([, count]) => count >= q * total)![0];
+  return bound === Infinity ? Infinity : Number((bound * 1000).toFixed(1));
+}
+
+export class ServerMetricsWindow {
+  private first: Promise<Scrape> | undefined;
+  private last: Promise<Scrape> | undefined;
+  private t0 = 0;
+  private t1 = 0;
+
+  constructor(private readonly port: number) {}
+
+  start(): void {
+    this.t0 = performance.now();
+    this.first = scrape(this.port);
+  }
+
+  stop(): void {
+    this.t1 = performance.now();
+    this.last = scrape(this.port);
+  }
+
+  /** The window's figures, as result fields (server_*). */
+  async result(): Promise<Record<string, number | undefined>> {
+    if (!this.first || !this.last) return {};
+    const [a, b] = await Promise.all([this.first, this.last]);
+    const d = (key: string): number => (b.get(key) ?? 0) - (a.get(key) ?? 0);
+    const seconds = (this.t1 - this.t0) / 1000;
+    const commits = d('parley_commit_seconds_count{outcome="ok"}');
+    const commitBound = (q: number) => quantileBound(a, b, "parley_commit_seconds", 'outcome="ok"', q);
+    const gcKinds = ["minor", "major", "incremental", "weakcb"];
+    const gcSeconds = gcKinds.reduce((s, k) => s + d(`nodejs_gc_duration_seconds_sum{kind="${k}"}`), 0);
+    const gcCount = gcKinds.reduce((s, k) => s + d(`nodejs_gc_duration_seconds_count{kind="${k}"}`), 0);
+    const gcUnder10ms = gcKinds.reduce(
+      (s, k) => s + d(`nodejs_gc_duration_seconds_bucket{le="0.01",kind="${k}"}`),
+      0,
+    );
+    return {
+      server_commits_per_s: Math.round(commits / seconds),
+      server_msgs_per_commit:
+        commits > 0 ? Number((d("parley_messages_committed_total") / commits).toFixed(1)) : 0,
+      server_commit_p50_ms_at_most: commitBound(0.5),
+      server_commit_p99_ms_at_most: commitBound(0.99),
+      server_commits_over_10ms_per_s: Number(
+        ((commits - d('parley_commit_seconds_bucket{le="0.01",outcome="ok"}')) / seconds).toFixed(2),
+      ),
+      server_loop_delay_p99_ms: ms(b.get("nodejs_eventloop_lag_p99_seconds")),
+      server_loop_delay_max_ms: ms(b.get("nodejs_eventloop_lag_max_seconds")),
+      server_gc_ms_per_s: Number(((gcSeconds * 1000) / seconds).toFixed(1)),
+      server_gc_pauses_over_10ms_per_s: Number(((gcCount - gcUnder10ms) / seconds).toFixed(2)),
+    };
+  }
+}
+
+function ms(seconds: number | undefined): number | undefined {
+  return seconds === undefined ? undefined : Number((seconds * 1000).toFixed(1));
+}

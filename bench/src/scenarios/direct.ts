@@ -97,19 +97,36 @@ export const directRate: Scenario = {
   name: "direct-rate",
   help:
     "1:1 open loop at fixed total rates, latency from the intended send time (--pairs 1000 " +
-    "--rates 2000,10000,20000 --transport tcp|ws|both --load-procs 1 --duration 10 --warmup 2)",
+    "--rates 2000,10000,20000 --transport tcp|ws|both --load-procs 1 --duration 10 --warmup 2 " +
+    "--raw-relay on|off: the same load against the bare relay first, the latency floor)",
   async run(flags) {
     const f = directFlags(flags);
     const rates = listFlag(flags, "rates", [2000, 10000, 20000]);
+    const withRelay = (flags.get("raw-relay") ?? "on") !== "off";
     const out: BenchResult[] = [];
     for (const t of f.transports) {
       for (const rate of rates) {
+        // What the transport and the load client alone give at this rate on this machine: no
+        // server can have a lower latency in the same run.
+        const floor = withRelay ? await measureRawRelay(f, t, rate) : undefined;
         const run = await againstServer(f, t, (target, pairs) => ({
           ...closedLoop(f, target, pairs),
           mode: "open",
           ratePerS: rate,
         }));
-        out.push({ scenario: "direct-rate", rate_per_s: rate, ...run });
+        out.push({
+          scenario: "direct-rate",
+          rate_per_s: rate,
+          ...run,
+          ...(floor
+            ? {
+                raw_relay_p50_ms: floor.p50_ms,
+                raw_relay_p99_ms: floor.p99_ms,
+                raw_relay_p999_ms: floor.p999_ms,
+                raw_relay_delivered_per_s: floor.delivered_per_s,
+              }
+            : {}),
+        });
       }
     }
     return out;

@@ -281,7 +281,8 @@ export class ClientSession implements Session, Beating {
         }
         return;
       case "sync": {
-        this.advanceCursor(frame.cursor);
+        // Not an acknowledgement: a client may ask for pages ahead of what it has applied
+        // (pipelining, docs/protocol.md); only `ack` moves the device's cursor.
         const limit = Math.min(frame.limit ?? 500, this.ctx.options.syncBatchMax);
         const [updates, head] = await Promise.all([
           this.ctx.store.readUpdates(p.user, frame.cursor, limit),

@@ -17,13 +17,12 @@ describe("ServerMetricsWindow", () => {
     try {
       metrics.commit(500, 0.3, true); // before the window: not counted
       const window = new ServerMetricsWindow(listener.port);
-      window.start();
-      await new Promise((r) => setTimeout(r, 20));
+      await window.start();
       for (let i = 0; i < 98; i++) metrics.commit(10, 0.0008, true);
       metrics.commit(10, 0.03, true);
       metrics.commit(10, 0.03, true);
       metrics.commit(10, 0.03, false); // a rolled-back commit is not a commit
-      window.stop();
+      await window.stop();
       const r = await window.result();
       expect(r.server_msgs_per_commit).toBe(10);
       expect(r.server_commit_p50_ms_at_most).toBe(1);

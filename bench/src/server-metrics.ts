@@ -48,14 +48,24 @@ export class ServerMetricsWindow {
 
   constructor(private readonly port: number) {}
 
-  start(): void {
+  /** Takes the first scrape; resolves once it is taken (the window's figures start there). */
+  start(): Promise<void> {
     this.t0 = performance.now();
     this.first = scrape(this.port);
+    return this.first.then(
+      () => {},
+      () => {}, // reported by result()
+    );
   }
 
-  stop(): void {
+  /** Takes the last scrape; resolves once it is taken. */
+  stop(): Promise<void> {
     this.t1 = performance.now();
     this.last = scrape(this.port);
+    return this.last.then(
+      () => {},
+      () => {}, // reported by result()
+    );
   }
 
   /** The window's figures, as result fields (server_*). */

@@ -185,10 +185,10 @@ async function runOne(flags: ReadonlyMap<string, string>, members: number): Prom
     const own = new ServerMetricsWindow(bench.server.metricsPort!);
     await sleep(windowStart - now());
     meter.start();
-    own.start();
+    void own.start();
     await sleep(windowEnd - now());
     const server = meter.stop();
-    own.stop();
+    void own.stop();
     const loads: FanoutLoadResult[] = (await Promise.all(procs.map((p) => p.next("result")))).map(
       (m) => m.result,
     );

@@ -171,11 +171,11 @@ export async function meteredDirectLoad(
     options,
     () => {
       meter.start();
-      own?.start();
+      void own?.start();
     },
     () => {
       server = meter.stop();
-      own?.stop();
+      void own?.stop();
     },
   );
   return {

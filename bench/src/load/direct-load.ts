@@ -77,6 +77,9 @@ export interface LoadSummary {
   errors: number;
   error_codes: Record<string, number>;
   lost: number;
+  /** Of `lost`: messages whose send was acknowledged (`sent`) but whose push never came. A
+   * durable server that delivers what it acknowledges keeps this at 0 whatever the load. */
+  acked_not_delivered: number;
   client_cpu_pct: number;
   client_cpu_pct_max: number;
   /** A load process used 90% of a core or more: it may be what limits the figures. */
@@ -117,6 +120,7 @@ interface ChildResult {
   errors: number;
   errorCodes: Record<string, number>;
   lost: number;
+  ackedNotDelivered: number;
   cpuMs: number;
   /** Garbage collection pauses in the window: total and longest, ms. */
   gcMs: number;
@@ -311,6 +315,7 @@ function summarise(opts: LoadOptions, results: ChildResult[]): LoadSummary {
       return acc;
     }, {}),
     lost: sum((r) => r.lost),
+    acked_not_delivered: sum((r) => r.ackedNotDelivered),
     client_cpu_pct: Math.round(cpu.reduce((a, b) => a + b, 0)),
     client_cpu_pct_max: Math.round(Math.max(...cpu)),
     client_saturated: Math.max(...cpu) >= 90,
@@ -471,6 +476,7 @@ async function main(): Promise<void> {
     errors: 0,
     errorCodes: {},
     lost: 0,
+    ackedNotDelivered: 0,
     cpuMs: 0,
     gcMs: 0,
     gcMaxMs: 0,
@@ -519,8 +525,17 @@ async function main(): Promise<void> {
     s.conn!.send(frame);
   };
 
+  // Messages of the window (by cid) acknowledged to their sender, and delivered to their
+  // receiver: a pair's two ends are in the same process.
+  const ackedInWindow = new Set<string>();
+  const deliveredInWindow = new Set<string>();
+  const intendedOf = (body: Uint8Array): number =>
+    new DataView(body.buffer, body.byteOffset, body.byteLength).getFloat64(0);
+
   const senderFrame = (s: Sender, f: ServerFrame): void => {
     if (f.t === "sent") {
+      const frame = s.inflight.get(f.id);
+      if (frame && inWindow(intendedOf(frame.body))) ackedInWindow.add(frame.cid);
       s.inflight.delete(f.id);
       if (inWindow(now())) r.sent++;
       if (cfg.mode === "closed" && !stopping) sendMessage(s, now());
@@ -537,9 +552,11 @@ async function main(): Promise<void> {
     if (f.t !== "push" || f.u.k !== "msg") return;
     const t = now();
     if (inWindow(t)) r.delivered++;
-    const body = f.u.msg.body;
-    const intended = new DataView(body.buffer, body.byteOffset, body.byteLength).getFloat64(0);
-    if (inWindow(intended)) r.latUs.push(Math.round((t - intended) * 1000));
+    const intended = intendedOf(f.u.msg.body);
+    if (inWindow(intended)) {
+      r.latUs.push(Math.round((t - intended) * 1000));
+      deliveredInWindow.add(f.u.msg.cid);
+    }
   };
 
   // Connect everything, CONNECT_CONCURRENCY at a time.
@@ -625,6 +642,7 @@ async function main(): Promise<void> {
   while (r.latUs.length < expected && now() < drainEnd)
     await new Promise((resolve) => setTimeout(resolve, 10));
   r.lost = expected - r.latUs.length;
+  for (const cid of ackedInWindow) if (!deliveredInWindow.has(cid)) r.ackedNotDelivered++;
   clearInterval(ackTimer);
   process.stdout.write(JSON.stringify(r) + "\n", () => {
     for (const c of conns) c.close();

@@ -279,6 +279,9 @@ describe("startServer", () => {
         `cannot listen on 127.0.0.1:${port} (TCP, --tcp-port): the address is already in use`,
       );
       await expect(startServer(config(dir, { httpPort: port }))).rejects.toThrow(/HTTP, --port/);
+      await expect(startServer(config(dir, { metricsPort: port }))).rejects.toThrow(
+        `cannot listen on 127.0.0.1:${port} (metrics, --metrics-port): the address is already in use`,
+      );
     } finally {
       await new Promise((r) => blocker.close(r));
     }

@@ -129,7 +129,8 @@ export const catchUp: Scenario = {
             p50_ms: percentile(pages, 0.5),
             p99_ms: percentile(pages, 0.99),
             p999_ms: percentile(pages, 0.999),
-            errors: r.errors + (r.final_cursor === setup.head ? 0 : 1),
+            // Ends at the head, with every missed message applied exactly once.
+            errors: r.errors + (r.final_cursor === setup.head ? 0 : 1) + (r.messages === c.missed ? 0 : 1),
             history: c.history,
             missed: c.missed,
             convs: convCount,

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startServerProcess, type ServerProcess } from "../../packages/cli/src/testing/server-process.ts";
-import { cpuPct, cpuSample, rssMb, type CpuSample } from "./proc-stats.ts";
+import { cpuPct, cpuSample, profileArgs, rssMb, type CpuSample } from "./proc-stats.ts";
 import { Provisioner } from "./provision.ts";
 
 // What every scenario shares: a fresh data directory, provisioned in-process (provision.ts), then
@@ -102,16 +102,7 @@ export function runLoadProcess<R>(script: string, config: unknown): Promise<R> {
   return new Promise((resolve, reject) => {
     const child = spawn(
       process.execPath,
-      [
-        // PARLEY_PROFILE_DIR=<dir>: a V8 CPU profile of each load process too (as of the server).
-        ...(process.env.PARLEY_PROFILE_DIR
-          ? ["--cpu-prof", `--cpu-prof-dir=${process.env.PARLEY_PROFILE_DIR}`]
-          : []),
-        "--import",
-        "tsx",
-        join(import.meta.dirname, script),
-        JSON.stringify(config),
-      ],
+      [...profileArgs(), "--import", "tsx", join(import.meta.dirname, script), JSON.stringify(config)],
       {
         stdio: ["ignore", "pipe", "inherit"],
       },

@@ -4,6 +4,13 @@ import { readFileSync } from "node:fs";
 
 const TICKS_PER_S = 100; // USER_HZ on Linux x86_64
 
+/** PARLEY_LOAD_PROFILE_DIR=<dir>: node flags for a V8 CPU profile of a load process (and of the
+ * raw relay) in that directory; none otherwise. */
+export function profileArgs(): string[] {
+  const dir = process.env.PARLEY_LOAD_PROFILE_DIR;
+  return dir ? ["--cpu-prof", `--cpu-prof-dir=${dir}`] : [];
+}
+
 export interface CpuSample {
   at: number;
   ticks: number;

@@ -8,6 +8,7 @@ import { WebSocket } from "ws";
 import { FrameParser, decodeBinary, encodeBinary, encodeFramed } from "@parley/protocol";
 import type { ClientFrame, SendFrame, ServerFrame } from "@parley/protocol";
 import { newCid } from "../../../packages/sdk/src/client.ts";
+import { profileArgs } from "../proc-stats.ts";
 
 // The load client of direct-max, direct-rate and raw-relay: 1:1 sender/receiver pairs over TCP
 // (length-prefixed MessagePack) or WebSocket (binary subprotocol), either closed loop (each
@@ -282,12 +283,6 @@ function machineLoad(a: MachineSample, b: MachineSample): MachineLoad {
     machine_cpu_pct: Math.round(((b.busyTicks - a.busyTicks) * 10 * 100) / ms),
     cpu_pressure_pct: Math.round(((b.stallUs - a.stallUs) / 1000 / ms) * 100),
   };
-}
-
-/** PARLEY_LOAD_PROFILE_DIR=<dir>: V8 CPU profiles of the load processes (and the raw relay). */
-export function profileArgs(): string[] {
-  const dir = process.env.PARLEY_LOAD_PROFILE_DIR;
-  return dir ? ["--cpu-prof", `--cpu-prof-dir=${dir}`] : [];
 }
 
 function summarise(opts: LoadOptions, results: ChildResult[]): LoadSummary {

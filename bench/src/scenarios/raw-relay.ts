@@ -10,13 +10,8 @@ import {
   type BenchResult,
   type Scenario,
 } from "../harness.ts";
-import {
-  profileArgs,
-  runDirectLoad,
-  type LoadOptions,
-  type LoadPair,
-  type Transport,
-} from "../load/direct-load.ts";
+import { runDirectLoad, type LoadOptions, type LoadPair, type Transport } from "../load/direct-load.ts";
+import { profileArgs } from "../proc-stats.ts";
 import { ServerMetricsWindow } from "../server-metrics.ts";
 
 // raw-relay: the direct load client (closed loop, as direct-max) against raw-relay-server.ts, a

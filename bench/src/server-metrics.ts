@@ -40,40 +40,47 @@ function quantileBound(before: Scrape, after: Scrape, series: string, labels: st
   return bound === Infinity ? Infinity : Number((bound * 1000).toFixed(1));
 }
 
+interface Taken {
+  at: number;
+  scrape: Promise<Scrape>;
+}
+
+/** Resolves when `p` settles; a failed scrape is reported by result(), not here. */
+function settled(p: Promise<unknown>): Promise<void> {
+  return p.then(
+    () => {},
+    () => {},
+  );
+}
+
 export class ServerMetricsWindow {
-  private first: Promise<Scrape> | undefined;
-  private last: Promise<Scrape> | undefined;
-  private t0 = 0;
-  private t1 = 0;
+  private first: Taken | undefined;
+  private last: Taken | undefined;
 
   constructor(private readonly port: number) {}
 
   /** Takes the first scrape; resolves once it is taken (the window's figures start there). */
   start(): Promise<void> {
-    this.t0 = performance.now();
-    this.first = scrape(this.port);
-    return this.first.then(
-      () => {},
-      () => {}, // reported by result()
-    );
+    this.first = this.take();
+    return settled(this.first.scrape);
   }
 
   /** Takes the last scrape; resolves once it is taken. */
   stop(): Promise<void> {
-    this.t1 = performance.now();
-    this.last = scrape(this.port);
-    return this.last.then(
-      () => {},
-      () => {}, // reported by result()
-    );
+    this.last = this.take();
+    return settled(this.last.scrape);
+  }
+
+  private take(): Taken {
+    return { at: performance.now(), scrape: scrape(this.port) };
   }
 
   /** The window's figures, as result fields (server_*). */
   async result(): Promise<Record<string, number | undefined>> {
     if (!this.first || !this.last) return {};
-    const [a, b] = await Promise.all([this.first, this.last]);
+    const [a, b] = await Promise.all([this.first.scrape, this.last.scrape]);
     const d = (key: string): number => (b.get(key) ?? 0) - (a.get(key) ?? 0);
-    const seconds = (this.t1 - this.t0) / 1000;
+    const seconds = (this.last.at - this.first.at) / 1000;
     const commits = d('parley_commit_seconds_count{outcome="ok"}');
     const commitBound = (q: number) => quantileBound(a, b, "parley_commit_seconds", 'outcome="ok"', q);
     const gcKinds = ["minor", "major", "incremental", "weakcb"];

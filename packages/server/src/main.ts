@@ -143,26 +143,23 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   try {
     httpPort = await listening(
       http.listen(config.httpPort, config.host),
-      config,
+      config.host,
       config.httpPort,
       "HTTP, --port",
     );
     tcpPort = await listening(
       tcp.listen(config.tcpPort, config.host),
-      config,
+      config.host,
       config.tcpPort,
       "TCP, --tcp-port",
     );
     if (metrics !== undefined && config.metricsPort !== undefined) {
-      const port = config.metricsPort;
-      const listener = metrics.listen(metricsHost, port);
-      await listening(
-        listener.then((l) => l.port),
-        { host: metricsHost },
-        port,
+      metricsListener = await listening(
+        metrics.listen(metricsHost, config.metricsPort),
+        metricsHost,
+        config.metricsPort,
         "metrics, --metrics-port",
       );
-      metricsListener = await listener;
     }
   } catch (err) {
     await tcp.close();
@@ -273,17 +270,14 @@ function urlHost(host: string): string {
   return host.includes(":") ? `[${host}]` : host;
 }
 
-async function listening(
-  p: Promise<number>,
-  config: Pick<ServerConfig, "host">,
-  port: number,
-  what: string,
-): Promise<number> {
+/** What `p` (a listener starting on host:port) resolves to; its failure as an Error that names
+ * the address and the flag. */
+async function listening<T>(p: Promise<T>, host: string, port: number, what: string): Promise<T> {
   try {
     return await p;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const why = code === "EADDRINUSE" ? "the address is already in use" : (err as Error).message;
-    throw new Error(`cannot listen on ${config.host}:${port} (${what}): ${why}`, { cause: err });
+    throw new Error(`cannot listen on ${host}:${port} (${what}): ${why}`, { cause: err });
   }
 }

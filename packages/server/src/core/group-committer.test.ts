@@ -28,6 +28,17 @@ class GatedStore extends MemoryStore {
 
 const turn = () => new Promise((resolve) => setImmediate(resolve));
 
+/** A message to submit; only its cid and body size matter here. */
+const item = (cid: string, bytes = 0): NewMessage => ({
+  conv: "c",
+  from: "u",
+  dev: "d",
+  cid,
+  type: "t",
+  body: new Uint8Array(bytes),
+  ts: 0,
+});
+
 async function until(check: () => boolean): Promise<void> {
   for (let i = 0; i < 1000 && !check(); i++) await turn();
   expect(check()).toBe(true);
@@ -46,16 +57,7 @@ function setup() {
   const outcomes: Array<"sent" | ParleyError> = [];
   const submit = (): void => {
     const i = n++;
-    const item: NewMessage = {
-      conv: "c_none",
-      from: "u_a",
-      dev: "d_a",
-      cid: `m${i}`,
-      type: "t",
-      body: new Uint8Array(1),
-      ts: 0,
-    };
-    committer.submit(item).then(
+    committer.submit(item(`m${i}`, 1)).then(
       () => (outcomes[i] = "sent"),
       (e: ParleyError) => (outcomes[i] = e),
     );
@@ -106,15 +108,6 @@ describe("GroupCommitter with admission control", () => {
       { now: () => 0, random: () => 0 },
     );
     const committer = new GroupCommitter(store, () => {}, 10, admission);
-    const item = (cid: string): NewMessage => ({
-      conv: "c",
-      from: "u",
-      dev: "d",
-      cid,
-      type: "t",
-      body: new Uint8Array(0),
-      ts: 0,
-    });
     const admitted = ["a", "b", "c"].map((cid) => committer.submit(item(cid)));
     await expect(committer.submit(item("d"))).rejects.toMatchObject({
       code: "E_OVERLOADED",
@@ -152,15 +145,6 @@ describe("GroupCommitter with admission control", () => {
       sendRefused: () => refused++,
     };
     const committer = new GroupCommitter(store, () => {}, 10, admission, Infinity, metrics);
-    const item = (cid: string): NewMessage => ({
-      conv: "c",
-      from: "u",
-      dev: "d",
-      cid,
-      type: "t",
-      body: new Uint8Array(0),
-      ts: 0,
-    });
     const first = [committer.submit(item("a")), committer.submit(item("b"))];
     await expect(committer.submit(item("c"))).rejects.toMatchObject({ code: "E_OVERLOADED" });
     await until(() => store.waiting === 1);
@@ -185,15 +169,6 @@ describe("GroupCommitter with admission control", () => {
       { now: () => now, random: () => 0 },
     );
     const committer = new GroupCommitter(store, () => {}, 10, admission, 1000);
-    const item = (cid: string, bytes: number): NewMessage => ({
-      conv: "c",
-      from: "u",
-      dev: "d",
-      cid,
-      type: "t",
-      body: new Uint8Array(bytes),
-      ts: 0,
-    });
     // 400 + 400 + 400 crosses 1000 at the third; a 5000-byte body goes alone; small ones fill up
     // to the count limit.
     const sizes = [400, 400, 400, 5000, 300, ...Array.from({ length: 12 }, () => 1)];

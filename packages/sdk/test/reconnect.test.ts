@@ -71,22 +71,31 @@ describe.each(variants)("over %s through a proxy", (_name, target, via, transpor
     return { proxy, alice, bob, conv };
   }
 
+  /** Cuts `client` off at the proxy (reconnects refused), runs `meanwhile`, lets it reconnect
+   * and waits until it is connected again. Resolves with its `disconnected` event. */
+  async function away(proxy: CutProxy, client: ParleyClient, meanwhile: () => Promise<void>) {
+    const down = nextEvent(client, "disconnected");
+    proxy.refuse = true;
+    proxy.cut();
+    const [event] = await down;
+    await meanwhile();
+    const up = nextEvent(client, "connected");
+    proxy.refuse = false;
+    await up;
+    return event;
+  }
+
   it("a cut client reconnects, syncs what it missed, and sees each message once", async () => {
     const { proxy, alice, bob, conv } = await setup();
     const seen = collect(alice);
     await bob.send(conv.id, "before");
     await waitFor(() => seen.length === 1, "the first message");
 
-    const down = nextEvent(alice, "disconnected");
-    proxy.refuse = true;
-    proxy.cut();
-    expect((await down)[0]).toMatchObject({ willReconnect: true });
-    for (const text of ["while", "you", "were", "away"]) await bob.send(conv.id, text);
-    expect(seen).toHaveLength(1);
-
-    const up = nextEvent(alice, "connected");
-    proxy.refuse = false;
-    await up;
+    const down = await away(proxy, alice, async () => {
+      for (const text of ["while", "you", "were", "away"]) await bob.send(conv.id, text);
+      expect(seen).toHaveLength(1);
+    });
+    expect(down).toMatchObject({ willReconnect: true });
     await waitFor(() => seen.length >= 5, "the missed messages");
     await bob.send(conv.id, "after");
     await waitFor(() => seen.length >= 6, "a live message after the reconnect");
@@ -109,16 +118,11 @@ describe.each(variants)("over %s through a proxy", (_name, target, via, transpor
     await bob.send(conv.id, "m1");
     await waitFor(() => seen.length === 1, "the first message");
 
-    const down = nextEvent(alice, "disconnected");
-    proxy.refuse = true;
-    proxy.cut();
-    await down;
-    await Promise.all(Array.from({ length: 60 }, (_, i) => bob.send(conv.id, `m${i + 2}`)));
-    const up = nextEvent(alice, "connected");
-    sent.length = 0;
-    wire.length = 0;
-    proxy.refuse = false;
-    await up;
+    await away(proxy, alice, async () => {
+      await Promise.all(Array.from({ length: 60 }, (_, i) => bob.send(conv.id, `m${i + 2}`)));
+      sent.length = 0;
+      wire.length = 0;
+    });
     await waitFor(() => seen.length >= 61, "the missed messages");
     expect(seen.map((m) => [m.seq, textOf(m)])).toEqual(
       Array.from({ length: 61 }, (_, i) => [i + 1, `m${i + 1}`]),

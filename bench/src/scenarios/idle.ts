@@ -425,6 +425,7 @@ async function measure(
     const perConn = per(withAll.rss - empty.rss);
     const nHalf = first.reduce((s, p) => s + p.welcomed, 0);
     const nSecond = second.reduce((s, p) => s + p.welcomed, 0);
+    const marginal = per(withAll.rss - half.rss, nSecond);
     return {
       scenario: "idle",
       transport: transport === "ws" ? "ws-binary" : "tcp",
@@ -460,11 +461,10 @@ async function measure(
       // the empty server (heap and allocator pages left from startup) is used up.
       conns_first_half: nHalf,
       server_rss_half_mb: Math.round(half.rss / MB),
-      rss_per_conn_kib_marginal: per(withAll.rss - half.rss, nSecond),
+      rss_per_conn_kib_marginal: marginal,
       // The two estimates should agree: when they do not, memory was handed back (or taken)
       // during the run and rss_per_conn_kib is not to be trusted.
-      baseline_suspect:
-        perConn <= 0 || Math.abs(perConn - per(withAll.rss - half.rss, nSecond)) > Math.max(1, perConn / 2),
+      baseline_suspect: perConn <= 0 || Math.abs(perConn - marginal) > Math.max(1, perConn / 2),
       v8_heap_per_conn_kib_marginal: per(withAll.heap - half.heap, nSecond),
       file_rss_delta_mb: Math.round((withAll.file - empty.file) / MB),
       v8_heap_empty_mb: Math.round(empty.heap / MB),

@@ -75,14 +75,19 @@ export const member = (): fc.Arbitrary<F.Member> =>
   });
 
 export const conversation = (): fc.Arbitrary<F.Conversation> =>
-  record({
-    id: id(),
-    kind: fc.constantFrom<F.ConversationKind>("direct", "group"),
-    name: text(0, LIMITS.name),
-    createdAt: uint(),
-    lastSeq: uint(),
-    members: fc.array(member(), { maxLength: 4 }),
-  });
+  record(
+    {
+      id: id(),
+      kind: fc.constantFrom<F.ConversationKind>("direct", "group"),
+      name: text(0, LIMITS.name),
+      createdAt: uint(),
+      lastSeq: uint(),
+      members: fc.array(member(), { maxLength: 4 }),
+      large: fc.constant(true as const),
+      logHead: uint(),
+    },
+    ["id", "kind", "name", "createdAt", "lastSeq", "members"],
+  );
 
 export const update = (): fc.Arbitrary<F.Update> =>
   fc.oneof(
@@ -139,7 +144,7 @@ export const clientFrames: Arbs<F.ClientFrame> = {
     },
     ["t"],
   ),
-  sync: record({ t: fc.constant("sync" as const), id: uint(), cursor: uint(), limit: limit() }, [
+  sync: record({ t: fc.constant("sync" as const), id: uint(), cursor: uint(), limit: limit(), log: id() }, [
     "t",
     "id",
     "cursor",
@@ -187,16 +192,20 @@ export const clientFrames: Arbs<F.ClientFrame> = {
 
 /** One arbitrary per server frame type, by `t`. */
 export const serverFrames: Arbs<F.ServerFrame> = {
-  welcome: record({
-    t: fc.constant("welcome" as const),
-    version: uint(),
-    user: id(),
-    device: id(),
-    heartbeatMs: uint(),
-    maxFrameBytes: uint(),
-    serverTime: uint(),
-    head: uint(),
-  }),
+  welcome: record(
+    {
+      t: fc.constant("welcome" as const),
+      version: uint(),
+      user: id(),
+      device: id(),
+      heartbeatMs: uint(),
+      maxFrameBytes: uint(),
+      serverTime: uint(),
+      head: uint(),
+      logs: fc.array(record({ conv: id(), head: uint() }), { maxLength: 3 }),
+    },
+    ["t", "version", "user", "device", "heartbeatMs", "maxFrameBytes", "serverTime", "head"],
+  ),
   sent: record({
     t: fc.constant("sent" as const),
     id: uint(),
@@ -205,14 +214,18 @@ export const serverFrames: Arbs<F.ServerFrame> = {
     seq: seq1(),
     ts: uint(),
   }),
-  push: record({ t: fc.constant("push" as const), useq: seq1(), u: update() }),
-  synced: record({
-    t: fc.constant("synced" as const),
-    id: uint(),
-    updates: fc.array(loggedUpdate(), { maxLength: 4 }),
-    more: fc.boolean(),
-    head: uint(),
-  }),
+  push: record({ t: fc.constant("push" as const), useq: seq1(), u: update(), log: id() }, ["t", "useq", "u"]),
+  synced: record(
+    {
+      t: fc.constant("synced" as const),
+      id: uint(),
+      updates: fc.array(loggedUpdate(), { maxLength: 4 }),
+      more: fc.boolean(),
+      head: uint(),
+      log: id(),
+    },
+    ["t", "id", "updates", "more", "head"],
+  ),
   history: record({
     t: fc.constant("history" as const),
     id: uint(),

@@ -121,6 +121,8 @@ export const ConversationSchema = Type.Object(
     createdAt: UInt,
     lastSeq: UInt,
     members: Type.Array(MemberSchema, { maxItems: LIMITS.members }),
+    large: Type.Optional(Type.Literal(true)),
+    logHead: Type.Optional(UInt),
   },
   strict,
 );
@@ -175,7 +177,7 @@ export const AckFrameSchema = Type.Object(
   strict,
 );
 export const SyncFrameSchema = Type.Object(
-  { t: Type.Literal("sync"), id: UInt, cursor: UInt, limit: Type.Optional(Limit) },
+  { t: Type.Literal("sync"), id: UInt, cursor: UInt, limit: Type.Optional(Limit), log: Type.Optional(Id) },
   strict,
 );
 export const HistoryFrameSchema = Type.Object(
@@ -243,6 +245,9 @@ export const WelcomeFrameSchema = Type.Object(
     maxFrameBytes: UInt,
     serverTime: UInt,
     head: UInt,
+    logs: Type.Optional(
+      Type.Array(Type.Object({ conv: Id, head: UInt }, strict), { maxItems: LIMITS.members }),
+    ),
   },
   strict,
 );
@@ -250,7 +255,10 @@ export const SentFrameSchema = Type.Object(
   { t: Type.Literal("sent"), id: UInt, conv: Id, cid: text(1, LIMITS.cid), seq: Seq1, ts: UInt },
   strict,
 );
-export const PushFrameSchema = Type.Object({ t: Type.Literal("push"), useq: Seq1, u: UpdateSchema }, strict);
+export const PushFrameSchema = Type.Object(
+  { t: Type.Literal("push"), useq: Seq1, u: UpdateSchema, log: Type.Optional(Id) },
+  strict,
+);
 export const SyncedFrameSchema = Type.Object(
   {
     t: Type.Literal("synced"),
@@ -258,6 +266,7 @@ export const SyncedFrameSchema = Type.Object(
     updates: Type.Array(LoggedUpdateSchema, { maxItems: LIMITS.page }),
     more: Type.Boolean(),
     head: UInt,
+    log: Type.Optional(Id),
   },
   strict,
 );

@@ -59,6 +59,13 @@ export interface Conversation {
   /** Seq of the latest message (0 when empty). */
   lastSeq: number;
   members: Member[];
+  /** Set on a large group (read diffusion, docs/protocol.md "Large groups"): its messages, edits,
+   * deletes, reactions and membership changes are entries of the conversation's own log, not of
+   * each member's update log. Once large, a group stays large. */
+  large?: true;
+  /** For a large group: the head of its log when this state was read. A device that starts
+   * following the log (the group became large, or the user joined it) applies entries after it. */
+  logHead?: number;
 }
 
 /** One entry of a user's update log: what changed, in the order it changed. */
@@ -119,6 +126,8 @@ export interface SyncFrame {
   cursor: number;
   /** Maximum updates in the reply (server caps it, default 500). */
   limit?: number;
+  /** Read this large group's log instead of the user's (the caller must be a member). */
+  log?: ConversationId;
 }
 
 /** Page through a conversation. `before` (exclusive) pages backwards from the newest by default;
@@ -222,6 +231,8 @@ export interface WelcomeFrame {
   serverTime: number;
   /** Head of the user's update log: a device whose cursor is lower should `sync`. */
   head: number;
+  /** Heads of the logs of the large groups the user is in (absent when none). */
+  logs?: Array<{ conv: ConversationId; head: number }>;
 }
 
 /** Reply to `send`: the message is durably committed. */
@@ -234,11 +245,13 @@ export interface SentFrame {
   ts: number;
 }
 
-/** A live update for the user, in update-log order. */
+/** A live update for the user, in update-log order. With `log`, an entry of that large group's
+ * log instead, and `useq` is its position there. */
 export interface PushFrame {
   t: "push";
   useq: number;
   u: Update;
+  log?: ConversationId;
 }
 
 /** Reply to `sync`: updates after the requested cursor, in order. `more` means ask again from
@@ -249,6 +262,8 @@ export interface SyncedFrame {
   updates: LoggedUpdate[];
   more: boolean;
   head: number;
+  /** Echoes the request's `log`. */
+  log?: ConversationId;
 }
 
 /** Reply to `history`: messages in ascending seq order. */

@@ -4,7 +4,7 @@ import type { Principal } from "./api.ts";
 import { newId } from "./ids.ts";
 import type { CoreOptions } from "./options.ts";
 import type { Clock } from "./ports/clock.ts";
-import type { Store, UserUpdate } from "./ports/store.ts";
+import type { LogUpdate, Store } from "./ports/store.ts";
 
 // Conversations and membership, with authorization. A non-member gets E_NOT_FOUND for anything
 // about a conversation, exactly as if it did not exist, so membership cannot be probed. A member
@@ -21,7 +21,7 @@ export class Conversations {
     private readonly store: Store,
     private readonly clock: Clock,
     private readonly options: CoreOptions,
-    private readonly publish: (updates: UserUpdate[]) => void,
+    private readonly publish: (updates: LogUpdate[]) => void,
   ) {}
 
   /** The direct conversation between the caller and `other`, created on first use. */
@@ -65,7 +65,7 @@ export class Conversations {
       ],
     });
     this.publish(result.updates);
-    return result.conv;
+    return this.largeIfBig(result.conv);
   }
 
   listConversations(p: Principal): Promise<Conversation[]> {
@@ -107,7 +107,7 @@ export class Conversations {
     }
     if (fresh.length === 0) return c;
     await this.requireUsers(fresh);
-    return this.change({ kind: "add", conv, users: fresh });
+    return this.largeIfBig(await this.change({ kind: "add", conv, users: fresh }));
   }
 
   /** Removes `user`; when `user` is the caller this is "leave" and returns undefined. */
@@ -145,6 +145,13 @@ export class Conversations {
         ? (c.members.find((m) => m.role === "admin") ?? c.members.find((m) => m.user !== user))
         : undefined;
     await this.change({ kind: "remove", conv: c.id, user, ...(heir ? { heir: heir.user } : {}) });
+  }
+
+  /** A group that has reached largeGroupMembers becomes large (a change of its own, after the
+   * one that made it grow): from then on its changes are entries of its own log. */
+  private async largeIfBig(c: Conversation): Promise<Conversation> {
+    if (c.kind !== "group" || c.large || c.members.length < this.options.largeGroupMembers) return c;
+    return this.change({ kind: "large", conv: c.id });
   }
 
   private async change(change: Parameters<Store["changeConversation"]>[0]): Promise<Conversation> {

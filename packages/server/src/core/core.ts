@@ -22,8 +22,8 @@ import type { Logger } from "./ports/logger.ts";
 import type { Metrics } from "./ports/metrics.ts";
 import type { PasswordHasher } from "./ports/password-hasher.ts";
 import type { SessionDirectory } from "./ports/session-directory.ts";
-import type { Store, UserUpdate } from "./ports/store.ts";
-import { Presence, userTopic } from "./presence.ts";
+import type { LogUpdate, Store } from "./ports/store.ts";
+import { Presence, groupTopic, userTopic } from "./presence.ts";
 
 export interface CoreDeps {
   store: Store;
@@ -69,7 +69,7 @@ export class Core implements SessionContext {
     this.clock = deps.clock;
     this.logger = deps.logger;
     this.heartbeats = new Heartbeats(deps.clock, this.options.heartbeatMs / 2);
-    const publish = (updates: UserUpdate[]): void => this.publish(updates);
+    const publish = (updates: LogUpdate[]): void => this.publish(updates);
     this.accounts = new Accounts(deps.store, deps.hasher, deps.clock, this.options);
     this.conversations = new Conversations(deps.store, deps.clock, this.options, publish);
     this.messaging = new Messaging(
@@ -232,13 +232,14 @@ export class Core implements SessionContext {
     await this.store.close();
   }
 
-  private publish(updates: UserUpdate[]): void {
-    for (const { user, useq, u } of updates) {
+  private publish(updates: LogUpdate[]): void {
+    for (const { user, log, useq, u } of updates) {
       try {
-        this.bus.publish(userTopic(user), { t: "push", useq, u });
+        if (log !== undefined) this.bus.publish(groupTopic(log), { t: "push", useq, u, log });
+        else this.bus.publish(userTopic(user), { t: "push", useq, u });
       } catch (e) {
         // A lost push is recovered by the device's next sync; never fail the committed write.
-        this.logger.error({ err: e, user }, "publish failed");
+        this.logger.error({ err: e, user, log }, "publish failed");
       }
     }
   }

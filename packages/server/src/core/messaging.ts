@@ -7,7 +7,7 @@ import { GroupCommitter } from "./group-committer.ts";
 import type { CoreOptions } from "./options.ts";
 import type { Clock } from "./ports/clock.ts";
 import type { Metrics } from "./ports/metrics.ts";
-import type { AppendResult, MessageChange, Store, UserUpdate } from "./ports/store.ts";
+import type { AppendResult, LogUpdate, MessageChange, Store } from "./ports/store.ts";
 
 // Messages: send (group-committed, idempotent by client id), edit, delete (recall), reactions,
 // history and receipts. Everything that changes what members see is published after commit.
@@ -24,7 +24,7 @@ export class Messaging {
     private readonly conversations: Conversations,
     private readonly clock: Clock,
     private readonly options: CoreOptions,
-    private readonly publish: (updates: UserUpdate[]) => void,
+    private readonly publish: (updates: LogUpdate[]) => void,
     /** The process's resident set size in bytes, for options.maxRssBytes (admission.ts). */
     rssBytes?: () => number,
     /** Told when admission starts and stops refusing sends. */

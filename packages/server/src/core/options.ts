@@ -17,6 +17,9 @@ export interface CoreOptions {
   maxConnectionsPerUser: number;
   /** Largest group. */
   maxGroupMembers: number;
+  /** A group that reaches this many members becomes large (read diffusion, docs/architecture.md):
+   * one log entry per change instead of one per member. It stays large. */
+  largeGroupMembers: number;
   /** At most one typing signal per user and conversation per this interval. */
   typingThrottleMs: number;
   /** At most one presence change per user per this interval is published to watchers. */
@@ -54,6 +57,9 @@ export const DEFAULT_CORE_OPTIONS: CoreOptions = {
   frameBurst: 1000,
   maxConnectionsPerUser: 32,
   maxGroupMembers: 10_000,
+  // One entry per member per message costs a B-tree page per member on every commit; from a few
+  // hundred members up that dominates the writer (docs/benchmarks.md, group-fanout).
+  largeGroupMembers: 500,
   typingThrottleMs: 2_000,
   presenceThrottleMs: 1_000,
   syncBatchMax: 1000,

@@ -12,6 +12,8 @@ import type { Store } from "./ports/store.ts";
 
 export const userTopic = (user: UserId): string => `u:${user}`;
 export const presenceTopic = (user: UserId): string => `p:${user}`;
+/** Entries of a large group's log, for its members' sessions. */
+export const groupTopic = (conv: ConversationId): string => `g:${conv}`;
 
 export class Presence {
   private readonly lastSeen = new Map<UserId, number>();

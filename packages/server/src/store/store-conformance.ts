@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe } from "vitest";
 import type { Store } from "../core/ports/store.ts";
 import { accountCases } from "./conformance/accounts.ts";
 import { conversationCases } from "./conformance/conversations.ts";
+import { largeGroupCases } from "./conformance/large-groups.ts";
 import { messageCases } from "./conformance/messages.ts";
 import { propertyCases } from "./conformance/property.ts";
 import { syncCases } from "./conformance/sync.ts";
@@ -37,6 +38,7 @@ export function runStoreConformance(name: string, open: OpenStore): void {
     conversationCases(store);
     messageCases(store);
     syncCases(store);
+    largeGroupCases(store);
     propertyCases(open);
   });
 }

@@ -70,3 +70,9 @@ export function compareActivity(
 ): number {
   return b.lastActivity - a.lastActivity || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 }
+
+/** User ids are opaque, but never start with "#": that prefix names a large group's log. */
+export function requireUserId(id: string): void {
+  if (typeof id !== "string" || id.length === 0 || id.startsWith("#"))
+    throw new ParleyError("E_INVALID", "a user id is a non-empty string not starting with #");
+}

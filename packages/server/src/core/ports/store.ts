@@ -50,7 +50,17 @@ export interface TokenRecord {
 /** An update appended to one user's log. */
 export interface UserUpdate extends LoggedUpdate {
   user: UserId;
+  log?: undefined;
 }
+
+/** An update appended to a large group's own log (read diffusion): `useq` is its position there. */
+export interface ConversationLogUpdate extends LoggedUpdate {
+  log: ConversationId;
+  user?: undefined;
+}
+
+/** What a write appended: entries of user logs and of large groups' logs, in append order. */
+export type LogUpdate = UserUpdate | ConversationLogUpdate;
 
 export interface NewConversation {
   id: ConversationId;
@@ -74,8 +84,9 @@ export interface NewMessage {
 }
 
 export type AppendResult =
-  /** Committed now: `updates` holds one "msg" entry per member. */
-  | { ok: true; duplicate: false; msg: Message; updates: UserUpdate[] }
+  /** Committed now: `updates` holds one "msg" entry per member, or for a large group one entry
+   * of the group's log. */
+  | { ok: true; duplicate: false; msg: Message; updates: LogUpdate[] }
   /** Same (from, cid) already stored: the original message, nothing written. */
   | { ok: true; duplicate: true; msg: Message; updates: [] }
   /** Refused (sender not a member, replyTo out of range...): nothing written for this item. */
@@ -87,7 +98,11 @@ export type ConversationChange =
   | { kind: "add"; conv: ConversationId; users: UserId[] }
   /** `heir`, when given, becomes owner in the same transaction (an owner leaving). */
   | { kind: "remove"; conv: ConversationId; user: UserId; heir?: UserId }
-  | { kind: "role"; conv: ConversationId; user: UserId; role: Role };
+  | { kind: "role"; conv: ConversationId; user: UserId; role: Role }
+  /** Makes a group large (read diffusion; a no-op when it already is): every member's log gets a
+   * "conv" entry with `large` and `logHead` set, after which the group's changes go to its own
+   * log. Rejects E_INVALID for a direct conversation. */
+  | { kind: "large"; conv: ConversationId };
 
 export type MessageChange =
   | { kind: "edit"; conv: ConversationId; seq: number; type: string; body: Uint8Array; at: number }
@@ -123,17 +138,19 @@ export interface Store {
    * conversation whose directKey exists, writes nothing and returns the existing one. */
   createConversation(
     conv: NewConversation,
-  ): Promise<{ conv: Conversation; created: boolean; updates: UserUpdate[] }>;
+  ): Promise<{ conv: Conversation; created: boolean; updates: LogUpdate[] }>;
   getConversation(id: ConversationId): Promise<Conversation | undefined>;
   /** Role of `user` in `conv`, or undefined if not a current member (or no such conversation). */
   getRole(conv: ConversationId, user: UserId): Promise<Role | undefined>;
   /** Conversations the user is a member of, most recently active first. */
   listConversations(user: UserId): Promise<Conversation[]>;
   /** Applies the change and appends a "conv" update for every member after the change and a
-   * "left" update for a removed member. Rejects E_NOT_FOUND for an unknown conversation, a
+   * "left" update for a removed member. In a large group the "conv" update goes to the group's
+   * log instead, plus one to each added member's own log (with `logHead`: where they start
+   * following). Rejects E_NOT_FOUND for an unknown conversation, a
    * removed user who is not a member, or an heir who is not another member. Adding a current
    * member is a no-op for that user. */
-  changeConversation(change: ConversationChange): Promise<{ conv: Conversation; updates: UserUpdate[] }>;
+  changeConversation(change: ConversationChange): Promise<{ conv: Conversation; updates: LogUpdate[] }>;
 
   // --- messages
   /** Appends a batch in ONE transaction (group commit), each item independently: per-conversation
@@ -144,21 +161,27 @@ export interface Store {
   /** Applies an edit, delete or reaction to an existing message and appends an update ("edit",
    * "del", "react") for every member. Rejects E_NOT_FOUND if the message does not exist.
    * Reacting twice with the same emoji (or removing a missing one) writes nothing, returns []. */
-  changeMessage(change: MessageChange): Promise<{ msg: Message; updates: UserUpdate[] }>;
+  changeMessage(change: MessageChange): Promise<{ msg: Message; updates: LogUpdate[] }>;
   getMessage(conv: ConversationId, seq: number): Promise<Message | undefined>;
   /** Messages in ascending seq order. */
   history(conv: ConversationId, query: HistoryQuery): Promise<Message[]>;
 
   // --- receipts and sync
   /** Raises the member's delivered or read mark to `seq` (capped at lastSeq; read also raises
-   * delivered). When it rises, appends a "receipt" update for every member; otherwise writes
-   * nothing and returns []. Rejects E_NOT_FOUND if not a member. */
+   * delivered). When it rises, appends a "receipt" update for every member (in a large group: to
+   * the reader's own log only); otherwise writes nothing and returns []. Rejects E_NOT_FOUND if
+   * not a member. */
   setReceipt(conv: ConversationId, user: UserId, kind: ReceiptKind, seq: number): Promise<UserUpdate[]>;
   /** The user's update log after `after` (exclusive), ascending, at most `limit` entries, with
    * message payloads in their current state. Cost proportional to the entries returned. */
   readUpdates(user: UserId, after: number, limit: number): Promise<LoggedUpdate[]>;
   /** Head (highest useq) of the user's update log; 0 when empty. */
   head(user: UserId): Promise<number>;
+  /** A large group's log after `after` (exclusive), like readUpdates. Empty for a conversation
+   * that is not large (or does not exist). */
+  readConversationLog(conv: ConversationId, after: number, limit: number): Promise<LoggedUpdate[]>;
+  /** The large groups the user is a member of, with the heads of their logs. */
+  largeConversations(user: UserId): Promise<Array<{ conv: ConversationId; head: number }>>;
 
   /** Flushes and releases everything. Further calls reject. */
   close(): Promise<void>;

@@ -1,7 +1,7 @@
 import { expect } from "vitest";
 import { ParleyError } from "@parley/protocol";
 import type { ConversationId, ErrorCode, LoggedUpdate, Message, Role, UserId } from "@parley/protocol";
-import type { AppendResult, NewMessage, Store, UserUpdate } from "../../core/ports/store.ts";
+import type { AppendResult, LogUpdate, NewMessage, Store } from "../../core/ports/store.ts";
 
 // Helpers shared by the parts of the Store conformance suite.
 
@@ -34,7 +34,7 @@ export async function addGroup(
   id: ConversationId,
   members: UserId[],
   createdAt = T0,
-): Promise<UserUpdate[]> {
+): Promise<LogUpdate[]> {
   const roles: Role[] = members.map((_, i) => (i === 0 ? "owner" : "member"));
   const r = await store.createConversation({
     id,
@@ -92,9 +92,9 @@ export function readAll(store: Store, user: UserId): Promise<LoggedUpdate[]> {
   return store.readUpdates(user, 0, 1_000_000);
 }
 
-/** Users an update list was addressed to, sorted. */
-export function recipients(updates: readonly UserUpdate[]): UserId[] {
-  return updates.map((u) => u.user).sort();
+/** Users an update list was addressed to, sorted; a large group's log shows as "log:<conv>". */
+export function recipients(updates: readonly LogUpdate[]): string[] {
+  return updates.map((u) => (u.log !== undefined ? `log:${u.log}` : u.user)).sort();
 }
 
 /** Heads of several users, to assert that an operation wrote nothing. */

@@ -41,6 +41,8 @@ export interface StoredConversation {
   members: Map<UserId, Member>;
   /** messages[seq - 1]. */
   messages: StoredMessage[];
+  /** A large group: its changes go to its own log (read diffusion). */
+  large?: true;
 }
 
 export interface MemoryState {
@@ -95,8 +97,9 @@ export function copyMessage(m: StoredMessage): Message {
   return out;
 }
 
-export function copyConversation(c: StoredConversation): Conversation {
-  return {
+/** A copy of the conversation as members see it; `logHead` is its log's head (large groups). */
+export function copyConversation(c: StoredConversation, logHead: number): Conversation {
+  const conv: Conversation = {
     id: c.id,
     kind: c.kind,
     name: c.name,
@@ -104,6 +107,11 @@ export function copyConversation(c: StoredConversation): Conversation {
     lastSeq: c.lastSeq,
     members: [...c.members.values()].map((m) => ({ ...m })),
   };
+  if (c.large) {
+    conv.large = true;
+    conv.logHead = logHead;
+  }
+  return conv;
 }
 
 export function copyDevice(d: DeviceRecord): DeviceRecord {

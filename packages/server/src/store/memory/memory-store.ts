@@ -17,6 +17,7 @@ import type {
   HistoryQuery,
   MessageChange,
   NewConversation,
+  LogUpdate,
   NewMessage,
   Store,
   TokenRecord,
@@ -29,6 +30,7 @@ import {
   replyToProblem,
   requireInteger,
   requireReceiptKind,
+  requireUserId,
 } from "../store-rules.ts";
 import { cidKey, copyConversation, copyDevice, copyMessage, emptyState, foldName } from "./memory-state.ts";
 import type { StoredConversation, StoredMessage } from "./memory-state.ts";
@@ -42,12 +44,15 @@ import { MemoryUpdateLog } from "./memory-update-log.ts";
 export class MemoryStore implements Store {
   private state = emptyState();
   private log = this.newLog();
+  /** The logs of large groups, keyed by conversation id. */
+  private groupLogs = this.newLog();
   private closed = false;
 
   // ------------------------------------------------------------------ accounts and devices
 
   createUser(user: UserRecord): Promise<void> {
     return this.run(() => {
+      requireUserId(user.id);
       const key = foldName(user.name);
       if (this.state.users.has(user.id)) throw new ParleyError("E_CONFLICT", "user id already exists");
       if (this.state.userNames.has(key)) throw new ParleyError("E_CONFLICT", "name is already taken");
@@ -138,11 +143,11 @@ export class MemoryStore implements Store {
 
   createConversation(
     conv: NewConversation,
-  ): Promise<{ conv: Conversation; created: boolean; updates: UserUpdate[] }> {
+  ): Promise<{ conv: Conversation; created: boolean; updates: LogUpdate[] }> {
     return this.run(() => {
       const existing = conv.directKey === undefined ? undefined : this.state.directKeys.get(conv.directKey);
       const found = existing === undefined ? undefined : this.state.convs.get(existing);
-      if (found) return { conv: copyConversation(found), created: false, updates: [] };
+      if (found) return { conv: this.view(found), created: false, updates: [] };
       if (this.state.convs.has(conv.id))
         throw new ParleyError("E_CONFLICT", "conversation id already exists");
       if (conv.members.length === 0) throw new ParleyError("E_INVALID", "a conversation needs members");
@@ -168,14 +173,14 @@ export class MemoryStore implements Store {
         this.state.directKeys.set(conv.directKey, conv.id);
       }
       this.state.convs.set(c.id, c);
-      return { conv: copyConversation(c), created: true, updates: this.appendConvState(c) };
+      return { conv: this.view(c), created: true, updates: this.appendConvState(c) };
     });
   }
 
   getConversation(id: ConversationId): Promise<Conversation | undefined> {
     return this.run(() => {
       const c = this.state.convs.get(id);
-      return c && copyConversation(c);
+      return c && this.view(c);
     });
   }
 
@@ -190,25 +195,28 @@ export class MemoryStore implements Store {
       return [...this.state.convs.values()]
         .filter((c) => c.members.has(user))
         .sort(compareActivity)
-        .map(copyConversation);
+        .map((c) => this.view(c));
     });
   }
 
-  changeConversation(change: ConversationChange): Promise<{ conv: Conversation; updates: UserUpdate[] }> {
+  changeConversation(change: ConversationChange): Promise<{ conv: Conversation; updates: LogUpdate[] }> {
     return this.run(() => {
       const c = this.state.convs.get(change.conv);
       if (!c) throw new ParleyError("E_NOT_FOUND", "no such conversation");
-      const updates: UserUpdate[] = [];
+      const unchanged = { conv: this.view(c), updates: [] };
+      /** Added members of a large group: they get the new state in their own logs too. */
+      let fresh: UserId[] = [];
+      let left: UserId | undefined;
       switch (change.kind) {
         case "rename":
-          if (c.name === change.name) return { conv: copyConversation(c), updates };
+          if (c.name === change.name) return unchanged;
           c.name = change.name;
           break;
         case "add": {
-          const fresh = [...new Set(change.users)].filter((u) => !c.members.has(u));
+          fresh = [...new Set(change.users)].filter((u) => !c.members.has(u));
           for (const u of fresh)
             if (!this.state.users.has(u)) throw new ParleyError("E_NOT_FOUND", `no such user: ${u}`);
-          if (fresh.length === 0) return { conv: copyConversation(c), updates };
+          if (fresh.length === 0) return unchanged;
           for (const u of fresh) c.members.set(u, { user: u, role: "member", delivered: 0, read: 0 });
           break;
         }
@@ -219,18 +227,31 @@ export class MemoryStore implements Store {
             throw new ParleyError("E_NOT_FOUND", "the heir is not a member");
           c.members.delete(change.user);
           if (heir) heir.role = "owner";
-          updates.push(...this.log.append([change.user], { k: "left", conv: c.id }));
+          left = change.user;
           break;
         }
         case "role": {
           const m = c.members.get(change.user);
           if (!m) throw new ParleyError("E_NOT_FOUND", "not a member");
-          if (m.role === change.role) return { conv: copyConversation(c), updates };
+          if (m.role === change.role) return unchanged;
           m.role = change.role;
           break;
         }
+        case "large":
+          if (c.kind !== "group") throw new ParleyError("E_INVALID", "only a group can be large");
+          if (c.large) return unchanged;
+          c.large = true;
+          // Every member learns from their own log that the group's log starts here.
+          return {
+            conv: this.view(c),
+            updates: this.log.append(c.members.keys(), { k: "conv", conv: this.view(c) }),
+          };
       }
-      return { conv: copyConversation(c), updates: [...this.appendConvState(c), ...updates] };
+      const updates: LogUpdate[] = this.appendConvState(c);
+      if (c.large && fresh.length > 0)
+        updates.push(...this.log.append(fresh, { k: "conv", conv: this.view(c) }));
+      if (left !== undefined) updates.push(...this.log.append([left], { k: "left", conv: c.id }));
+      return { conv: this.view(c), updates };
     });
   }
 
@@ -242,7 +263,7 @@ export class MemoryStore implements Store {
     });
   }
 
-  changeMessage(change: MessageChange): Promise<{ msg: Message; updates: UserUpdate[] }> {
+  changeMessage(change: MessageChange): Promise<{ msg: Message; updates: LogUpdate[] }> {
     return this.run(() => {
       const c = this.state.convs.get(change.conv);
       const m = c?.messages[change.seq - 1];
@@ -314,7 +335,14 @@ export class MemoryStore implements Store {
       if (!raised) return [];
       member.delivered = raised.delivered;
       member.read = raised.read;
-      return this.log.append(c.members.keys(), { k: "receipt", conv, user, kind, seq: raised.seq });
+      // In a large group only the reader's own devices hear of it (N members x N receipts else).
+      return this.log.append(c.large ? [user] : c.members.keys(), {
+        k: "receipt",
+        conv,
+        user,
+        kind,
+        seq: raised.seq,
+      });
     });
   }
 
@@ -332,10 +360,27 @@ export class MemoryStore implements Store {
     });
   }
 
+  readConversationLog(conv: ConversationId, after: number, limit: number): Promise<LoggedUpdate[]> {
+    return this.run(() => {
+      requireInteger(after, "after");
+      requireInteger(limit, "limit");
+      return this.groupLogs.read(conv, after, limit);
+    });
+  }
+
+  largeConversations(user: UserId): Promise<Array<{ conv: ConversationId; head: number }>> {
+    return this.run(() => {
+      return [...this.state.convs.values()]
+        .filter((c) => c.large && c.members.has(user))
+        .map((c) => ({ conv: c.id, head: this.groupLogs.head(c.id) }));
+    });
+  }
+
   close(): Promise<void> {
     this.closed = true;
     this.state = emptyState();
     this.log = this.newLog();
+    this.groupLogs = this.newLog();
     return Promise.resolve();
   }
 
@@ -389,25 +434,39 @@ export class MemoryStore implements Store {
     sender.delivered = sender.read = seq;
     this.state.cids.set(key, m);
     const msg = copyMessage(m);
-    const updates = this.log.append(c.members.keys(), { k: "msg", msg });
-    return { ok: true, duplicate: false, msg, updates };
+    return { ok: true, duplicate: false, msg, updates: this.fanOut(c, { k: "msg", msg }) };
   }
 
   private fanOutChange(
     c: StoredConversation,
     m: StoredMessage,
     change: MessageChange,
-  ): { msg: Message; updates: UserUpdate[] } {
+  ): { msg: Message; updates: LogUpdate[] } {
     const msg = copyMessage(m);
     const u: Update =
       change.kind === "react"
         ? { k: "react", msg, user: change.user, emoji: change.emoji, on: change.on }
         : { k: change.kind === "edit" ? "edit" : "del", msg };
-    return { msg, updates: this.log.append(c.members.keys(), u) };
+    return { msg, updates: this.fanOut(c, u) };
   }
 
-  /** Appends a "conv" update with the conversation's state now to every current member. */
-  private appendConvState(c: StoredConversation): UserUpdate[] {
-    return this.log.append(c.members.keys(), { k: "conv", conv: copyConversation(c) });
+  /** Appends `u` to every member's log, or for a large group to the group's log. */
+  private fanOut(c: StoredConversation, u: Update): LogUpdate[] {
+    if (!c.large) return this.log.append(c.members.keys(), u);
+    return this.groupLogs.append([c.id], u).map(({ useq }) => ({ log: c.id, useq, u }));
+  }
+
+  /** Appends a "conv" update with the conversation's state now to every current member (or to a
+   * large group's log). In a large group's own entry, logHead is the entry's own position. */
+  private appendConvState(c: StoredConversation): LogUpdate[] {
+    if (!c.large) return this.log.append(c.members.keys(), { k: "conv", conv: this.view(c) });
+    const conv = this.view(c);
+    conv.logHead = this.groupLogs.head(c.id) + 1;
+    return this.fanOut(c, { k: "conv", conv });
+  }
+
+  /** The conversation as members see it now. */
+  private view(c: StoredConversation): Conversation {
+    return copyConversation(c, this.groupLogs.head(c.id));
   }
 }

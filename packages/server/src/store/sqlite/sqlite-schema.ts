@@ -149,6 +149,12 @@ export const MIGRATIONS: readonly string[] = [
   DROP TABLE messages;
   ALTER TABLE messages_v3 RENAME TO messages;
   `,
+  // 4: large groups (read diffusion). A large group's changes are entries of its own log, kept in
+  // the updates table under the key '#' || conv_id (user ids never start with '#'), so both kinds
+  // of log share one table, one statement set and one way of reading entries.
+  `
+  ALTER TABLE conversations ADD COLUMN large INTEGER NOT NULL DEFAULT 0 CHECK (large IN (0, 1));
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

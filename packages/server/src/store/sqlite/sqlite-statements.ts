@@ -39,6 +39,8 @@ export interface ConversationRow {
   created_at: number;
   last_seq: number;
   last_activity: number;
+  /** 1 for a large group (read diffusion). */
+  large: number;
 }
 
 export interface MemberRow {
@@ -193,6 +195,11 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     convById: s<[string], ConversationRow>("SELECT * FROM conversations WHERE id = ?"),
     convIdByDirectKey: s<[string], string>("SELECT id FROM conversations WHERE direct_key = ?").pluck(),
     renameConversation: s<[string, string]>("UPDATE conversations SET name = ? WHERE id = ?"),
+    makeLarge: s<[string]>("UPDATE conversations SET large = 1 WHERE id = ?"),
+    largeConversationsOf: s<[string], string>(
+      `SELECT c.id FROM members m JOIN conversations c ON c.id = m.conv_id
+       WHERE m.user_id = ? AND c.large = 1 ORDER BY c.id`,
+    ).pluck(),
     advanceConversation: s<[number, number, string]>(
       "UPDATE conversations SET last_seq = ?, last_activity = max(last_activity, ?) WHERE id = ?",
     ),
@@ -307,8 +314,21 @@ export function toMember(r: MemberRow): Member {
   return { user: r.user_id, role: r.role, delivered: r.delivered, read: r.read };
 }
 
-export function toConversation(r: ConversationRow, members: Member[]): Conversation {
-  return { id: r.id, kind: r.kind, name: r.name, createdAt: r.created_at, lastSeq: r.last_seq, members };
+/** `logHead`: the head of the conversation's log, shown for a large group. */
+export function toConversation(r: ConversationRow, members: Member[], logHead: number): Conversation {
+  const c: Conversation = {
+    id: r.id,
+    kind: r.kind,
+    name: r.name,
+    createdAt: r.created_at,
+    lastSeq: r.last_seq,
+    members,
+  };
+  if (r.large === 1) {
+    c.large = true;
+    c.logHead = logHead;
+  }
+  return c;
 }
 
 export function toMessage(r: MessageRow): Message {

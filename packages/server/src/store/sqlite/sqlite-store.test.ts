@@ -164,6 +164,10 @@ describe("SqliteStore on disk", () => {
     expect(await store.getMessage("g1", 1)).toMatchObject({ cid: "c0", reactions: { "+1": ["b"] } });
     const [again] = await store.appendMessages([newMessage("g1", "a", "c0")]);
     expect(again).toMatchObject({ ok: true, duplicate: true, msg: { seq: 1 } });
+    // Groups from before migration 4 are not large, and can become so.
+    expect((await store.getConversation("g1"))?.large).toBeUndefined();
+    await store.changeConversation({ kind: "large", conv: "g1" });
+    expect(await store.largeConversations("b")).toEqual([{ conv: "g1", head: 0 }]);
     await store.close();
     const check = new Database(file, { readonly: true });
     expect(check.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);

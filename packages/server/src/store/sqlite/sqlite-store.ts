@@ -18,6 +18,7 @@ import type {
   ConversationChange,
   DeviceRecord,
   HistoryQuery,
+  LogUpdate,
   MessageChange,
   NewConversation,
   NewMessage,
@@ -32,6 +33,7 @@ import {
   replyToProblem,
   requireInteger,
   requireReceiptKind,
+  requireUserId,
 } from "../store-rules.ts";
 import { openDatabase, openReader } from "./sqlite-open.ts";
 import {
@@ -44,7 +46,7 @@ import {
   toUser,
 } from "./sqlite-statements.ts";
 import type { ConversationRow, Statements } from "./sqlite-statements.ts";
-import { SqliteUpdateLog } from "./sqlite-update-log.ts";
+import { SqliteUpdateLog, groupLogKey } from "./sqlite-update-log.ts";
 
 // SqliteStore: the embedded Store, one SQLite file on better-sqlite3. better-sqlite3 is
 // synchronous, so each method runs its whole transaction in one event-loop turn: nothing
@@ -104,6 +106,7 @@ export class SqliteStore implements Store {
 
   createUser(user: UserRecord): Promise<void> {
     return this.write(() => {
+      requireUserId(user.id);
       if (this.st.userById.get(user.id)) throw new ParleyError("E_CONFLICT", "user id already exists");
       if (this.st.userByName.get(user.name)) throw new ParleyError("E_CONFLICT", "name is already taken");
       this.st.insertUser.run(user.id, user.name, user.passwordHash, user.createdAt);
@@ -191,7 +194,7 @@ export class SqliteStore implements Store {
 
   createConversation(
     conv: NewConversation,
-  ): Promise<{ conv: Conversation; created: boolean; updates: UserUpdate[] }> {
+  ): Promise<{ conv: Conversation; created: boolean; updates: LogUpdate[] }> {
     return this.write(() => {
       const existing =
         conv.directKey === undefined ? undefined : this.st.convIdByDirectKey.get(conv.directKey);
@@ -227,7 +230,7 @@ export class SqliteStore implements Store {
       for (const r of this.st.conversationsOfUser.all(user)) {
         let c = out.at(-1);
         if (c?.id !== r.id) {
-          c = { ...toConversation(r, []), lastActivity: r.last_activity };
+          c = { ...toConversation(r, [], this.groupHead(r)), lastActivity: r.last_activity };
           out.push(c);
         }
         c.members.push({ user: r.m_user, role: r.m_role, delivered: r.m_delivered, read: r.m_read });
@@ -237,22 +240,24 @@ export class SqliteStore implements Store {
     });
   }
 
-  changeConversation(change: ConversationChange): Promise<{ conv: Conversation; updates: UserUpdate[] }> {
+  changeConversation(change: ConversationChange): Promise<{ conv: Conversation; updates: LogUpdate[] }> {
     return this.write(() => {
       const row = this.st.convById.get(change.conv);
       if (!row) throw new ParleyError("E_NOT_FOUND", "no such conversation");
-      const unchanged = (): { conv: Conversation; updates: UserUpdate[] } => ({
+      const unchanged = (): { conv: Conversation; updates: LogUpdate[] } => ({
         conv: this.loadConversation(row.id),
         updates: [],
       });
-      let left: UserUpdate[] = [];
+      /** Added members of a large group: they get the new state in their own logs too. */
+      let fresh: UserId[] = [];
+      let left: UserId | undefined;
       switch (change.kind) {
         case "rename":
           if (row.name === change.name) return unchanged();
           this.st.renameConversation.run(change.name, row.id);
           break;
         case "add": {
-          const fresh = [...new Set(change.users)].filter((u) => !this.st.member.get(row.id, u));
+          fresh = [...new Set(change.users)].filter((u) => !this.st.member.get(row.id, u));
           for (const u of fresh)
             if (!this.st.userById.get(u)) throw new ParleyError("E_NOT_FOUND", `no such user: ${u}`);
           if (fresh.length === 0) return unchanged();
@@ -267,7 +272,7 @@ export class SqliteStore implements Store {
             if (!heir) throw new ParleyError("E_NOT_FOUND", "the heir is not a member");
             if (heir.role !== "owner") this.st.setRole.run("owner", row.id, change.heir);
           }
-          left = this.log.append([change.user], { k: "left", conv: row.id });
+          left = change.user;
           break;
         case "role": {
           const m = this.st.member.get(row.id, change.user);
@@ -276,9 +281,22 @@ export class SqliteStore implements Store {
           this.st.setRole.run(change.role, row.id, change.user);
           break;
         }
+        case "large": {
+          if (row.kind !== "group") throw new ParleyError("E_INVALID", "only a group can be large");
+          if (row.large === 1) return unchanged();
+          this.st.makeLarge.run(row.id);
+          // Every member learns from their own log that the group's log starts here.
+          const c = this.loadConversation(row.id);
+          return { conv: c, updates: this.appendConvState(c, true) };
+        }
       }
       const c = this.loadConversation(row.id);
-      return { conv: c, updates: [...this.appendConvState(c), ...left] };
+      const updates: LogUpdate[] = this.appendConvState(c);
+      // A large group's state now includes the head its log has after that entry.
+      const now = c.large ? this.loadConversation(row.id) : c;
+      if (c.large && fresh.length > 0) updates.push(...this.log.append(fresh, { k: "conv", conv: now }));
+      if (left !== undefined) updates.push(...this.log.append([left], { k: "left", conv: row.id }));
+      return { conv: now, updates };
     });
   }
 
@@ -288,6 +306,8 @@ export class SqliteStore implements Store {
     // The whole batch is one transaction, hence one fsync: this is the group commit.
     return this.write(() => {
       // Membership cannot change inside the batch, so each conversation is read once.
+      // A large group's members are looked up one sender at a time: its messages go to its own
+      // log, so the whole member list is not needed.
       const convs = new Map<
         ConversationId,
         { row: ConversationRow; members: UserId[]; memberSet: Set<UserId> } | null
@@ -296,11 +316,17 @@ export class SqliteStore implements Store {
         let c = convs.get(id);
         if (c === undefined) {
           const row = this.st.convById.get(id);
-          const members = row ? this.st.memberUserIds.all(id) : [];
+          const members = row && row.large === 0 ? this.st.memberUserIds.all(id) : [];
           c = row ? { row, members, memberSet: new Set(members) } : null;
           convs.set(id, c);
         }
         return c;
+      };
+      const isMember = (c: { row: ConversationRow; memberSet: Set<UserId> }, user: UserId): boolean => {
+        if (c.memberSet.has(user)) return true;
+        if (c.row.large === 0 || !this.st.member.get(c.row.id, user)) return false;
+        c.memberSet.add(user);
+        return true;
       };
       // The sender's read marks, written once per conversation and sender at the end.
       const marks = new Map<ConversationId, Map<UserId, number>>();
@@ -310,7 +336,7 @@ export class SqliteStore implements Store {
       };
       const results = batch.map((item): AppendResult => {
         const c = conversation(item.conv);
-        if (!c || !c.memberSet.has(item.from)) {
+        if (!c || !isMember(c, item.from)) {
           return duplicateOf(item) ?? { ok: false, code: "E_NOT_FOUND", message: "no such conversation" };
         }
         const seq = c.row.last_seq + 1;
@@ -354,7 +380,10 @@ export class SqliteStore implements Store {
           ok: true,
           duplicate: false,
           msg,
-          updates: this.log.append(c.members, { k: "msg", msg }),
+          updates:
+            c.row.large === 1
+              ? this.log.appendToGroup(c.row.id, { k: "msg", msg })
+              : this.log.append(c.members, { k: "msg", msg }),
         };
       });
       // The sender has read what they sent (and everything before it).
@@ -368,7 +397,7 @@ export class SqliteStore implements Store {
     }, true);
   }
 
-  changeMessage(change: MessageChange): Promise<{ msg: Message; updates: UserUpdate[] }> {
+  changeMessage(change: MessageChange): Promise<{ msg: Message; updates: LogUpdate[] }> {
     return this.write(() => {
       const { conv, seq } = change;
       const row = Number.isSafeInteger(seq) ? this.st.messageBySeq.get(conv, seq) : undefined;
@@ -399,7 +428,13 @@ export class SqliteStore implements Store {
         change.kind === "react"
           ? { k: "react", msg, user: change.user, emoji: change.emoji, on: change.on }
           : { k: change.kind === "edit" ? "edit" : "del", msg };
-      return { msg, updates: this.log.append(this.st.memberUserIds.all(conv), u) };
+      const large = this.st.convById.get(conv)?.large === 1;
+      return {
+        msg,
+        updates: large
+          ? this.log.appendToGroup(conv, u)
+          : this.log.append(this.st.memberUserIds.all(conv), u),
+      };
     });
   }
 
@@ -436,7 +471,8 @@ export class SqliteStore implements Store {
       const raised = raiseReceipt(member, kind, seq, row.last_seq);
       if (!raised) return [];
       this.st.setMarks.run(raised.delivered, raised.read, conv, user);
-      return this.log.append(this.st.memberUserIds.all(conv), {
+      // In a large group only the reader's own devices hear of it (N members x N receipts else).
+      return this.log.append(row.large === 1 ? [user] : this.st.memberUserIds.all(conv), {
         k: "receipt",
         conv,
         user,
@@ -457,6 +493,23 @@ export class SqliteStore implements Store {
 
   head(user: UserId): Promise<number> {
     return this.read(() => this.log.head(user));
+  }
+
+  readConversationLog(conv: ConversationId, after: number, limit: number): Promise<LoggedUpdate[]> {
+    return this.read(() => {
+      requireInteger(after, "after");
+      requireInteger(limit, "limit");
+      if (limit <= 0 || this.st.convById.get(conv)?.large !== 1) return [];
+      return this.log.read(groupLogKey(conv), after, limit);
+    });
+  }
+
+  largeConversations(user: UserId): Promise<Array<{ conv: ConversationId; head: number }>> {
+    return this.read(() =>
+      this.st.largeConversationsOf
+        .all(user)
+        .map((conv) => ({ conv, head: this.log.head(groupLogKey(conv)) })),
+    );
   }
 
   /** Closes the database (SQLite checkpoints the WAL into the file). Idempotent. */
@@ -511,7 +564,12 @@ export class SqliteStore implements Store {
   private loadConversation(id: ConversationId): Conversation {
     const row = this.st.convById.get(id);
     if (!row) throw new Error(`conversation ${id} vanished`);
-    return toConversation(row, this.st.membersOf.all(id).map(toMember));
+    return toConversation(row, this.st.membersOf.all(id).map(toMember), this.groupHead(row));
+  }
+
+  /** Head of a large group's log (0 for any other conversation). */
+  private groupHead(row: ConversationRow): number {
+    return row.large === 1 ? this.log.head(groupLogKey(row.id)) : 0;
   }
 
   private messageNow(conv: ConversationId, seq: number): Message {
@@ -520,11 +578,14 @@ export class SqliteStore implements Store {
     return toMessage(row);
   }
 
-  /** Appends a "conv" update with the conversation's state now to every current member. */
-  private appendConvState(c: Conversation): UserUpdate[] {
-    return this.log.append(
-      c.members.map((m) => m.user),
-      { k: "conv", conv: c },
-    );
+  /** Appends a "conv" update with the conversation's state now to every current member, or for a
+   * large group to its log (unless `toMembers`), where logHead is the entry's own position. */
+  private appendConvState(c: Conversation, toMembers = false): LogUpdate[] {
+    if (!c.large || toMembers)
+      return this.log.append(
+        c.members.map((m) => m.user),
+        { k: "conv", conv: c },
+      );
+    return this.log.appendToGroup(c.id, { k: "conv", conv: { ...c, logHead: (c.logHead ?? 0) + 1 } });
   }
 }

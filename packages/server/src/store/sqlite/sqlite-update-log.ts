@@ -7,7 +7,7 @@ import type {
   Update,
   UserId,
 } from "@parley/protocol";
-import type { UserUpdate } from "../../core/ports/store.ts";
+import type { ConversationLogUpdate, UserUpdate } from "../../core/ports/store.ts";
 import { toMessage, updateRow } from "./sqlite-statements.ts";
 import type { Statements, UpdateRow } from "./sqlite-statements.ts";
 
@@ -17,6 +17,11 @@ import type { Statements, UpdateRow } from "./sqlite-statements.ts";
 // transaction, then counted here: no per-entry head row to rewrite (that was a second write per
 // member and message). How each kind is stored is in sqlite-schema.ts; append() and
 // materialize() below are the two directions of that mapping.
+
+/** The key of a large group's log in the updates table (user ids never start with '#'). */
+export function groupLogKey(conv: ConversationId): string {
+  return `#${conv}`;
+}
 
 export class SqliteUpdateLog {
   /** Heads of the users appended to in the current write transaction. */
@@ -28,6 +33,11 @@ export class SqliteUpdateLog {
    * rolled back. */
   beginTransaction(): void {
     this.heads.clear();
+  }
+
+  /** Appends `u` to a large group's log. Must run inside a write transaction. */
+  appendToGroup(conv: ConversationId, u: Update): ConversationLogUpdate[] {
+    return this.append([groupLogKey(conv)], u).map(({ useq }) => ({ log: conv, useq, u }));
   }
 
   /** Appends `u` to each user's log, in order. Must run inside a write transaction. */

@@ -22,6 +22,7 @@ import type {
   TokenRecord,
   UserRecord,
   UserUpdate,
+  LogUpdate,
 } from "../../core/ports/store.ts";
 import type { Conversation } from "@parley/protocol";
 import type { Logger } from "../../core/ports/logger.ts";
@@ -135,13 +136,13 @@ export class ThreadedSqliteStore implements Store {
   createConversation(conv: NewConversation): ReturnType<Store["createConversation"]> {
     return this.call("createConversation", conv);
   }
-  changeConversation(change: ConversationChange): Promise<{ conv: Conversation; updates: UserUpdate[] }> {
+  changeConversation(change: ConversationChange): Promise<{ conv: Conversation; updates: LogUpdate[] }> {
     return this.call("changeConversation", change);
   }
   appendMessages(batch: readonly NewMessage[]): Promise<AppendResult[]> {
     return this.call("appendMessages", batch);
   }
-  changeMessage(change: MessageChange): Promise<{ msg: Message; updates: UserUpdate[] }> {
+  changeMessage(change: MessageChange): Promise<{ msg: Message; updates: LogUpdate[] }> {
     return this.call("changeMessage", change);
   }
   setReceipt(conv: ConversationId, user: UserId, kind: ReceiptKind, seq: number): Promise<UserUpdate[]> {
@@ -185,6 +186,12 @@ export class ThreadedSqliteStore implements Store {
   }
   head(user: UserId): Promise<number> {
     return this.reader.head(user);
+  }
+  readConversationLog(conv: ConversationId, after: number, limit: number): Promise<LoggedUpdate[]> {
+    return this.reader.readConversationLog(conv, after, limit);
+  }
+  largeConversations(user: UserId): Promise<Array<{ conv: ConversationId; head: number }>> {
+    return this.reader.largeConversations(user);
   }
 
   /** Waits for the writes already sent, closes both connections and ends the thread. */

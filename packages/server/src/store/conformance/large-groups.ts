@@ -1,0 +1,191 @@
+import { describe, expect, it } from "vitest";
+import {
+  addGroup,
+  addUsers,
+  bytes,
+  expectCode,
+  heads,
+  readAll,
+  recipients,
+  send,
+  sendMsg,
+} from "./fixtures.ts";
+import type { GetStore } from "./fixtures.ts";
+
+// Large groups (read diffusion): once a group is made large, its messages, edits, deletes,
+// reactions and membership changes are entries of the group's own log, one per change instead
+// of one per member; members' own logs only say where that log starts for them.
+
+export function largeGroupCases(store: GetStore): void {
+  /** Users a, b, c in group g1 with one message (written to every member), then made large. */
+  async function largeGroup(): Promise<void> {
+    await addUsers(store(), "a", "b", "c", "d");
+    await addGroup(store(), "g1", ["a", "b", "c"]);
+    await sendMsg(store(), "g1", "a", "before");
+    await store().changeConversation({ kind: "large", conv: "g1" });
+  }
+
+  const log = (after = 0) => store().readConversationLog("g1", after, 1000);
+
+  describe("large groups", () => {
+    it("becoming large tells every member, in their own log, where the group's log starts", async () => {
+      await addUsers(store(), "a", "b", "c");
+      await addGroup(store(), "g1", ["a", "b", "c"]);
+      await sendMsg(store(), "g1", "a", "before");
+      const r = await store().changeConversation({ kind: "large", conv: "g1" });
+      expect(r.conv).toMatchObject({ id: "g1", large: true, logHead: 0, lastSeq: 1 });
+      expect(recipients(r.updates)).toEqual(["a", "b", "c"]);
+      for (const u of r.updates) expect(u).toEqual({ user: u.user, useq: 3, u: { k: "conv", conv: r.conv } });
+      expect(await store().getConversation("g1")).toEqual(r.conv);
+      expect(await store().largeConversations("b")).toEqual([{ conv: "g1", head: 0 }]);
+      // Already large: nothing changes, nothing is written.
+      expect(await store().changeConversation({ kind: "large", conv: "g1" })).toEqual({
+        conv: r.conv,
+        updates: [],
+      });
+      expect(await heads(store(), ["a", "b", "c"])).toEqual([3, 3, 3]);
+    });
+
+    it("refuses to make a direct conversation or an unknown one large", async () => {
+      await addUsers(store(), "a", "b");
+      await store().createConversation({
+        id: "d1",
+        kind: "direct",
+        name: "",
+        createdAt: 1,
+        directKey: "a:b",
+        members: [
+          { user: "a", role: "member" },
+          { user: "b", role: "member" },
+        ],
+      });
+      await expectCode(store().changeConversation({ kind: "large", conv: "d1" }), "E_INVALID");
+      await expectCode(store().changeConversation({ kind: "large", conv: "nope" }), "E_NOT_FOUND");
+      expect((await store().getConversation("d1"))?.large).toBeUndefined();
+      expect(await store().largeConversations("a")).toEqual([]);
+    });
+
+    it("appends one entry per message to the group's log and none to the members' logs", async () => {
+      await largeGroup();
+      const before = await heads(store(), ["a", "b", "c"]);
+      const r1 = await send(store(), "g1", "b", "m2");
+      const r2 = await send(store(), "g1", "c", "m3");
+      expect(r1.updates).toEqual([{ log: "g1", useq: 1, u: { k: "msg", msg: r1.msg } }]);
+      expect(r2.updates).toEqual([{ log: "g1", useq: 2, u: { k: "msg", msg: r2.msg } }]);
+      expect([r1.msg.seq, r2.msg.seq]).toEqual([2, 3]);
+      expect(await heads(store(), ["a", "b", "c"])).toEqual(before);
+      expect(await log()).toEqual([
+        { useq: 1, u: { k: "msg", msg: r1.msg } },
+        { useq: 2, u: { k: "msg", msg: r2.msg } },
+      ]);
+      expect(await log(1)).toEqual([{ useq: 2, u: { k: "msg", msg: r2.msg } }]);
+      expect(await store().readConversationLog("g1", 0, 1)).toHaveLength(1);
+      expect(await store().largeConversations("a")).toEqual([{ conv: "g1", head: 2 }]);
+      expect((await store().getConversation("g1"))?.logHead).toBe(2);
+      expect((await store().listConversations("a"))[0]).toMatchObject({ id: "g1", large: true, logHead: 2 });
+      // A resend is still answered with the original, writing nothing.
+      const again = await send(store(), "g1", "b", "m2");
+      expect(again).toMatchObject({ duplicate: true, updates: [] });
+      expect(await log()).toHaveLength(2);
+    });
+
+    it("refuses a sender who is not a member, in a batch with members' sends", async () => {
+      await largeGroup();
+      const results = await store().appendMessages([
+        { conv: "g1", from: "a", dev: "x", cid: "ok1", type: "t", body: bytes("1"), ts: 5 },
+        { conv: "g1", from: "d", dev: "x", cid: "no", type: "t", body: bytes("2"), ts: 5 },
+        { conv: "g1", from: "b", dev: "x", cid: "ok2", type: "t", body: bytes("3"), ts: 5 },
+      ]);
+      expect(results.map((r) => r.ok)).toEqual([true, false, true]);
+      expect(results[1]).toMatchObject({ code: "E_NOT_FOUND" });
+      expect((await log()).map((e) => e.useq)).toEqual([1, 2]);
+    });
+
+    it("edits, deletes and reactions are one entry each, read in the message's current state", async () => {
+      await largeGroup();
+      const m = await sendMsg(store(), "g1", "b", "m2");
+      const before = await heads(store(), ["a", "b", "c"]);
+      const edit = await store().changeMessage({
+        kind: "edit",
+        conv: "g1",
+        seq: m.seq,
+        type: "text/plain",
+        body: bytes("edited"),
+        at: 9,
+      });
+      expect(edit.updates).toEqual([{ log: "g1", useq: 2, u: { k: "edit", msg: edit.msg } }]);
+      const react = await store().changeMessage({
+        kind: "react",
+        conv: "g1",
+        seq: m.seq,
+        user: "c",
+        emoji: "👍",
+        on: true,
+      });
+      expect(recipients(react.updates)).toEqual(["log:g1"]);
+      const del = await store().changeMessage({ kind: "delete", conv: "g1", seq: m.seq, at: 10 });
+      expect(del.updates).toEqual([{ log: "g1", useq: 4, u: { k: "del", msg: del.msg } }]);
+      expect(await heads(store(), ["a", "b", "c"])).toEqual(before);
+      // Every entry shows the message as it is now: deleted.
+      const entries = await log();
+      expect(entries.map((e) => e.u.k)).toEqual(["msg", "edit", "react", "del"]);
+      for (const e of entries) expect("msg" in e.u && e.u.msg).toEqual(del.msg);
+    });
+
+    it("a receipt goes to the reader's own log only, and still moves the member's marks", async () => {
+      await largeGroup();
+      await sendMsg(store(), "g1", "a", "m2");
+      const ups = await store().setReceipt("g1", "b", "read", 2);
+      expect(recipients(ups)).toEqual(["b"]);
+      expect(ups[0]?.u).toEqual({ k: "receipt", conv: "g1", user: "b", kind: "read", seq: 2 });
+      expect((await store().getConversation("g1"))?.members[1]).toMatchObject({ delivered: 2, read: 2 });
+      expect(await heads(store(), ["a", "b", "c"])).toEqual([3, 4, 3]);
+      expect(await log()).toHaveLength(1);
+    });
+
+    it("membership changes go to the group's log; joiners and leavers hear in their own", async () => {
+      await largeGroup();
+      await sendMsg(store(), "g1", "a", "m2");
+      const before = await heads(store(), ["a", "b", "c"]);
+
+      const added = await store().changeConversation({ kind: "add", conv: "g1", users: ["d"] });
+      expect(recipients(added.updates)).toEqual(["d", "log:g1"]);
+      const inLog = added.updates.find((u) => u.log === "g1");
+      const toD = added.updates.find((u) => u.user === "d");
+      // The group's entry is its own position; d starts following after it.
+      expect(inLog?.useq).toBe(2);
+      expect(inLog?.u).toMatchObject({ k: "conv", conv: { large: true, logHead: 2 } });
+      expect(toD?.u).toMatchObject({ k: "conv", conv: { large: true, logHead: 2 } });
+      expect(await readAll(store(), "d")).toEqual([{ useq: 1, u: toD?.u }]);
+      expect(await store().largeConversations("d")).toEqual([{ conv: "g1", head: 2 }]);
+
+      const renamed = await store().changeConversation({ kind: "rename", conv: "g1", name: "Big" });
+      expect(recipients(renamed.updates)).toEqual(["log:g1"]);
+      expect(renamed.conv).toMatchObject({ name: "Big", logHead: 3 });
+
+      const removed = await store().changeConversation({ kind: "remove", conv: "g1", user: "c" });
+      expect(recipients(removed.updates)).toEqual(["c", "log:g1"]);
+      expect(removed.updates.find((u) => u.user === "c")?.u).toEqual({ k: "left", conv: "g1" });
+      expect(await store().largeConversations("c")).toEqual([]);
+      expect(await heads(store(), ["a", "b", "c"])).toEqual([before[0], before[1], before[2]! + 1]);
+      expect((await log()).map((e) => e.u.k)).toEqual(["msg", "conv", "conv", "conv"]);
+    });
+
+    it("a conversation that is not large has no log to read", async () => {
+      await addUsers(store(), "a", "b");
+      await addGroup(store(), "g1", ["a", "b"]);
+      await sendMsg(store(), "g1", "a", "m1");
+      expect(await store().readConversationLog("g1", 0, 10)).toEqual([]);
+      expect(await store().readConversationLog("nope", 0, 10)).toEqual([]);
+      expect(await store().largeConversations("a")).toEqual([]);
+    });
+
+    it("refuses user ids that would name a group's log", async () => {
+      await expectCode(
+        store().createUser({ id: "#g1", name: "sneaky", passwordHash: "h", createdAt: 1 }),
+        "E_INVALID",
+      );
+      expect(await store().findUserByName("sneaky")).toBeUndefined();
+    });
+  });
+}

@@ -34,6 +34,9 @@ export interface ServerConfig {
   maxCommitQueueMs?: number | undefined;
   /** Memory bound in MiB, core option maxRssBytes (0: off); undefined: its default (off). */
   maxRssMb?: number | undefined;
+  /** Core option largeGroupMembers: a group this big gets its own log (read diffusion);
+   * undefined: its default (500). */
+  largeGroupMembers?: number | undefined;
   /** SQLite page cache of the write connection, MiB; undefined: the store's default (64). */
   sqliteCacheMb?: number | undefined;
   /** Open TCP + WebSocket connections per remote address (0: unlimited); undefined: 1000. */
@@ -86,6 +89,7 @@ const SETTINGS = {
   maxCommitQueueMs: { flag: "--max-commit-queue-ms", env: "PARLEY_MAX_COMMIT_QUEUE_MS" },
   maxRssMb: { flag: "--max-rss-mb", env: "PARLEY_MAX_RSS_MB" },
   sqliteCacheMb: { flag: "--sqlite-cache-mb", env: "PARLEY_SQLITE_CACHE_MB" },
+  largeGroupMembers: { flag: "--large-group-members", env: "PARLEY_LARGE_GROUP_MEMBERS" },
   maxConnectionsPerIp: { flag: "--max-connections-per-ip", env: "PARLEY_MAX_CONNECTIONS_PER_IP" },
   maxBytesPerSecond: { flag: "--max-bytes-per-second", env: "PARLEY_MAX_BYTES_PER_SECOND" },
   maxOutboundBytes: { flag: "--max-outbound-bytes", env: "PARLEY_MAX_OUTBOUND_BYTES" },
@@ -127,6 +131,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     maxCommitQueueMs: optionalInteger(raw("maxCommitQueueMs"), 0, 60_000),
     maxRssMb: optionalInteger(raw("maxRssMb"), 0, 1024 * 1024),
     sqliteCacheMb: optionalInteger(raw("sqliteCacheMb"), 1, 64 * 1024),
+    largeGroupMembers: optionalInteger(raw("largeGroupMembers"), 2, 1_000_000),
     ...connectionLimits(raw),
     testFaults: parseTestFaults(env.PARLEY_TEST_FAULTS),
   };

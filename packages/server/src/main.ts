@@ -99,6 +99,7 @@ function createCore(config: ServerConfig, store: Store, logger: PinoLogger, metr
       maxFrameBytes: config.maxFrameBytes,
       ...(config.maxCommitQueueMs !== undefined ? { maxCommitQueueMs: config.maxCommitQueueMs } : {}),
       ...(config.maxRssMb !== undefined ? { maxRssBytes: config.maxRssMb * 1024 * 1024 } : {}),
+      ...(config.largeGroupMembers !== undefined ? { largeGroupMembers: config.largeGroupMembers } : {}),
       ...(config.testFaults?.commitBatchMax !== undefined
         ? { commitBatchMax: config.testFaults.commitBatchMax }
         : {}),

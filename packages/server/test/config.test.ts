@@ -72,6 +72,17 @@ describe("loadConfig", () => {
     }
   });
 
+  it("reads the large-group threshold, refusing groups of fewer than 2 and nonsense", () => {
+    expect(loadConfig([], {}).largeGroupMembers).toBeUndefined();
+    expect(loadConfig([], { PARLEY_LARGE_GROUP_MEMBERS: "100" }).largeGroupMembers).toBe(100);
+    expect(
+      loadConfig(["--large-group-members=3"], { PARLEY_LARGE_GROUP_MEMBERS: "100" }).largeGroupMembers,
+    ).toBe(3);
+    for (const bad of ["0", "1", "-5", "2.5", "many"]) {
+      expect(() => loadConfig(["--large-group-members", bad], {})).toThrow(/large-group-members/);
+    }
+  });
+
   it("reads the connection limits, leaving them to the gateways' defaults when unset", () => {
     const unset = loadConfig([], {});
     expect([

@@ -1,6 +1,7 @@
 import { DISCONNECT, ParleyError, SUPPORTED_VERSIONS } from "@parley/protocol";
 import type {
   ClientFrame,
+  ConversationId,
   ErrorCode,
   HelloFrame,
   LoggedUpdate,
@@ -20,7 +21,7 @@ import type { Logger } from "./ports/logger.ts";
 import type { SessionEntry } from "./ports/session-directory.ts";
 import type { Store } from "./ports/store.ts";
 import type { Beating, Heartbeats } from "./heartbeats.ts";
-import { presenceTopic, userTopic, type Presence } from "./presence.ts";
+import { groupTopic, presenceTopic, userTopic, type Presence } from "./presence.ts";
 import { TokenBucket } from "./rate-limiter.ts";
 
 /** What a session needs from the core. */
@@ -63,6 +64,8 @@ export class ClientSession implements Session, Beating {
   private entry: SessionEntry | undefined;
   private readonly queued: ClientFrame[] = [];
   private unsubscribe: Unsubscribe[] = [];
+  /** The subscriptions to the logs of the user's large groups, by conversation. */
+  private readonly groups = new Map<ConversationId, Unsubscribe>();
   /** The presence subscriptions of the watch list, by watched user. */
   private readonly watching = new Map<UserId, Unsubscribe>();
   private pendingPushes: ServerFrame[] | undefined = [];
@@ -119,6 +122,8 @@ export class ClientSession implements Session, Beating {
     this.unsubscribe = [];
     for (const u of this.watching.values()) u();
     this.watching.clear();
+    for (const u of this.groups.values()) u();
+    this.groups.clear();
     if (wasReady && this.entry && this.principal) {
       this.ctx.presence.disconnected(this.entry);
       this.ctx.detach(this);
@@ -162,8 +167,13 @@ export class ClientSession implements Session, Beating {
     // Subscribe before reading the head, so no update committed in between is missed; pushes that
     // arrive before welcome is sent wait in pendingPushes.
     this.unsubscribe.push(ctx.bus.subscribe(userTopic(principal.user), (f) => this.push(f)));
-    const head = await ctx.store.head(principal.user);
+    // A group that becomes large (or is joined) after this read is announced by a push above.
+    const [head, logs] = await Promise.all([
+      ctx.store.head(principal.user),
+      ctx.store.largeConversations(principal.user),
+    ]);
     if (this.isClosed()) return;
+    for (const { conv } of logs) this.follow(conv);
     this.entry = {
       user: principal.user,
       device: principal.device,
@@ -182,6 +192,7 @@ export class ClientSession implements Session, Beating {
       maxFrameBytes: ctx.options.maxFrameBytes,
       serverTime: ctx.clock.now(),
       head,
+      ...(logs.length > 0 ? { logs } : {}),
     });
     const pending = this.pendingPushes ?? [];
     this.pendingPushes = undefined;
@@ -199,13 +210,35 @@ export class ClientSession implements Session, Beating {
     return this.serial;
   }
 
+  /** Receives the pushes of a large group's log (idempotent). */
+  private follow(conv: ConversationId): void {
+    if (this.groups.has(conv)) return;
+    this.groups.set(
+      conv,
+      this.ctx.bus.subscribe(groupTopic(conv), (f) => this.push(f)),
+    );
+  }
+
+  private unfollow(conv: ConversationId): void {
+    this.groups.get(conv)?.();
+    this.groups.delete(conv);
+  }
+
   private isClosed(): boolean {
     return this.state === "CLOSED";
   }
 
   private push(frame: ServerFrame): void {
     if (this.state === "CLOSED") return;
-    if (frame.t === "push" && (frame.u.k === "left" || frame.u.k === "conv")) this.unwatchStrangers(frame.u);
+    if (frame.t === "push" && (frame.u.k === "left" || frame.u.k === "conv")) {
+      // The user's own log says which large groups' logs to follow: from a "conv" entry of a
+      // large group (it became large, or the user joined it) until "left".
+      if (frame.log === undefined) {
+        if (frame.u.k === "left") this.unfollow(frame.u.conv);
+        else if (frame.u.conv.large) this.follow(frame.u.conv.id);
+      }
+      this.unwatchStrangers(frame.u);
+    }
     if (this.pendingPushes) this.pendingPushes.push(frame);
     else this.conn.send(frame);
   }
@@ -284,6 +317,7 @@ export class ClientSession implements Session, Beating {
         // Not an acknowledgement: a client may ask for pages ahead of what it has applied
         // (pipelining, docs/protocol.md); only `ack` moves the device's cursor.
         const limit = Math.min(frame.limit ?? 500, this.ctx.options.syncBatchMax);
+        if (frame.log !== undefined) return this.syncGroup(frame.id, frame.log, frame.cursor, limit);
         const [updates, head] = await Promise.all([
           this.ctx.store.readUpdates(p.user, frame.cursor, limit),
           this.ctx.store.head(p.user),
@@ -329,6 +363,21 @@ export class ClientSession implements Session, Beating {
       case "pong":
         return;
     }
+  }
+
+  /** A page of a large group's log, for a member. */
+  private async syncGroup(id: number, conv: ConversationId, cursor: number, limit: number): Promise<void> {
+    const { store } = this.ctx;
+    // A non-member learns nothing, not even whether the conversation exists.
+    if ((await store.getRole(conv, this.principal!.user)) === undefined)
+      throw new ParleyError("E_NOT_FOUND", "no such conversation");
+    const [updates, head] = await Promise.all([
+      store.readConversationLog(conv, cursor, limit),
+      store.conversationLogHead(conv),
+    ]);
+    trimToBudget(updates, this.ctx.options.replyBudgetBytes);
+    const last = updates.length > 0 ? updates[updates.length - 1]!.useq : cursor;
+    return this.reply({ t: "synced", id, updates, more: last < head, head, log: conv });
   }
 
   /** Message entries are read in the message's current state. For a conversation the user is no

@@ -383,6 +383,74 @@ describe("Core", () => {
     });
   });
 
+  describe("large groups", () => {
+    const groupPushes = (c: TestConnection, conv: string): PushFrame[] =>
+      c.frames.filter((f): f is PushFrame => isPush(f) && f.log === conv);
+
+    it("a group reaching the threshold becomes large: messages are pushed from its own log", async () => {
+      core = makeCore(new MemoryStore(), { largeGroupMembers: 3 });
+      const [o, m1, m2, m3] = await Promise.all(["owner", "m1", "m2", "m3"].map((n) => account(n)));
+      const g = await core.createGroup(o!.p, "team", [m1!.p.user]);
+      expect(g.large).toBeUndefined();
+      const c1 = await connect(m1!);
+      const grown = await core.addMembers(o!.p, g.id, [m2!.p.user]);
+      expect(grown).toMatchObject({ large: true, logHead: 0 });
+      // m1 hears of it in their own log, and from then on follows the group's log.
+      const announced = await c1.waitFor(
+        (f) => isPush(f) && f.log === undefined && f.u.k === "conv" && f.u.conv.large === true,
+      );
+      expect(announced).toMatchObject({ u: { conv: { id: g.id, logHead: 0 } } });
+      const sent = await core.send(o!.p, { conv: g.id, cid: "1", type: "t", body: text("hi") });
+      await c1.waitFor((f) => isPush(f) && f.log === g.id);
+      expect(groupPushes(c1, g.id)).toEqual([
+        { t: "push", log: g.id, useq: 1, u: { k: "msg", msg: expect.objectContaining({ seq: sent.seq }) } },
+      ]);
+      // A member connecting later is told the log's head in welcome and can page through it.
+      const c2 = await connect(m2!);
+      expect(c2.frames[0]).toMatchObject({ t: "welcome", logs: [{ conv: g.id, head: 1 }] });
+      const page = await c2.request({ t: "sync", id: 1, cursor: 0, log: g.id });
+      expect(page).toMatchObject({ t: "synced", log: g.id, head: 1, more: false, updates: [{ useq: 1 }] });
+      // Pushes reach it too; a non-member can neither read the log nor hear its pushes.
+      const c3 = await connect(m3!);
+      expect(c3.frames[0]).not.toHaveProperty("logs");
+      expect(await c3.request({ t: "sync", id: 2, cursor: 0, log: g.id })).toMatchObject({
+        t: "error",
+        code: "E_NOT_FOUND",
+      });
+      await core.send(o!.p, { conv: g.id, cid: "2", type: "t", body: text("again") });
+      await c2.waitFor((f) => isPush(f) && f.log === g.id);
+      await c1.waitFor((f) => isPush(f) && f.log === g.id && f.useq === 2);
+      expect(groupPushes(c3, g.id)).toEqual([]);
+    });
+
+    it("joining starts following, leaving stops; receipts reach only the reader's devices", async () => {
+      core = makeCore(new MemoryStore(), { largeGroupMembers: 2 });
+      const [o, m1, m2] = await Promise.all(["owner", "m1", "m2"].map((n) => account(n)));
+      const g = await core.createGroup(o!.p, "team", [m1!.p.user]);
+      expect(g.large).toBe(true);
+      const co = await connect(o!);
+      const c2 = await connect(m2!);
+      await core.addMembers(o!.p, g.id, [m2!.p.user]);
+      const joined = await c2.waitFor((f) => isPush(f) && f.u.k === "conv");
+      // The joiner starts after the group's own entry for the change.
+      expect(joined).toMatchObject({ u: { conv: { large: true, logHead: 1 } } });
+      await core.send(o!.p, { conv: g.id, cid: "1", type: "t", body: text("hi") });
+      await c2.waitFor((f) => isPush(f) && f.log === g.id && f.u.k === "msg");
+      const c1 = await connect(m1!);
+      c1.receive({ t: "receipt", id: 1, conv: g.id, kind: "read", seq: 1 });
+      expect(await c1.reply(1)).toMatchObject({ t: "ok" });
+      await c1.waitFor((f) => isPush(f) && f.u.k === "receipt");
+      // The owner's devices are not told (N members x N receipts is what large groups avoid).
+      expect(co.frames.filter((f) => isPush(f) && f.u.k === "receipt")).toEqual([]);
+      await core.removeMember(o!.p, g.id, m2!.p.user);
+      await c2.waitFor((f) => isPush(f) && f.u.k === "left");
+      const before = groupPushes(c2, g.id).length;
+      await core.send(o!.p, { conv: g.id, cid: "2", type: "t", body: text("gone") });
+      await c1.waitFor((f) => isPush(f) && f.log === g.id && f.u.k === "msg" && f.u.msg.seq === 2);
+      expect(groupPushes(c2, g.id)).toHaveLength(before);
+    });
+  });
+
   it("an owner's leave is one write: if it fails, the group keeps its one owner", async () => {
     class FailingRemoveStore extends MemoryStore {
       override changeConversation(change: Parameters<MemoryStore["changeConversation"]>[0]) {

@@ -180,6 +180,8 @@ export interface Store {
   /** A large group's log after `after` (exclusive), like readUpdates. Empty for a conversation
    * that is not large (or does not exist). */
   readConversationLog(conv: ConversationId, after: number, limit: number): Promise<LoggedUpdate[]>;
+  /** Head of a large group's log; 0 for a conversation that is not large. */
+  conversationLogHead(conv: ConversationId): Promise<number>;
   /** The large groups the user is a member of, with the heads of their logs. */
   largeConversations(user: UserId): Promise<Array<{ conv: ConversationId; head: number }>>;
 

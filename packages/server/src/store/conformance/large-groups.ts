@@ -81,6 +81,7 @@ export function largeGroupCases(store: GetStore): void {
       expect(await log(1)).toEqual([{ useq: 2, u: { k: "msg", msg: r2.msg } }]);
       expect(await store().readConversationLog("g1", 0, 1)).toHaveLength(1);
       expect(await store().largeConversations("a")).toEqual([{ conv: "g1", head: 2 }]);
+      expect(await store().conversationLogHead("g1")).toBe(2);
       expect((await store().getConversation("g1"))?.logHead).toBe(2);
       expect((await store().listConversations("a"))[0]).toMatchObject({ id: "g1", large: true, logHead: 2 });
       // A resend is still answered with the original, writing nothing.
@@ -177,6 +178,7 @@ export function largeGroupCases(store: GetStore): void {
       await sendMsg(store(), "g1", "a", "m1");
       expect(await store().readConversationLog("g1", 0, 10)).toEqual([]);
       expect(await store().readConversationLog("nope", 0, 10)).toEqual([]);
+      expect(await store().conversationLogHead("g1")).toBe(0);
       expect(await store().largeConversations("a")).toEqual([]);
     });
 

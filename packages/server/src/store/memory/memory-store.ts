@@ -368,6 +368,10 @@ export class MemoryStore implements Store {
     });
   }
 
+  conversationLogHead(conv: ConversationId): Promise<number> {
+    return this.run(() => this.groupLogs.head(conv));
+  }
+
   largeConversations(user: UserId): Promise<Array<{ conv: ConversationId; head: number }>> {
     return this.run(() => {
       return [...this.state.convs.values()]

@@ -504,6 +504,10 @@ export class SqliteStore implements Store {
     });
   }
 
+  conversationLogHead(conv: ConversationId): Promise<number> {
+    return this.read(() => this.log.head(groupLogKey(conv)));
+  }
+
   largeConversations(user: UserId): Promise<Array<{ conv: ConversationId; head: number }>> {
     return this.read(() =>
       this.st.largeConversationsOf

@@ -190,6 +190,9 @@ export class ThreadedSqliteStore implements Store {
   readConversationLog(conv: ConversationId, after: number, limit: number): Promise<LoggedUpdate[]> {
     return this.reader.readConversationLog(conv, after, limit);
   }
+  conversationLogHead(conv: ConversationId): Promise<number> {
+    return this.reader.conversationLogHead(conv);
+  }
   largeConversations(user: UserId): Promise<Array<{ conv: ConversationId; head: number }>> {
     return this.reader.largeConversations(user);
   }

@@ -54,6 +54,8 @@ export class ParleyClient extends Emitter<ClientEvents> {
   private readonly timers: Timers;
   private readonly rest: RestApi;
   private readonly engine: SyncEngine;
+  /** One engine per large group followed (its own log), by conversation. */
+  private readonly groups = new Map<ConversationId, SyncEngine>();
   private readonly outbox: Outbox;
   private readonly requests: Requests;
   private stateValue: ClientState = "idle";
@@ -109,9 +111,12 @@ export class ParleyClient extends Emitter<ClientEvents> {
         emit: (e) => this.emitSync(e),
         requestSync: (cursor) => this.requestSync(cursor),
         caughtUp: () => this.caughtUp(),
+        follow: (conv) => this.follow(conv),
+        unfollow: (conv) => this.unfollow(conv),
       },
       options.syncPipeline === undefined ? {} : { pipeline: options.syncPipeline },
     );
+    for (const [conv] of this.store.logCursors()) this.groups.set(conv, this.groupEngine(conv));
     this.outbox = new Outbox(
       this.store,
       { transmit: (frame) => this.transmit(frame), nextId: () => this.nextId() },
@@ -296,6 +301,17 @@ export class ParleyClient extends Emitter<ClientEvents> {
     return this.rest.createGroup(name, members);
   }
 
+  /** Adds users to a group (owner or admin). A group that reaches the server's large-group size
+   * becomes large: its members' devices then follow its own log (docs/protocol.md). */
+  addMembers(conv: ConversationId, users: UserId[]): Promise<Conversation> {
+    return this.rest.addMembers(conv, users);
+  }
+
+  /** Removes a member from a group (owner or admin); removing oneself leaves it. */
+  removeMember(conv: ConversationId, user: UserId): Promise<void> {
+    return this.rest.removeMember(conv, user);
+  }
+
   /** A page of the server's history of a conversation (not via the local cache). */
   history(conv: ConversationId, query?: HistoryQuery): Promise<HistoryPage> {
     return this.rest.history(conv, query);
@@ -359,6 +375,7 @@ export class ParleyClient extends Emitter<ClientEvents> {
     const { code, reason } = conn.ended(transportCode, transportReason);
     const wasReady = conn.ready;
     this.engine.stop();
+    for (const g of this.groups.values()) g.stop();
     this.outbox.offline();
     this.requests.offline();
     this.acks.cancel();
@@ -411,12 +428,18 @@ export class ParleyClient extends Emitter<ClientEvents> {
       case "welcome":
         return this.welcomed(conn, frame);
       case "push":
-        this.engine.onPush(frame.useq, frame.u);
+        if (frame.log === undefined) this.engine.onPush(frame.useq, frame.u);
+        else this.groups.get(frame.log)?.onPush(frame.useq, frame.u);
         return this.acks.schedule();
-      case "synced":
-        if (!conn.syncIds.delete(frame.id)) return;
-        this.engine.onSynced(frame.updates, frame.more, frame.head);
+      case "synced": {
+        // Routed by what this side asked, not by what the reply says.
+        if (!conn.syncIds.has(frame.id)) return;
+        const log = conn.syncIds.get(frame.id);
+        conn.syncIds.delete(frame.id);
+        const engine = log === undefined ? this.engine : this.groups.get(log);
+        engine?.onSynced(frame.updates, frame.more, frame.head);
         return this.acks.schedule();
+      }
       case "sent":
         return this.outbox.onSent(frame);
       case "ok":
@@ -443,6 +466,35 @@ export class ParleyClient extends Emitter<ClientEvents> {
     conn.welcomed(welcome);
     this.maxFrameBytes = welcome.maxFrameBytes;
     this.engine.start(welcome.head, this.syncLimit());
+    const heads = new Map((welcome.logs ?? []).map((l) => [l.conv, l.head]));
+    for (const [conv, g] of this.groups) g.start(heads.get(conv), this.syncLimit());
+  }
+
+  private groupEngine(log: ConversationId): SyncEngine {
+    return new SyncEngine(
+      this.store,
+      {
+        emit: (e) => this.emitSync(e),
+        requestSync: (cursor) => this.requestSync(cursor, log),
+        // Readiness waits for the user's own log only; a group's log catches up beside it.
+        caughtUp: () => {},
+      },
+      { log, ...(this.options.syncPipeline === undefined ? {} : { pipeline: this.options.syncPipeline }) },
+    );
+  }
+
+  /** The user's log says the device now follows a large group's log (its cursor is set). */
+  private follow(conv: ConversationId): void {
+    if (this.groups.has(conv)) return;
+    const g = this.groupEngine(conv);
+    this.groups.set(conv, g);
+    // Entries may have come before the server's session followed the group: ask once.
+    if (this.conn?.welcome) g.start(undefined, this.syncLimit());
+  }
+
+  private unfollow(conv: ConversationId): void {
+    this.groups.get(conv)?.stop();
+    this.groups.delete(conv);
   }
 
   private caughtUp(): void {
@@ -465,16 +517,24 @@ export class ParleyClient extends Emitter<ClientEvents> {
   }
 
   private onErrorFrame(conn: ClientConnection, frame: ErrorFrame): void {
-    if (frame.id !== undefined && conn.syncIds.delete(frame.id)) {
+    if (frame.id !== undefined && conn.syncIds.has(frame.id)) {
+      const log = conn.syncIds.get(frame.id);
+      conn.syncIds.delete(frame.id);
+      const engine = log === undefined ? this.engine : this.groups.get(log);
       if (!frame.retry) {
+        // A group's log refused for good: the user was removed, and their own log will say so
+        // ("left"); stop asking until then.
+        if (log !== undefined) return engine?.stop();
         this.emit("error", serverError(frame));
         return conn.close(1006, `sync refused: ${frame.code}`);
       }
-      this.engine.onSyncFailed();
+      engine?.onSyncFailed();
       if (this.syncRetryTimer !== undefined) return; // the other refusals of a pipelined round
       this.syncRetryTimer = this.timers.setTimeout(() => {
         this.syncRetryTimer = undefined;
-        if (this.conn === conn) this.engine.resume();
+        if (this.conn !== conn) return;
+        this.engine.resume();
+        for (const g of this.groups.values()) g.resume();
       }, frame.retryAfterMs ?? 1000);
       return;
     }
@@ -482,12 +542,12 @@ export class ParleyClient extends Emitter<ClientEvents> {
     this.emit("error", serverError(frame));
   }
 
-  private requestSync(cursor: number): void {
+  private requestSync(cursor: number, log?: ConversationId): void {
     const conn = this.conn;
     if (!conn) return;
     const id = this.nextId();
-    conn.syncIds.add(id);
-    conn.send({ t: "sync", id, cursor, limit: this.syncLimit() });
+    conn.syncIds.set(id, log);
+    conn.send({ t: "sync", id, cursor, limit: this.syncLimit(), ...(log === undefined ? {} : { log }) });
   }
 
   // ---------------------------------------------------------------- plumbing

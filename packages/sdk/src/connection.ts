@@ -1,4 +1,4 @@
-import type { ClientFrame, WelcomeFrame } from "@parley/protocol";
+import type { ClientFrame, ConversationId, WelcomeFrame } from "@parley/protocol";
 import type { Timers } from "./timers.ts";
 import type { Transport } from "./transport/transport.ts";
 
@@ -12,8 +12,9 @@ export const HEARTBEAT_TIMEOUT = 4002;
 
 export class ClientConnection {
   welcome: WelcomeFrame | undefined;
-  /** Request ids of the outstanding `sync`s. */
-  readonly syncIds = new Set<number>();
+  /** Request ids of the outstanding `sync`s, each with the large group whose log it reads
+   * (undefined: the user's own log). */
+  readonly syncIds = new Map<number, ConversationId | undefined>();
   /** Authenticated and caught up: requests may flow. */
   ready = false;
   /** Resolves once ended() was called. */

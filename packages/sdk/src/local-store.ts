@@ -1,6 +1,7 @@
 import type { Conversation, ConversationId, Message, UserId } from "@parley/protocol";
 
-// The client's local state, behind one pluggable port: the sync cursor, the highest seq received
+// The client's local state, behind one pluggable port: the sync cursors (the user's log and the
+// logs of the large groups it follows), the highest seq received
 // per conversation (message dedup), a bounded cache of messages, the conversations, and the
 // outbox of sends not yet confirmed.
 //
@@ -42,6 +43,12 @@ export interface LocalStore {
   /** Highest useq applied (0 when nothing was). */
   cursor(): number;
   setCursor(useq: number): void;
+  /** Position applied in a large group's log; undefined when the device does not follow it. */
+  logCursor(conv: ConversationId): number | undefined;
+  /** Starts following a large group's log at `useq`, or moves its cursor there. */
+  setLogCursor(conv: ConversationId, useq: number): void;
+  /** The large groups' logs followed, with their cursors. */
+  logCursors(): Array<[ConversationId, number]>;
   /** Highest seq received in `conv` (0 when none). */
   received(conv: ConversationId): number;
   setReceived(conv: ConversationId, seq: number): void;
@@ -54,7 +61,8 @@ export interface LocalStore {
   putConversation(conv: Conversation): void;
   getConversation(id: ConversationId): Conversation | undefined;
   conversations(): Conversation[];
-  /** Forgets a conversation and its cached messages (after "left"); keeps its received mark. */
+  /** Forgets a conversation, its cached messages and its log cursor (after "left"); keeps its
+   * received mark. */
   removeConversation(id: ConversationId): void;
   /** Pending sends in the order they were added. */
   outbox(): PendingSend[];
@@ -77,6 +85,7 @@ export interface StoreOptions {
 export type StoreOp =
   | { o: "meta"; v: StoreMeta }
   | { o: "cur"; v: number }
+  | { o: "lcur"; c: ConversationId; v: number }
   | { o: "rcv"; c: ConversationId; s: number }
   | { o: "msg"; v: Message }
   | { o: "conv"; v: Conversation }
@@ -89,6 +98,8 @@ export type StoreOp =
 export interface StoreSnapshot {
   meta?: StoreMeta;
   cursor: number;
+  /** Absent in snapshots written before large groups. */
+  logs?: Array<[ConversationId, number]>;
   received: Array<[ConversationId, number]>;
   messages: Message[];
   conversations: Conversation[];
@@ -99,6 +110,7 @@ export interface StoreSnapshot {
 export abstract class StoreState implements LocalStore {
   private metaValue: StoreMeta | undefined;
   private cursorValue = 0;
+  private readonly logCursorBy = new Map<ConversationId, number>();
   private readonly receivedBy = new Map<ConversationId, number>();
   /** Per conversation: seq -> message, and the cached seqs in ascending order. */
   private readonly cache = new Map<ConversationId, { bySeq: Map<number, Message>; seqs: number[] }>();
@@ -134,6 +146,17 @@ export abstract class StoreState implements LocalStore {
   setCursor(useq: number): void {
     this.cursorValue = useq;
     this.log({ o: "cur", v: useq });
+  }
+
+  logCursor(conv: ConversationId): number | undefined {
+    return this.logCursorBy.get(conv);
+  }
+  setLogCursor(conv: ConversationId, useq: number): void {
+    this.logCursorBy.set(conv, useq);
+    this.log({ o: "lcur", c: conv, v: useq });
+  }
+  logCursors(): Array<[ConversationId, number]> {
+    return [...this.logCursorBy];
   }
 
   received(conv: ConversationId): number {
@@ -188,6 +211,7 @@ export abstract class StoreState implements LocalStore {
   removeConversation(id: ConversationId): void {
     this.convs.delete(id);
     this.cache.delete(id);
+    this.logCursorBy.delete(id);
     this.log({ o: "rmconv", c: id });
   }
 
@@ -206,6 +230,7 @@ export abstract class StoreState implements LocalStore {
   clear(): void {
     this.metaValue = undefined;
     this.cursorValue = 0;
+    this.logCursorBy.clear();
     this.receivedBy.clear();
     this.cache.clear();
     this.convs.clear();
@@ -222,6 +247,8 @@ export abstract class StoreState implements LocalStore {
           return this.setMeta(op.v);
         case "cur":
           return this.setCursor(op.v);
+        case "lcur":
+          return this.setLogCursor(op.c, op.v);
         case "rcv":
           return this.setReceived(op.c, op.s);
         case "msg":
@@ -246,6 +273,7 @@ export abstract class StoreState implements LocalStore {
     return {
       ...(this.metaValue ? { meta: this.metaValue } : {}),
       cursor: this.cursorValue,
+      logs: [...this.logCursorBy],
       received: [...this.receivedBy],
       messages: [...this.cache.values()].flatMap((e) => e.seqs.map((s) => e.bySeq.get(s)).filter(isMessage)),
       conversations: [...this.convs.values()],
@@ -256,6 +284,7 @@ export abstract class StoreState implements LocalStore {
   protected restore(s: StoreSnapshot): void {
     if (s.meta) this.apply({ o: "meta", v: s.meta });
     this.apply({ o: "cur", v: s.cursor });
+    for (const [c, v] of s.logs ?? []) this.apply({ o: "lcur", c, v });
     for (const [c, seq] of s.received) this.apply({ o: "rcv", c, s: seq });
     for (const v of s.messages) this.apply({ o: "msg", v });
     for (const v of s.conversations) this.apply({ o: "conv", v });

@@ -97,6 +97,19 @@ export class RestApi {
     return this.call<Conversation>("POST", "/v1/conversations", { kind: "group", name, members });
   }
 
+  addMembers(conv: ConversationId, users: UserId[]): Promise<Conversation> {
+    return this.call<Conversation>("POST", `/v1/conversations/${encodeURIComponent(conv)}/members`, {
+      users,
+    });
+  }
+
+  async removeMember(conv: ConversationId, user: UserId): Promise<void> {
+    await this.call<unknown>(
+      "DELETE",
+      `/v1/conversations/${encodeURIComponent(conv)}/members/${encodeURIComponent(user)}`,
+    );
+  }
+
   async history(conv: ConversationId, query: HistoryQuery = {}): Promise<HistoryPage> {
     const params = new URLSearchParams();
     for (const key of ["before", "after", "limit"] as const) {

@@ -278,7 +278,7 @@ type Action =
   | { a: "sync"; limit: number }
   | { a: "fail" }
   | { a: "resume" }
-  | { a: "reconnect" };
+  | { a: "reconnect"; unknownHead: boolean };
 
 const actionArb: fc.Arbitrary<Action> = fc.oneof(
   fc.record({ a: fc.constant("grow" as const), n: fc.integer({ min: 1, max: 6 }), live: fc.boolean() }),
@@ -287,7 +287,7 @@ const actionArb: fc.Arbitrary<Action> = fc.oneof(
   fc.record({ a: fc.constant("sync" as const), limit: fc.integer({ min: 1, max: 8 }) }),
   fc.record({ a: fc.constant("fail" as const) }),
   fc.record({ a: fc.constant("resume" as const) }),
-  fc.record({ a: fc.constant("reconnect" as const) }),
+  fc.record({ a: fc.constant("reconnect" as const), unknownHead: fc.boolean() }),
 );
 
 /** How the client syncs: requests outstanding at once, and the `limit` of each. */
@@ -325,6 +325,66 @@ function describeUpdate(e: SyncEvent | Update): string {
   }
 }
 
+describe("SyncEngine and large groups", () => {
+  const large = (id: string, logHead: number): Conversation => ({
+    ...conversation(id),
+    large: true,
+    logHead,
+  });
+
+  it("the user's log starts following a large group at its logHead, once, and stops on left", () => {
+    const store = new MemoryLocalStore();
+    const follows: string[] = [];
+    const engine = new SyncEngine(store, {
+      emit: () => {},
+      requestSync: () => {},
+      caughtUp: () => {},
+      follow: (c) => follows.push(`+${c}`),
+      unfollow: (c) => follows.push(`-${c}`),
+    });
+    engine.start(0);
+    engine.onPush(1, { k: "conv", conv: conversation("g1") });
+    expect(store.logCursor("g1")).toBeUndefined();
+    engine.onPush(2, { k: "conv", conv: large("g1", 7) });
+    expect(store.logCursor("g1")).toBe(7);
+    store.setLogCursor("g1", 9);
+    // A later state of the group (a rename, say) does not move the cursor back.
+    engine.onPush(3, { k: "conv", conv: large("g1", 8) });
+    expect(store.logCursor("g1")).toBe(9);
+    engine.onPush(4, { k: "left", conv: "g1" });
+    expect(store.logCursor("g1")).toBeUndefined();
+    // Re-joined: followed again from where the new entry says.
+    engine.onPush(5, { k: "conv", conv: large("g1", 12) });
+    expect(store.logCursor("g1")).toBe(12);
+    expect(follows).toEqual(["+g1", "-g1", "+g1"]);
+    expect(store.cursor()).toBe(5);
+  });
+
+  it("a group log's engine moves the group's cursor only and acknowledges no delivery", () => {
+    const store = new MemoryLocalStore();
+    const events: SyncEvent[] = [];
+    const syncs: number[] = [];
+    store.setLogCursor("g1", 3);
+    const engine = new SyncEngine(
+      store,
+      { emit: (e) => events.push(e), requestSync: (c) => syncs.push(c), caughtUp: () => {} },
+      { log: "g1" },
+    );
+    // An unknown head (not in welcome, or followed from now): ask once from the cursor.
+    engine.start(undefined, 10);
+    expect(syncs).toEqual([3]);
+    engine.onSynced([{ useq: 4, u: m("g1", 20) }], false, 4);
+    engine.onPush(5, m("g1", 21));
+    expect(store.logCursor("g1")).toBe(5);
+    expect(store.cursor()).toBe(0);
+    expect(events.map((e) => e.type)).toEqual(["message", "message"]);
+    expect(engine.takeAck()).toBeUndefined();
+    // The group's own membership entries do not make it follow anything.
+    engine.onPush(6, { k: "conv", conv: large("g2", 0) });
+    expect(store.logCursor("g2")).toBeUndefined();
+  });
+});
+
 describe("SyncEngine property", () => {
   it("under drops, duplicates, reordering, short pages, refusals and reconnects, every update is applied once, in order", () => {
     fc.assert(
@@ -332,16 +392,29 @@ describe("SyncEngine property", () => {
         logArb,
         fc.array(actionArb, { maxLength: 80 }),
         pipelineArb,
-        (log, actions, { pipeline, pageSize }) => {
+        // The user's log, or a large group's (its cursor is the store's logCursor; a reconnect
+        // may not know its head).
+        fc.boolean(),
+        (log, actions, { pipeline, pageSize }, groupLog) => {
           const store = new MemoryLocalStore();
           // The cursor may only step by one (or restart at 0, which never happens here).
           const cursors: number[] = [];
-          const setCursor = store.setCursor.bind(store);
-          store.setCursor = (n: number) => {
-            expect(n).toBe(store.cursor() + 1);
-            cursors.push(n);
-            setCursor(n);
-          };
+          if (groupLog) {
+            store.setLogCursor("g", 0);
+            const setLogCursor = store.setLogCursor.bind(store);
+            store.setLogCursor = (conv: string, n: number) => {
+              expect([conv, n]).toEqual(["g", (store.logCursor("g") ?? 0) + 1]);
+              cursors.push(n);
+              setLogCursor(conv, n);
+            };
+          } else {
+            const setCursor = store.setCursor.bind(store);
+            store.setCursor = (n: number) => {
+              expect(n).toBe(store.cursor() + 1);
+              cursors.push(n);
+              setCursor(n);
+            };
+          }
           const events: SyncEvent[] = [];
           // Outstanding requests, answered in the order sent (as a connection does).
           let outstanding: number[] = [];
@@ -356,7 +429,7 @@ describe("SyncEngine property", () => {
               },
               caughtUp: () => {},
             },
-            { pipeline },
+            groupLog ? { pipeline, log: "g" } : { pipeline },
           );
           let head = 0;
           let lastPushed: LoggedUpdate | undefined;
@@ -405,7 +478,7 @@ describe("SyncEngine property", () => {
               case "reconnect":
                 engine.stop();
                 outstanding = [];
-                engine.start(head, pageSize);
+                engine.start(groupLog && act.unknownHead ? undefined : head, pageSize);
                 break;
             }
           }

@@ -10,7 +10,10 @@ import type {
 import type { LocalStore } from "./local-store.ts";
 
 // The heart of the client, with no I/O: applies the user's update log to the local store exactly
-// in useq order and tells the application what changed.
+// in useq order and tells the application what changed. A large group's log (read diffusion,
+// docs/protocol.md "Large groups") is applied by an engine of its own, by the same rules; the
+// user's log says when to follow one (a "conv" entry with `large`, starting after its `logHead`)
+// and when to stop ("left").
 //
 // - The cursor is the highest useq applied; it only ever moves to cursor + 1 (or back to 0 when
 //   the server's log turns out to be shorter than the cursor: the log was reset).
@@ -65,6 +68,10 @@ export interface SyncEngineHooks {
   requestSync(cursor: number): void;
   /** The engine has caught up with the server for the first time since start(). */
   caughtUp(): void;
+  /** (User log only) the device now follows this large group's log: its cursor is set. */
+  follow?(conv: ConversationId): void;
+  /** (User log only) the device left this large group: stop following its log. */
+  unfollow?(conv: ConversationId): void;
 }
 
 export interface SyncEngineOptions {
@@ -74,6 +81,9 @@ export interface SyncEngineOptions {
   /** Sync requests kept outstanding while far behind (default 4; 1 asks for one page at a time).
    * Each reply is at most about 1 MiB (the server's reply budget). */
   pipeline?: number;
+  /** Apply this large group's log instead of the user's. Its cursor is the store's logCursor;
+   * its messages are not acknowledged as delivered (nobody but the reader would see it). */
+  log?: ConversationId;
 }
 
 /** Updates asked for per sync when start() is not told. */
@@ -88,6 +98,7 @@ export class SyncEngine {
   private readonly buffer = new Map<number, Update>();
   private readonly maxBuffered: number;
   private readonly pipeline: number;
+  private readonly log: ConversationId | undefined;
   private running = false;
   /** Sync requests sent and not yet answered. */
   private inflight = 0;
@@ -119,10 +130,16 @@ export class SyncEngine {
   ) {
     this.maxBuffered = options.maxBuffered ?? 10_000;
     this.pipeline = Math.max(1, Math.floor(options.pipeline ?? 4));
+    this.log = options.log;
   }
 
   get cursor(): number {
-    return this.store.cursor();
+    return this.log === undefined ? this.store.cursor() : (this.store.logCursor(this.log) ?? 0);
+  }
+
+  private setCursor(useq: number): void {
+    if (this.log === undefined) this.store.setCursor(useq);
+    else this.store.setLogCursor(this.log, useq);
   }
 
   /** True between the first time a start()ed connection caught up and stop(). */
@@ -131,25 +148,26 @@ export class SyncEngine {
   }
 
   /** A connection was authenticated; `head` is the server's log head from `welcome`, `pageSize`
-   * the `limit` the client puts in its sync requests. */
-  start(head: number, pageSize = DEFAULT_PAGE_SIZE): void {
+   * the `limit` the client puts in its sync requests. An unknown head (a group log followed
+   * from now, or not in `welcome`) asks once from the cursor. */
+  start(head: number | undefined, pageSize = DEFAULT_PAGE_SIZE): void {
     this.buffer.clear();
     this.running = true;
     this.inflight = 0;
     this.paused = false;
     this.shortPages = false;
     this.pageSize = Math.max(1, Math.floor(pageSize));
-    this.knownHead = head;
+    this.knownHead = head ?? this.cursor;
     this.isCaughtUp = false;
     this.idleRounds = 0;
     this.ackedCursor = -1; // acknowledge on every new connection, so the server's cursor is fresh
-    if (head < this.cursor) {
+    if (head !== undefined && head < this.cursor) {
       // The server's log is shorter than what we applied: it was reset (a new data directory).
       // Replay it from the start; the per-conversation received marks still drop duplicates.
       this.stats.resets++;
-      this.store.setCursor(0);
+      this.setCursor(0);
     }
-    if (head > this.cursor) this.startRound();
+    if (head === undefined || head > this.cursor) this.startRound();
     else this.markCaughtUp();
   }
 
@@ -217,6 +235,8 @@ export class SyncEngine {
 
   /** Whether an ack would say something new, and how many updates it would cover. */
   pendingAck(): number {
+    // A group's log is not acknowledged: the server keeps no cursor for it.
+    if (this.log !== undefined) return 0;
     const cursorNews = this.cursor !== this.ackedCursor && this.cursor > 0;
     if (!cursorNews && this.delivered.size === 0) return 0;
     return Math.max(1, this.appliedSinceAck);
@@ -294,7 +314,7 @@ export class SyncEngine {
 
   private apply(useq: number, u: Update): void {
     const event = this.applyToStore(u);
-    this.store.setCursor(useq);
+    this.setCursor(useq);
     this.appliedSinceAck++;
     this.stats.applied++;
     if (event) this.hooks.emit(event);
@@ -312,7 +332,7 @@ export class SyncEngine {
         if (last > 0 && msg.seq > last + 1) this.stats.gaps++;
         this.store.putMessage(msg);
         this.store.setReceived(msg.conv, msg.seq);
-        this.delivered.set(msg.conv, msg.seq);
+        if (this.log === undefined) this.delivered.set(msg.conv, msg.seq);
         return { type: "message", msg };
       }
       case "edit":
@@ -327,11 +347,19 @@ export class SyncEngine {
       case "receipt":
         this.applyReceipt(u.conv, u.user, u.kind, u.seq);
         return { type: "receipt", event: { conv: u.conv, user: u.user, kind: u.kind, seq: u.seq } };
-      case "conv":
-        this.store.putConversation(u.conv);
-        return { type: "conversation", conv: u.conv };
+      case "conv": {
+        const { conv } = u;
+        this.store.putConversation(conv);
+        // Became large, or joined one: follow its log from where this entry says, once.
+        if (this.log === undefined && conv.large && this.store.logCursor(conv.id) === undefined) {
+          this.store.setLogCursor(conv.id, conv.logHead ?? 0);
+          this.hooks.follow?.(conv.id);
+        }
+        return { type: "conversation", conv };
+      }
       case "left":
         this.store.removeConversation(u.conv);
+        if (this.log === undefined) this.hooks.unfollow?.(u.conv);
         return { type: "left", conv: u.conv };
       default:
         // An update kind from a newer server: skip it, but still advance the cursor.

@@ -32,12 +32,14 @@ describe("FileLocalStore durability", () => {
     a.putOutbox(pending("p1"));
     a.putOutbox(pending("p2"));
     a.removeOutbox("p1");
+    a.setLogCursor("g1", 4);
     a.setCursor(9);
     await a.close();
 
     const b = await FileLocalStore.open(dir);
     expect(b.meta()).toEqual({ user: "u_a", server: "http://x" });
     expect(b.cursor()).toBe(9);
+    expect(b.logCursor("g1")).toBe(4);
     expect(b.received("c1")).toBe(1);
     expect(b.getConversation("c1")?.name).toBe("c1");
     expect(new TextDecoder().decode(b.getMessage("c1", 1)?.body)).toBe("héllo");
@@ -52,6 +54,7 @@ describe("FileLocalStore durability", () => {
     for (let seq = 1; seq <= 20; seq++) {
       a.putMessage(message("c1", seq));
       a.setReceived("c1", seq);
+      a.setLogCursor("g1", seq * 2);
       a.setCursor(seq);
       await a.flush();
     }
@@ -61,6 +64,7 @@ describe("FileLocalStore durability", () => {
     expect(files.filter((f) => f.startsWith("log-"))).toHaveLength(1);
     const b = await FileLocalStore.open(dir);
     expect(b.cursor()).toBe(20);
+    expect(b.logCursor("g1")).toBe(40);
     expect(b.messages("c1", { limit: 100 }).map((m) => m.seq)).toEqual(
       Array.from({ length: 20 }, (_, i) => i + 1),
     );

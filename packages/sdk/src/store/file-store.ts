@@ -287,7 +287,7 @@ function decodeOp(value: unknown): StoreOp {
   if (typeof op !== "object" || op === null || typeof op.o !== "string") throw new Error("not an op");
   if (op.o === "msg") return { o: "msg", v: decodeMessage(op.v as Json<Message>) };
   if (op.o === "out") return { o: "out", v: decodePending(op.v as Json<PendingSend>) };
-  if (!["meta", "cur", "rcv", "conv", "rmconv", "unout", "clear"].includes(op.o)) {
+  if (!["meta", "cur", "lcur", "rcv", "conv", "rmconv", "unout", "clear"].includes(op.o)) {
     throw new Error(`unknown op ${op.o}`);
   }
   return value as StoreOp;

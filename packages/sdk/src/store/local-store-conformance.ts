@@ -66,6 +66,27 @@ export function describeLocalStore(name: string, open: () => Promise<LocalStore>
       await s.close();
     });
 
+    it("keeps the cursors of followed group logs; leaving a group forgets its cursor", async () => {
+      const s = await open();
+      expect(s.logCursor("g1")).toBeUndefined();
+      s.setLogCursor("g1", 0);
+      s.setLogCursor("g2", 5);
+      s.setLogCursor("g1", 3);
+      await s.flush();
+      expect(s.logCursor("g1")).toBe(3);
+      expect(s.logCursors().sort()).toEqual([
+        ["g1", 3],
+        ["g2", 5],
+      ]);
+      s.putConversation(conversation("g2"));
+      s.removeConversation("g2");
+      expect(s.logCursor("g2")).toBeUndefined();
+      expect(s.logCursors()).toEqual([["g1", 3]]);
+      s.clear();
+      expect(s.logCursors()).toEqual([]);
+      await s.close();
+    });
+
     it("keeps conversations and forgets one that was left, with its messages", async () => {
       const s = await open();
       s.putConversation(conversation("c1"));

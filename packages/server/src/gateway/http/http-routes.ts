@@ -59,6 +59,12 @@ export const Conversation = Type.Object({
   createdAt: Millis,
   lastSeq: Seq,
   members: Type.Array(Member),
+  large: Type.Optional(
+    Type.Literal(true, {
+      description: "a large group: its changes are entries of its own log (protocol.md, Large groups)",
+    }),
+  ),
+  logHead: Type.Optional(Type.Integer({ minimum: 0, description: "large groups: head of the group's log" })),
 });
 
 export const Message = Type.Object({

@@ -1,0 +1,130 @@
+import type { ClientFrame } from "@parley/protocol";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { LoginOptions, Message, ParleyClient, TransportFactory } from "../src/node.ts";
+import { getTransport, textOf } from "../src/node.ts";
+import type { TestServer } from "./helpers.ts";
+import { collect, CutProxy, newClient, nextEvent, startTestServer, userName, waitFor } from "./helpers.ts";
+
+// Large groups (read diffusion) end to end: a real server whose groups become large at 3 members,
+// real clients over each transport. A large group's messages come from its own log; devices
+// follow it from the moment their own log says so, live and across reconnects, and still see
+// every message exactly once and in order.
+
+let srv: TestServer;
+const clients: ParleyClient[] = [];
+const proxies: CutProxy[] = [];
+
+beforeAll(async () => {
+  srv = await startTestServer({ largeGroupMembers: 3 });
+});
+afterAll(async () => {
+  await srv.stop();
+});
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+  await Promise.all(proxies.splice(0).map((p) => p.close()));
+});
+
+/** Records every frame the client sends over a registered transport. */
+function recording(name: string, sent: ClientFrame[]): TransportFactory {
+  return (options) => {
+    const inner = getTransport(name);
+    if (!inner) throw new Error(`no transport ${name}`);
+    const t = inner(options);
+    const send = t.send.bind(t);
+    t.send = (frame) => {
+      sent.push(frame);
+      send(frame);
+    };
+    return t;
+  };
+}
+
+const inGroup = (seen: Message[], conv: string): Array<[number, string]> =>
+  seen.filter((m) => m.conv === conv).map((m) => [m.seq, textOf(m)]);
+
+type Via = (proxy: CutProxy) => Partial<LoginOptions>;
+const variants: Array<[string, () => number, Via, string]> = [
+  ["WebSocket", () => srv.httpPort, (p) => ({ endpoint: `http://127.0.0.1:${p.port}` }), "ws"],
+  ["TCP", () => srv.tcpPort, (p) => ({ transport: "tcp", tcpPort: p.port }), "tcp"],
+];
+
+describe.each(variants)("a large group over %s", (_name, target, via, transportName) => {
+  it("delivers each message once and in order: live, after a cut, and to a late device", async () => {
+    const proxy = await CutProxy.start(target());
+    proxies.push(proxy);
+    const sent: ClientFrame[] = [];
+    const alice = await newClient(srv.url, userName("alice"), {
+      ...via(proxy),
+      transport: recording(transportName, sent),
+      syncLimit: 5,
+    });
+    const bob = await newClient(srv.url, userName("bob"));
+    const carol = await newClient(srv.url, userName("carol"));
+    clients.push(alice, bob, carol);
+    await Promise.all([alice.connect(), bob.connect()]);
+    const aliceSeen = collect(alice);
+    const bobSeen = collect(bob);
+    const carolSeen = collect(carol);
+
+    // Two members: a plain group, its first message in each member's own log.
+    const group = await alice.createGroup("crew", [bob.user]);
+    expect(group.large).toBeUndefined();
+    await alice.send(group.id, "small");
+    // Carol joins while offline: the group reaches 3 and becomes large.
+    const grown = await alice.addMembers(group.id, [carol.user]);
+    expect(grown).toMatchObject({ large: true });
+    await waitFor(() => alice.store.logCursor(group.id) !== undefined, "alice follows the group's log");
+    await bob.send(group.id, "big 1");
+    await alice.send(group.id, "big 2");
+    const live: Array<[number, string]> = [
+      [1, "small"],
+      [2, "big 1"],
+      [3, "big 2"],
+    ];
+    await waitFor(() => inGroup(aliceSeen, group.id).length === 3, "alice has 3");
+    await waitFor(() => inGroup(bobSeen, group.id).length === 3, "bob has 3");
+    expect(inGroup(aliceSeen, group.id)).toEqual(live);
+    expect(inGroup(bobSeen, group.id)).toEqual(live);
+
+    // Carol connects late: her own log says where the group's log starts; she syncs it.
+    await carol.connect();
+    await waitFor(
+      () => inGroup(carolSeen, group.id).length === 2,
+      "carol has the 2 messages since she joined",
+    );
+    expect(inGroup(carolSeen, group.id)).toEqual(live.slice(1));
+
+    // Alice is cut off while 12 more arrive: she pages through the group's log on reconnect.
+    const down = nextEvent(alice, "disconnected");
+    proxy.refuse = true;
+    proxy.cut();
+    await down;
+    for (let i = 3; i <= 14; i++) await bob.send(group.id, `big ${i}`);
+    sent.length = 0;
+    const up = nextEvent(alice, "connected");
+    proxy.refuse = false;
+    await up;
+    await waitFor(() => inGroup(aliceSeen, group.id).length === 15, "alice has all 15");
+    const expected = [
+      ...live,
+      ...Array.from({ length: 12 }, (_, i): [number, string] => [i + 4, `big ${i + 3}`]),
+    ];
+    expect(inGroup(aliceSeen, group.id)).toEqual(expected);
+    const groupSyncs = sent.filter((f) => f.t === "sync" && f.log === group.id);
+    expect(groupSyncs.length).toBeGreaterThanOrEqual(3); // 14 entries in pages of 5
+    expect(alice.store.logCursor(group.id)).toBe(14);
+    await waitFor(() => inGroup(carolSeen, group.id).length === 14, "carol has them too");
+    expect(inGroup(carolSeen, group.id)).toEqual(expected.slice(1));
+
+    // Bob leaves: his device stops following, and hears nothing more from the group.
+    const left = nextEvent(bob, "left");
+    await bob.removeMember(group.id, bob.user);
+    expect((await left)[0]).toBe(group.id);
+    expect(bob.store.logCursor(group.id)).toBeUndefined();
+    await alice.send(group.id, "after bob");
+    await waitFor(() => inGroup(carolSeen, group.id).length === 15, "carol has the last one");
+    expect(inGroup(bobSeen, group.id)).toHaveLength(15);
+    expect(new Set(aliceSeen.map((m) => `${m.conv}#${m.seq}`)).size).toBe(aliceSeen.length);
+  });
+});

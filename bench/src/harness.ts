@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startServerProcess, type ServerProcess } from "../../packages/cli/src/testing/server-process.ts";
 import { cpuPct, cpuSample, profileArgs, rssMb, type CpuSample } from "./proc-stats.ts";
+import type { CoreOptions } from "../../packages/server/src/core/options.ts";
 import { Provisioner } from "./provision.ts";
 
 // What every scenario shares: a fresh data directory, provisioned in-process (provision.ts), then
@@ -68,9 +69,11 @@ export interface BenchServer {
 export async function startBench<T>(
   setup: (p: Provisioner) => Promise<T>,
   args: string[] = [],
+  /** Core options of the provisioning core; give the server the matching flags in `args`. */
+  coreOptions: Partial<CoreOptions> = {},
 ): Promise<{ bench: BenchServer; setup: T }> {
   const dataDir = mkdtempSync(join(tmpdir(), "parley-bench-"));
-  const p = await Provisioner.open(dataDir);
+  const p = await Provisioner.open(dataDir, coreOptions);
   let result: T;
   try {
     result = await setup(p);

@@ -5,6 +5,7 @@ import { MemoryBus } from "../../packages/server/src/bus/memory/memory-bus.ts";
 import { SystemClock } from "../../packages/server/src/clock/system-clock.ts";
 import type { Principal } from "../../packages/server/src/core/api.ts";
 import { Core } from "../../packages/server/src/core/core.ts";
+import type { CoreOptions } from "../../packages/server/src/core/options.ts";
 import { silentLogger } from "../../packages/server/src/core/ports/logger.ts";
 import { plainHasher } from "../../packages/server/src/core/testing/test-connection.ts";
 import { DB_FILE } from "../../packages/server/src/main.ts";
@@ -31,7 +32,8 @@ export class Provisioner {
     private readonly tag: string,
   ) {}
 
-  static async open(dataDir: string): Promise<Provisioner> {
+  /** `options`: core options that must match the server's (largeGroupMembers). */
+  static async open(dataDir: string, options: Partial<CoreOptions> = {}): Promise<Provisioner> {
     mkdirSync(dataDir, { recursive: true });
     const store = await SqliteStore.open(join(dataDir, DB_FILE));
     const core = new Core({
@@ -41,7 +43,7 @@ export class Provisioner {
       clock: new SystemClock(),
       hasher: plainHasher,
       logger: silentLogger,
-      options: { maxPendingSends: 1_000_000, maxCommitQueueMs: 0 },
+      options: { maxPendingSends: 1_000_000, maxCommitQueueMs: 0, ...options },
     });
     return new Provisioner(core, Math.random().toString(36).slice(2, 7));
   }

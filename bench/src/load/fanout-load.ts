@@ -153,7 +153,8 @@ async function main(): Promise<void> {
             conns.push(c);
             return resolve(c);
           case "push":
-            if (f.useq > c.cursor) c.cursor = f.useq;
+            // A large group's entries have positions in its own log (not acknowledged).
+            if (f.log === undefined && f.useq > c.cursor) c.cursor = f.useq;
             return onFrame(f, c);
           case "ping":
             return ws.send(encodeBinary({ t: "pong", n: f.n }));

@@ -29,6 +29,8 @@ import { ServerMetricsWindow } from "../server-metrics.ts";
 
 const LOAD_SCRIPT = join(import.meta.dirname, "../load/fanout-load.ts");
 const SERVER_FLAGS = "--max-connections-per-ip 0";
+/** The server's default largeGroupMembers (core/options.ts), for reporting. */
+const LARGE_GROUP_DEFAULT = 500;
 
 const now = (): number => performance.timeOrigin + performance.now();
 
@@ -104,7 +106,7 @@ export const groupFanout: Scenario = {
   help:
     "groups, open loop, with concurrent 1:1 (--members 100,1000,10000 --online 1000 --group-rate 10 " +
     "--pairs 100 --direct-rate 2000 --duration 20 --warmup 3 --drain 5 --load-procs 1 --addresses 1 " +
-    "--receipts off)",
+    "--receipts off --large-group-members 500; 1000000 keeps every group written per member)",
   async run(flags) {
     const sizes = listFlag(flags, "members", [100, 1000, 10_000]);
     const results: BenchResult[] = [];
@@ -124,27 +126,36 @@ async function runOne(flags: ReadonlyMap<string, string>, members: number): Prom
   const memberProcs = Math.floor(numberFlag(flags, "load-procs", 1));
   const addresses = Math.floor(numberFlag(flags, "addresses", 1));
   const receipts = stringFlag(flags, "receipts", ["off", "on"], "off") === "on";
+  const largeFrom = Math.floor(numberFlag(flags, "large-group-members", LARGE_GROUP_DEFAULT));
+  // Read diffusion (docs/architecture.md): a large group's message is one log entry, not one per
+  // member. The provisioning core and the server must agree on the threshold.
+  const large = members >= largeFrom;
+  const largeArgs = ["--large-group-members", String(largeFrom)];
   if (members < 2) throw new Error("--members: a group needs at least 2 members");
   if (addresses > 9) throw new Error("--addresses: at most 9 (127.0.0.1-127.0.0.9)");
   const localAddresses = Array.from({ length: addresses }, (_, i) => `127.0.0.${i + 1}`);
 
   const t0 = now();
-  const { bench, setup } = await startBench(async (p) => {
-    const users = await p.users(members + 2 * pairs);
-    const group = await p.group(users[0]!, users.slice(0, members));
-    const direct: FanoutLoadConfig["pairs"] = [];
-    for (let i = 0; i < pairs; i++) {
-      const [s, r] = [users[members + 2 * i]!, users[members + 2 * i + 1]!];
-      direct.push({ senderToken: s.token, receiverToken: r.token, conv: await p.direct(s, r) });
-    }
-    // The sender (member 0) is online; members 1..online-1 are the other online ones.
-    return {
-      group,
-      sender: users[0]!.token,
-      online: users.slice(1, online).map((u) => u.token),
-      direct,
-    };
-  });
+  const { bench, setup } = await startBench(
+    async (p) => {
+      const users = await p.users(members + 2 * pairs);
+      const group = await p.group(users[0]!, users.slice(0, members));
+      const direct: FanoutLoadConfig["pairs"] = [];
+      for (let i = 0; i < pairs; i++) {
+        const [s, r] = [users[members + 2 * i]!, users[members + 2 * i + 1]!];
+        direct.push({ senderToken: s.token, receiverToken: r.token, conv: await p.direct(s, r) });
+      }
+      // The sender (member 0) is online; members 1..online-1 are the other online ones.
+      return {
+        group,
+        sender: users[0]!.token,
+        online: users.slice(1, online).map((u) => u.token),
+        direct,
+      };
+    },
+    largeArgs,
+    { largeGroupMembers: largeFrom },
+  );
   const provisionS = (now() - t0) / 1000;
 
   const base = {
@@ -266,8 +277,11 @@ async function runOne(flags: ReadonlyMap<string, string>, members: number): Prom
       fanout_deliveries_per_s: round(fanoutDeliveries / durationS),
       fanout_duplicates: duplicates,
       // What the server must write to update logs per second at the offered rates (one entry per
-      // member per group message, two per 1:1 message), receipts not counted.
-      log_entries_offered_per_s: round(groupRate * members + 2 * directRate),
+      // member per group message, or one in all for a large group; two per 1:1 message),
+      // receipts not counted.
+      large_group: large,
+      large_group_members: largeFrom,
+      log_entries_offered_per_s: round(groupRate * (large ? 1 : members) + 2 * directRate),
       errors,
       error_codes: errorCodes,
       disconnects: sum((l) => l.disconnects),

@@ -294,7 +294,7 @@ async function runOne(flags: ReadonlyMap<string, string>, members: number): Prom
       load_procs: procs.length,
       source_addresses: addresses,
       receipts,
-      server_flags: SERVER_FLAGS,
+      server_flags: `${SERVER_FLAGS} ${largeArgs.join(" ")}`,
       duration_s: durationS,
       warmup_s: warmupS,
       provision_s: Number(provisionS.toFixed(1)),

@@ -3,6 +3,7 @@ import tls from "node:tls";
 import { DISCONNECT, FrameParser, decodeBinary, encodeFramed, parseClientFrame } from "@parley/protocol";
 import type { ClientFrame, ServerFrame } from "@parley/protocol";
 import type { Logger } from "../../core/ports/logger.ts";
+import { sharedEncoder } from "../shared-encoding.ts";
 import { silentLogger } from "../../core/ports/logger.ts";
 import {
   ConnectionSet,
@@ -17,6 +18,9 @@ import {
 
 // The TCP gateway: length-prefixed msgpack frames over node:net, or node:tls when a certificate
 // is configured. It only turns bytes into frames and back; the core's Session does the rest.
+
+/** Pushes of a large group's log are encoded once for all its members' sockets. */
+const encodeFramedShared = sharedEncoder(encodeFramed);
 
 export type { SessionOpener };
 
@@ -196,7 +200,7 @@ class TcpConnection extends GatewayConnection {
     if (!this.socket.writable) return false;
     let bytes: Uint8Array;
     try {
-      bytes = encodeFramed(frame);
+      bytes = encodeFramedShared(frame);
     } catch (err) {
       this.logger.error({ err, conn: this.id, frame: frame.t }, "could not encode frame");
       this.closing = true;

@@ -12,6 +12,7 @@ import {
 } from "@parley/protocol";
 import type { ClientFrame, DisconnectCode, ServerFrame } from "@parley/protocol";
 import type { Logger } from "../../core/ports/logger.ts";
+import { sharedEncoder } from "../shared-encoding.ts";
 import { silentLogger } from "../../core/ports/logger.ts";
 import {
   ConnectionSet,
@@ -26,6 +27,10 @@ import {
 // the same frames: `parley.v1.binary` (one msgpack frame per binary message) and
 // `parley.v1.json` (one JSON frame per text message, the default when none is offered).
 // Closing sends a `bye` frame, then the WebSocket close frame with the same code.
+
+/** Pushes of a large group's log are encoded once for all its members' sockets. */
+const encodeBinaryShared = sharedEncoder(encodeBinary);
+const encodeJsonShared = sharedEncoder(encodeJson);
 
 export const WS_PATH = "/v1/ws";
 export const SUBPROTOCOL_BINARY = "parley.v1.binary";
@@ -179,8 +184,8 @@ class WsConnection extends GatewayConnection {
     if (this.ws.readyState !== this.ws.OPEN) return false;
     try {
       this.corkForThisTurn(this.socket);
-      if (this.binary) this.ws.send(encodeBinary(frame), { binary: true });
-      else this.ws.send(encodeJson(frame), { binary: false });
+      if (this.binary) this.ws.send(encodeBinaryShared(frame), { binary: true });
+      else this.ws.send(encodeJsonShared(frame), { binary: false });
       return true;
     } catch (err) {
       this.logger.error({ err, conn: this.id, frame: frame.t }, "could not encode frame");

@@ -46,6 +46,9 @@ export interface SessionContext {
   detach(session: ClientSession): void;
   /** Any session closed (called once, after detach if it was attached). */
   forget(session: ClientSession): void;
+  /** Runs `send` in a later turn, in order with the other fan-out sends (sliced-queue.ts): for
+   * the pushes of a large group's log, which reach every online member at once. */
+  fanOut(send: () => void): void;
 }
 
 // States of one connection: HELLO (waiting for hello) -> AUTH (checking the token; frames that
@@ -229,6 +232,16 @@ export class ClientSession implements Session, Beating {
   }
 
   private push(frame: ServerFrame): void {
+    if (this.state === "CLOSED") return;
+    if (frame.t !== "push" || frame.log === undefined) return this.pushNow(frame);
+    const log = frame.log;
+    // Not sent once the user's own log has said to stop following it (left meanwhile).
+    this.ctx.fanOut(() => {
+      if (this.groups.has(log)) this.pushNow(frame);
+    });
+  }
+
+  private pushNow(frame: ServerFrame): void {
     if (this.state === "CLOSED") return;
     if (frame.t === "push" && (frame.u.k === "left" || frame.u.k === "conv")) {
       // The user's own log says which large groups' logs to follow: from a "conv" entry of a

@@ -24,6 +24,7 @@ import type { PasswordHasher } from "./ports/password-hasher.ts";
 import type { SessionDirectory } from "./ports/session-directory.ts";
 import type { LogUpdate, Store } from "./ports/store.ts";
 import { Presence, groupTopic, userTopic } from "./presence.ts";
+import { FANOUT_SLICE, SlicedQueue } from "./sliced-queue.ts";
 
 export interface CoreDeps {
   store: Store;
@@ -58,6 +59,7 @@ export class Core implements SessionContext {
   readonly presence: Presence;
   readonly heartbeats: Heartbeats;
   shuttingDown = false;
+  private readonly fanOutQueue: SlicedQueue;
   private readonly byDevice = new Map<DeviceId, Set<ClientSession>>();
   private readonly byUser = new Map<UserId, number>();
   private readonly all = new Set<ClientSession>();
@@ -69,6 +71,7 @@ export class Core implements SessionContext {
     this.clock = deps.clock;
     this.logger = deps.logger;
     this.heartbeats = new Heartbeats(deps.clock, this.options.heartbeatMs / 2);
+    this.fanOutQueue = new SlicedQueue(FANOUT_SLICE, (err) => this.logger.error({ err }, "a push failed"));
     const publish = (updates: LogUpdate[]): void => this.publish(updates);
     this.accounts = new Accounts(deps.store, deps.hasher, deps.clock, this.options);
     this.conversations = new Conversations(deps.store, deps.clock, this.options, publish);
@@ -207,6 +210,10 @@ export class Core implements SessionContext {
 
   forget(session: ClientSession): void {
     this.all.delete(session);
+  }
+
+  fanOut(send: () => void): void {
+    this.fanOutQueue.add(send);
   }
 
   /** Graceful stop: refuse new requests, commit everything already accepted, say bye (4000) to

@@ -33,6 +33,30 @@ describe("chaos", () => {
     expect(summary.finals).toBe(8);
   }, 240_000);
 
+  it("keeps them in large groups too, whose messages come from the groups' own logs", async () => {
+    const { summary, result } = await runChaos({
+      ...DEFAULT_CHAOS,
+      durationS: 20,
+      users: 4,
+      devicesPerUser: 2,
+      groups: 2,
+      directs: 1,
+      opsPerSecond: 4,
+      killEveryS: 3,
+      restartEveryS: 10,
+      netFaultEveryS: 1,
+      // Groups have at least 3 members: every one is large.
+      largeGroupMembers: 3,
+      seed: seed + 1,
+    });
+    expect(result.violations.slice(0, 5), JSON.stringify(summary)).toEqual([]);
+    expect(result.ok).toBe(true);
+    expect(summary.sigkills).toBeGreaterThanOrEqual(1);
+    expect(summary.acked).toBeGreaterThan(60);
+    expect(summary.delivered).toBeGreaterThan(summary.acked as number);
+    expect(summary.finals).toBe(8);
+  }, 240_000);
+
   it("reports acknowledged messages lost by a server that acks before it commits", async () => {
     const { summary, result } = await runChaos({
       ...DEFAULT_CHAOS,

@@ -17,6 +17,7 @@ const FLAGS = {
   "net-fault-every": ["netFaultEveryS", "mean seconds between network faults (0: none)"],
   seed: ["seed", "random seed"],
   "settle-timeout": ["settleTimeoutS", "seconds the quiet phase may wait"],
+  "large-groups": ["largeGroupMembers", "the server's --large-group-members (0: its default, 500)"],
 } as const satisfies Record<string, [keyof ChaosOptions, string]>;
 
 function usage(): string {

@@ -36,6 +36,9 @@ export interface ChaosOptions {
   serverFaults?: string;
   /** How long the quiet phase may wait for operations to settle and devices to catch up. */
   settleTimeoutS: number;
+  /** The server's --large-group-members (0: its default). 3 makes every group large (groups
+   * have at least 3 members), so their messages go through the groups' own logs. */
+  largeGroupMembers: number;
   /** Progress to stderr. */
   verbose?: boolean;
 }
@@ -52,6 +55,7 @@ export const DEFAULT_CHAOS: ChaosOptions = {
   netFaultEveryS: 1,
   seed: 1,
   settleTimeoutS: 60,
+  largeGroupMembers: 0,
 };
 
 export interface ChaosReport {
@@ -79,7 +83,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
 
   const env = { ...process.env, PARLEY_TEST_FAULTS: o.serverFaults ?? "" };
   const storeDir = join(dataDir, "server");
-  const startServer = () => startServerProcess([], storeDir, { env });
+  const serverArgs = o.largeGroupMembers > 0 ? ["--large-group-members", String(o.largeGroupMembers)] : [];
+  const startServer = () => startServerProcess(serverArgs, storeDir, { env });
   let server: ServerProcess | undefined = await startServer();
   const proxies: FaultProxy[] = [];
   const workers: ChildProcess[] = [];

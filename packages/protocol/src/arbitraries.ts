@@ -104,6 +104,13 @@ export const update = (): fc.Arbitrary<F.Update> =>
     record({ k: fc.constant("receipt" as const), conv: id(), user: id(), kind: receiptKind(), seq: uint() }),
     record({ k: fc.constant("conv" as const), conv: conversation() }),
     record({ k: fc.constant("left" as const), conv: id() }),
+    record({
+      k: fc.constant("members" as const),
+      conv: id(),
+      name: text(0, LIMITS.name),
+      set: fc.array(member(), { maxLength: 3 }),
+      removed: fc.array(id(), { maxLength: 3 }),
+    }),
   );
 
 export const loggedUpdate = (): fc.Arbitrary<F.LoggedUpdate> => record({ useq: seq1(), u: update() });

@@ -138,6 +138,16 @@ const updateVariants = [
   Type.Object({ k: Type.Literal("receipt"), conv: Id, user: Id, kind: ReceiptKind, seq: UInt }, strict),
   Type.Object({ k: Type.Literal("conv"), conv: ConversationSchema }, strict),
   Type.Object({ k: Type.Literal("left"), conv: Id }, strict),
+  Type.Object(
+    {
+      k: Type.Literal("members"),
+      conv: Id,
+      name: text(0, LIMITS.name),
+      set: Type.Array(MemberSchema, { maxItems: LIMITS.members }),
+      removed: Type.Array(Id, { maxItems: LIMITS.members }),
+    },
+    strict,
+  ),
 ];
 export const UpdateSchema = discriminated<F.Update>("k", updateVariants);
 

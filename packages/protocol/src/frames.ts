@@ -76,7 +76,11 @@ export type Update =
   | { k: "react"; msg: Message; user: UserId; emoji: string; on: boolean }
   | { k: "receipt"; conv: ConversationId; user: UserId; kind: ReceiptKind; seq: number }
   | { k: "conv"; conv: Conversation }
-  | { k: "left"; conv: ConversationId };
+  | { k: "left"; conv: ConversationId }
+  /** In a large group's own log: its name or membership changed. Only the change travels (a
+   * large group's whole member list is too big to send on every join): `set` lists members
+   * added or whose role changed, `removed` those who left; `name` is the group's name now. */
+  | { k: "members"; conv: ConversationId; name: string; set: Member[]; removed: UserId[] };
 
 export type ReceiptKind = "delivered" | "read";
 

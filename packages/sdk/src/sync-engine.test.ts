@@ -360,6 +360,43 @@ describe("SyncEngine and large groups", () => {
     expect(store.cursor()).toBe(5);
   });
 
+  it("merges a large group's membership change into the conversation it knows", () => {
+    const store = new MemoryLocalStore();
+    const events: SyncEvent[] = [];
+    const engine = new SyncEngine(
+      store,
+      { emit: (e) => events.push(e), requestSync: () => {}, caughtUp: () => {} },
+      { log: "g1" },
+    );
+    store.putConversation(large("g1", 0));
+    store.setLogCursor("g1", 0);
+    engine.start(0);
+    const member = (user: string, role: "owner" | "admin" | "member" = "member") => ({
+      user,
+      role,
+      delivered: 0,
+      read: 0,
+    });
+    engine.onPush(1, { k: "members", conv: "g1", name: "Big", set: [member("u_c")], removed: [] });
+    engine.onPush(2, {
+      k: "members",
+      conv: "g1",
+      name: "Big",
+      set: [member("u_b", "owner")],
+      removed: ["u_a"],
+    });
+    expect(store.getConversation("g1")).toMatchObject({
+      name: "Big",
+      large: true,
+      members: [member("u_b", "owner"), member("u_c")],
+    });
+    expect(events.map((e) => e.type)).toEqual(["conversation", "conversation"]);
+    // A change for a conversation this device does not hold is skipped, cursor still moving.
+    engine.onPush(3, { k: "members", conv: "g9", name: "x", set: [], removed: [] });
+    expect(store.getConversation("g9")).toBeUndefined();
+    expect(store.logCursor("g1")).toBe(3);
+  });
+
   it("a group log's engine moves the group's cursor only and acknowledges no delivery", () => {
     const store = new MemoryLocalStore();
     const events: SyncEvent[] = [];

@@ -357,6 +357,19 @@ export class SyncEngine {
         }
         return { type: "conversation", conv };
       }
+      case "members": {
+        // A large group's change: merge it into the state its "conv" entry gave.
+        const conv = this.store.getConversation(u.conv);
+        if (!conv) return undefined;
+        const gone = new Set(u.removed);
+        const set = new Map(u.set.map((m) => [m.user, m]));
+        const members = conv.members.filter((m) => !gone.has(m.user)).map((m) => set.get(m.user) ?? m);
+        const known = new Set(members.map((m) => m.user));
+        for (const m of u.set) if (!known.has(m.user) && !gone.has(m.user)) members.push(m);
+        const merged: Conversation = { ...conv, name: u.name, members };
+        this.store.putConversation(merged);
+        return { type: "conversation", conv: merged };
+      }
       case "left":
         this.store.removeConversation(u.conv);
         if (this.log === undefined) this.hooks.unfollow?.(u.conv);

@@ -122,6 +122,19 @@ describe.each(variants)("a large group over %s", (_name, target, via, transportN
     await bob.removeMember(group.id, bob.user);
     expect((await left)[0]).toBe(group.id);
     expect(bob.store.logCursor(group.id)).toBeUndefined();
+    // The others hear of it as a change to the member list they hold, not a new list.
+    for (const c of [alice, carol]) {
+      await waitFor(
+        () => c.store.getConversation(group.id)?.members.some((m) => m.user === bob.user) === false,
+        "bob gone from the member list",
+      );
+      expect(
+        c.store
+          .getConversation(group.id)
+          ?.members.map((m) => m.user)
+          .sort(),
+      ).toEqual([alice.user, carol.user].sort());
+    }
     await alice.send(group.id, "after bob");
     await waitFor(() => inGroup(carolSeen, group.id).length === 15, "carol has the last one");
     expect(inGroup(bobSeen, group.id)).toHaveLength(15);

@@ -251,6 +251,8 @@ export class ClientSession implements Session, Beating {
         else if (frame.u.conv.large) this.follow(frame.u.conv.id);
       }
       this.unwatchStrangers(frame.u);
+    } else if (frame.t === "push" && frame.u.k === "members" && frame.u.removed.length > 0) {
+      this.unwatchStrangers(frame.u);
     }
     if (this.pendingPushes) this.pendingPushes.push(frame);
     else this.conn.send(frame);
@@ -432,12 +434,17 @@ export class ClientSession implements Session, Beating {
   /** After a membership change (this user left, or someone left a conversation of theirs), stops
    * watching the users who no longer share a conversation with this user: presence is only for
    * those who do. Queued with the requests, so that it and a `watch` apply in order. */
-  private unwatchStrangers(u: Extract<Update, { k: "left" | "conv" }>): void {
+  private unwatchStrangers(u: Extract<Update, { k: "left" | "conv" | "members" }>): void {
     this.serial = this.serial
       .then(async () => {
         if (this.watching.size === 0 || this.isClosed()) return;
-        const members = new Set(u.k === "conv" ? u.conv.members.map((m) => m.user) : []);
-        const candidates = [...this.watching.keys()].filter((user) => !members.has(user));
+        // A large group's change names who left: only they can have become strangers.
+        let candidates: UserId[];
+        if (u.k === "members") candidates = u.removed.filter((user) => this.watching.has(user));
+        else {
+          const members = new Set(u.k === "conv" ? u.conv.members.map((m) => m.user) : []);
+          candidates = [...this.watching.keys()].filter((user) => !members.has(user));
+        }
         if (candidates.length === 0) return;
         const visible = new Set(await this.ctx.presence.visible(this.principal!, candidates));
         for (const user of candidates) {
@@ -549,5 +556,6 @@ function approxBytes(item: LoggedUpdate | Message): number {
     }
   }
   if (u?.k === "conv") for (const m of u.conv.members) bytes += m.user.length + 80;
+  if (u?.k === "members") for (const m of u.set) bytes += m.user.length + 80;
   return bytes;
 }

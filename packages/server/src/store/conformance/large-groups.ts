@@ -144,7 +144,7 @@ export function largeGroupCases(store: GetStore): void {
       expect(await log()).toHaveLength(1);
     });
 
-    it("membership changes go to the group's log; joiners and leavers hear in their own", async () => {
+    it("membership changes go to the group's log as deltas; joiners and leavers hear in their own", async () => {
       await largeGroup();
       await sendMsg(store(), "g1", "a", "m2");
       const before = await heads(store(), ["a", "b", "c"]);
@@ -153,23 +153,63 @@ export function largeGroupCases(store: GetStore): void {
       expect(recipients(added.updates)).toEqual(["d", "log:g1"]);
       const inLog = added.updates.find((u) => u.log === "g1");
       const toD = added.updates.find((u) => u.user === "d");
-      // The group's entry is its own position; d starts following after it.
-      expect(inLog?.useq).toBe(2);
-      expect(inLog?.u).toMatchObject({ k: "conv", conv: { large: true, logHead: 2 } });
+      // The group's log carries only the change; d gets the whole state, and starts following
+      // the log after the group's entry for the change.
+      expect(inLog).toEqual({
+        log: "g1",
+        useq: 2,
+        u: {
+          k: "members",
+          conv: "g1",
+          name: "group g1",
+          set: [{ user: "d", role: "member", delivered: 0, read: 0 }],
+          removed: [],
+        },
+      });
       expect(toD?.u).toMatchObject({ k: "conv", conv: { large: true, logHead: 2 } });
+      expect(toD?.u.k === "conv" && toD.u.conv.members.map((m) => m.user)).toEqual(["a", "b", "c", "d"]);
+      expect(added.conv).toEqual(toD?.u.k === "conv" ? toD.u.conv : undefined);
       expect(await readAll(store(), "d")).toEqual([{ useq: 1, u: toD?.u }]);
       expect(await store().largeConversations("d")).toEqual([{ conv: "g1", head: 2 }]);
 
       const renamed = await store().changeConversation({ kind: "rename", conv: "g1", name: "Big" });
-      expect(recipients(renamed.updates)).toEqual(["log:g1"]);
+      expect(renamed.updates).toEqual([
+        { log: "g1", useq: 3, u: { k: "members", conv: "g1", name: "Big", set: [], removed: [] } },
+      ]);
       expect(renamed.conv).toMatchObject({ name: "Big", logHead: 3 });
 
-      const removed = await store().changeConversation({ kind: "remove", conv: "g1", user: "c" });
-      expect(recipients(removed.updates)).toEqual(["c", "log:g1"]);
-      expect(removed.updates.find((u) => u.user === "c")?.u).toEqual({ k: "left", conv: "g1" });
-      expect(await store().largeConversations("c")).toEqual([]);
-      expect(await heads(store(), ["a", "b", "c"])).toEqual([before[0], before[1], before[2]! + 1]);
-      expect((await log()).map((e) => e.u.k)).toEqual(["msg", "conv", "conv", "conv"]);
+      const promoted = await store().changeConversation({
+        kind: "role",
+        conv: "g1",
+        user: "b",
+        role: "admin",
+      });
+      expect(promoted.updates.map((u) => u.u)).toEqual([
+        {
+          k: "members",
+          conv: "g1",
+          name: "Big",
+          set: [{ user: "b", role: "admin", delivered: 0, read: 0 }],
+          removed: [],
+        },
+      ]);
+
+      // The owner leaves; the heir's new role travels with the removal.
+      const removed = await store().changeConversation({ kind: "remove", conv: "g1", user: "a", heir: "b" });
+      expect(recipients(removed.updates)).toEqual(["a", "log:g1"]);
+      expect(removed.updates.find((u) => u.user === "a")?.u).toEqual({ k: "left", conv: "g1" });
+      expect(removed.updates.find((u) => u.log === "g1")?.u).toEqual({
+        k: "members",
+        conv: "g1",
+        name: "Big",
+        set: [{ user: "b", role: "owner", delivered: 0, read: 0 }],
+        removed: ["a"],
+      });
+      expect(await store().largeConversations("a")).toEqual([]);
+      expect(await heads(store(), ["a", "b", "c"])).toEqual([before[0]! + 1, before[1], before[2]]);
+      // Read back, the log holds the same entries.
+      expect((await log()).map((e) => e.u.k)).toEqual(["msg", "members", "members", "members", "members"]);
+      expect((await log(4))[0]?.u).toEqual(removed.updates.find((u) => u.log === "g1")?.u);
     });
 
     it("a conversation that is not large has no log to read", async () => {

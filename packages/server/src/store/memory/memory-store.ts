@@ -207,6 +207,8 @@ export class MemoryStore implements Store {
       /** Added members of a large group: they get the new state in their own logs too. */
       let fresh: UserId[] = [];
       let left: UserId | undefined;
+      /** Members whose record changed (added, promoted, role set): a large group's delta. */
+      let changed: UserId[] = [];
       switch (change.kind) {
         case "rename":
           if (c.name === change.name) return unchanged;
@@ -218,6 +220,7 @@ export class MemoryStore implements Store {
             if (!this.state.users.has(u)) throw new ParleyError("E_NOT_FOUND", `no such user: ${u}`);
           if (fresh.length === 0) return unchanged;
           for (const u of fresh) c.members.set(u, { user: u, role: "member", delivered: 0, read: 0 });
+          changed = fresh;
           break;
         }
         case "remove": {
@@ -227,6 +230,7 @@ export class MemoryStore implements Store {
             throw new ParleyError("E_NOT_FOUND", "the heir is not a member");
           c.members.delete(change.user);
           if (heir) heir.role = "owner";
+          if (heir) changed = [heir.user];
           left = change.user;
           break;
         }
@@ -235,6 +239,7 @@ export class MemoryStore implements Store {
           if (!m) throw new ParleyError("E_NOT_FOUND", "not a member");
           if (m.role === change.role) return unchanged;
           m.role = change.role;
+          changed = [m.user];
           break;
         }
         case "large":
@@ -247,7 +252,16 @@ export class MemoryStore implements Store {
             updates: this.log.append(c.members.keys(), { k: "conv", conv: this.view(c) }),
           };
       }
-      const updates: LogUpdate[] = this.appendConvState(c);
+      // A large group's log gets only what changed; anyone else's log the whole new state.
+      const updates: LogUpdate[] = c.large
+        ? this.fanOut(c, {
+            k: "members",
+            conv: c.id,
+            name: c.name,
+            set: changed.map((u) => ({ ...c.members.get(u)! })),
+            removed: left === undefined ? [] : [left],
+          })
+        : this.appendConvState(c);
       if (c.large && fresh.length > 0)
         updates.push(...this.log.append(fresh, { k: "conv", conv: this.view(c) }));
       if (left !== undefined) updates.push(...this.log.append([left], { k: "left", conv: c.id }));
@@ -460,13 +474,9 @@ export class MemoryStore implements Store {
     return this.groupLogs.append([c.id], u).map(({ useq }) => ({ log: c.id, useq, u }));
   }
 
-  /** Appends a "conv" update with the conversation's state now to every current member (or to a
-   * large group's log). In a large group's own entry, logHead is the entry's own position. */
-  private appendConvState(c: StoredConversation): LogUpdate[] {
-    if (!c.large) return this.log.append(c.members.keys(), { k: "conv", conv: this.view(c) });
-    const conv = this.view(c);
-    conv.logHead = this.groupLogs.head(c.id) + 1;
-    return this.fanOut(c, { k: "conv", conv });
+  /** Appends a "conv" update with the conversation's state now to every current member. */
+  private appendConvState(c: StoredConversation): UserUpdate[] {
+    return this.log.append(c.members.keys(), { k: "conv", conv: this.view(c) });
   }
 
   /** The conversation as members see it now. */

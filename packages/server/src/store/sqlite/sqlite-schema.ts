@@ -151,7 +151,9 @@ export const MIGRATIONS: readonly string[] = [
   `,
   // 4: large groups (read diffusion). A large group's changes are entries of its own log, kept in
   // the updates table under the key '#' || conv_id (user ids never start with '#'), so both kinds
-  // of log share one table, one statement set and one way of reading entries.
+  // of log share one table, one statement set and one way of reading entries. A group log's
+  // "members" entries (what changed in its membership) are kept as kind 'conv' with the change in
+  // data and no snapshot: the kind CHECK above cannot change without rebuilding updates.
   `
   ALTER TABLE conversations ADD COLUMN large INTEGER NOT NULL DEFAULT 0 CHECK (large IN (0, 1));
   `,

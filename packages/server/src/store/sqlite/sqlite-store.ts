@@ -251,6 +251,8 @@ export class SqliteStore implements Store {
       /** Added members of a large group: they get the new state in their own logs too. */
       let fresh: UserId[] = [];
       let left: UserId | undefined;
+      /** Members whose record changed (added, promoted, role set): a large group's delta. */
+      let changed: UserId[] = [];
       switch (change.kind) {
         case "rename":
           if (row.name === change.name) return unchanged();
@@ -262,6 +264,7 @@ export class SqliteStore implements Store {
             if (!this.st.userById.get(u)) throw new ParleyError("E_NOT_FOUND", `no such user: ${u}`);
           if (fresh.length === 0) return unchanged();
           for (const u of fresh) this.st.insertMember.run(row.id, u, "member");
+          changed = fresh;
           break;
         }
         case "remove":
@@ -271,6 +274,7 @@ export class SqliteStore implements Store {
             const heir = this.st.member.get(row.id, change.heir);
             if (!heir) throw new ParleyError("E_NOT_FOUND", "the heir is not a member");
             if (heir.role !== "owner") this.st.setRole.run("owner", row.id, change.heir);
+            changed = [change.heir];
           }
           left = change.user;
           break;
@@ -279,6 +283,7 @@ export class SqliteStore implements Store {
           if (!m) throw new ParleyError("E_NOT_FOUND", "not a member");
           if (m.role === change.role) return unchanged();
           this.st.setRole.run(change.role, row.id, change.user);
+          changed = [change.user];
           break;
         }
         case "large": {
@@ -287,16 +292,27 @@ export class SqliteStore implements Store {
           this.st.makeLarge.run(row.id);
           // Every member learns from their own log that the group's log starts here.
           const c = this.loadConversation(row.id);
-          return { conv: c, updates: this.appendConvState(c, true) };
+          return { conv: c, updates: this.appendConvState(c) };
         }
       }
+      const removed = left === undefined ? [] : [left];
+      // A large group's log gets only what changed; anyone else's log the whole new state.
+      const updates: LogUpdate[] =
+        row.large === 1
+          ? this.log.appendToGroup(row.id, {
+              k: "members",
+              conv: row.id,
+              name: change.kind === "rename" ? change.name : row.name,
+              set: changed.map((u) => toMember(this.st.member.get(row.id, u)!)),
+              removed,
+            })
+          : [];
+      // Read after that entry: a large group's state includes its log's head.
       const c = this.loadConversation(row.id);
-      const updates: LogUpdate[] = this.appendConvState(c);
-      // A large group's state now includes the head its log has after that entry.
-      const now = c.large ? this.loadConversation(row.id) : c;
-      if (c.large && fresh.length > 0) updates.push(...this.log.append(fresh, { k: "conv", conv: now }));
+      if (row.large === 0) updates.push(...this.appendConvState(c));
+      else if (fresh.length > 0) updates.push(...this.log.append(fresh, { k: "conv", conv: c }));
       if (left !== undefined) updates.push(...this.log.append([left], { k: "left", conv: row.id }));
-      return { conv: now, updates };
+      return { conv: c, updates };
     });
   }
 
@@ -582,14 +598,11 @@ export class SqliteStore implements Store {
     return toMessage(row);
   }
 
-  /** Appends a "conv" update with the conversation's state now to every current member, or for a
-   * large group to its log (unless `toMembers`), where logHead is the entry's own position. */
-  private appendConvState(c: Conversation, toMembers = false): LogUpdate[] {
-    if (!c.large || toMembers)
-      return this.log.append(
-        c.members.map((m) => m.user),
-        { k: "conv", conv: c },
-      );
-    return this.log.appendToGroup(c.id, { k: "conv", conv: { ...c, logHead: (c.logHead ?? 0) + 1 } });
+  /** Appends a "conv" update with the conversation's state now to every current member. */
+  private appendConvState(c: Conversation): UserUpdate[] {
+    return this.log.append(
+      c.members.map((m) => m.user),
+      { k: "conv", conv: c },
+    );
   }
 }

@@ -2,6 +2,7 @@ import type {
   Conversation,
   ConversationId,
   LoggedUpdate,
+  Member,
   Message,
   ReceiptKind,
   Update,
@@ -46,6 +47,8 @@ export class SqliteUpdateLog {
     let seq: number | null = null;
     let data: string | null = null;
     let snapshot: number | bigint | null = null;
+    /** The kind column's value (its CHECK predates "members", see below). */
+    let kind: string = u.k;
     switch (u.k) {
       case "msg":
       case "edit":
@@ -66,11 +69,18 @@ export class SqliteUpdateLog {
       case "left":
         conv = u.conv;
         break;
+      case "members":
+        // Kept as a "conv" row with the change in data instead of a snapshot: the kind column's
+        // CHECK cannot change without rebuilding the largest table.
+        conv = u.conv;
+        kind = "conv";
+        data = JSON.stringify({ name: u.name, set: u.set, removed: u.removed });
+        break;
     }
     return users.map((user) => {
       const useq = (this.heads.get(user) ?? this.head(user)) + 1;
       this.heads.set(user, useq);
-      this.st.insertUpdate.run(user, useq, u.k, conv, seq, snapshot, data);
+      this.st.insertUpdate.run(user, useq, kind, conv, seq, snapshot, data);
       return { user, useq, u };
     });
   }
@@ -103,8 +113,12 @@ export class SqliteUpdateLog {
         const d = JSON.parse(r.data ?? "{}") as { user: UserId; kind: ReceiptKind; seq: number };
         return { k: "receipt", conv: r.conv_id, user: d.user, kind: d.kind, seq: d.seq };
       }
-      case "conv":
-        return { k: "conv", conv: JSON.parse(r.snapshot_data ?? "null") as Conversation };
+      case "conv": {
+        if (r.data === null)
+          return { k: "conv", conv: JSON.parse(r.snapshot_data ?? "null") as Conversation };
+        const d = JSON.parse(r.data) as { name: string; set: Member[]; removed: UserId[] };
+        return { k: "members", conv: r.conv_id, name: d.name, set: d.set, removed: d.removed };
+      }
       case "left":
         return { k: "left", conv: r.conv_id };
     }

@@ -218,7 +218,7 @@ export class ClientSession implements Session, Beating {
     if (this.groups.has(conv)) return;
     this.groups.set(
       conv,
-      this.ctx.bus.subscribe(groupTopic(conv), (f) => this.push(f)),
+      this.ctx.bus.subscribe(groupTopic(conv), (f) => this.fromGroup(conv, f)),
     );
   }
 
@@ -231,17 +231,20 @@ export class ClientSession implements Session, Beating {
     return this.state === "CLOSED";
   }
 
-  private push(frame: ServerFrame): void {
+  /** What a large group's topic carries (its log's entries, typing) reaches every online member
+   * at once: it goes out through the core's sliced fan-out queue. */
+  private fromGroup(conv: ConversationId, frame: ServerFrame): void {
     if (this.state === "CLOSED") return;
-    if (frame.t !== "push" || frame.log === undefined) return this.pushNow(frame);
-    const log = frame.log;
-    // Not sent once the user's own log has said to stop following it (left meanwhile).
     this.ctx.fanOut(() => {
-      if (this.groups.has(log)) this.pushNow(frame);
+      // Not sent once the user's own log has said to stop following it (left meanwhile), nor
+      // one's own typing back.
+      if (!this.groups.has(conv)) return;
+      if (frame.t === "typing" && frame.user === this.principal?.user) return;
+      this.push(frame);
     });
   }
 
-  private pushNow(frame: ServerFrame): void {
+  private push(frame: ServerFrame): void {
     if (this.state === "CLOSED") return;
     if (frame.t === "push" && (frame.u.k === "left" || frame.u.k === "conv")) {
       // The user's own log says which large groups' logs to follow: from a "conv" entry of a
@@ -370,7 +373,7 @@ export class ClientSession implements Session, Beating {
         await messaging.react(p, frame.conv, frame.seq, frame.emoji, frame.on);
         return this.reply({ t: "ok", id: frame.id });
       case "typing":
-        return this.ctx.presence.typing(p, frame.conv);
+        return this.ctx.presence.typing(p, frame.conv, this.groups.has(frame.conv));
       case "watch":
         return this.watch(frame.users);
       case "ping":

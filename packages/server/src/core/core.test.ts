@@ -423,6 +423,26 @@ describe("Core", () => {
       expect(groupPushes(c3, g.id)).toEqual([]);
     });
 
+    it("typing in a large group reaches the other online members once, not the typist", async () => {
+      core = makeCore(new MemoryStore(), { largeGroupMembers: 3 });
+      const [o, m1, m2, out] = await Promise.all(["owner", "m1", "m2", "outsider"].map((n) => account(n)));
+      const g = await core.createGroup(o!.p, "team", [m1!.p.user, m2!.p.user]);
+      expect(g.large).toBe(true);
+      const [co, c1, c2, cx] = await Promise.all([o!, m1!, m2!, out!].map((a) => connect(a)));
+      const isTyping = (f: ServerFrame): boolean => f.t === "typing";
+      co.receive({ t: "typing", conv: g.id });
+      for (const c of [c1, c2]) {
+        expect(await c.waitFor(isTyping)).toEqual({ t: "typing", conv: g.id, user: o!.p.user });
+      }
+      // An outsider's typing goes nowhere.
+      cx.receive({ t: "typing", conv: g.id });
+      await core.send(o!.p, { conv: g.id, cid: "1", type: "t", body: text("x") });
+      await c1.waitFor((f) => isPush(f) && f.log === g.id);
+      expect(co.frames.filter(isTyping)).toEqual([]);
+      expect(c1.frames.filter(isTyping)).toHaveLength(1);
+      expect(cx.frames.filter(isTyping)).toEqual([]);
+    });
+
     it("joining starts following, leaving stops; receipts reach only the reader's devices", async () => {
       core = makeCore(new MemoryStore(), { largeGroupMembers: 2 });
       const [o, m1, m2] = await Promise.all(["owner", "m1", "m2"].map((n) => account(n)));

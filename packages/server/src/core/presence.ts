@@ -102,13 +102,19 @@ export class Presence {
 
   /** Relays "typing" to the other members, at most once per throttle interval per user and
    * conversation. Silently ignored for non-members (no error: it would reveal existence). */
-  async typing(p: Principal, conv: ConversationId): Promise<void> {
+  /** `large`: the conversation is a large group the caller's session follows; the signal goes
+   * to its topic once (every online member's session forwards it) instead of to each member. */
+  async typing(p: Principal, conv: ConversationId, large = false): Promise<void> {
     const now = this.clock.now();
     const key = `${p.user}\u0000${conv}`;
     const last = this.lastTyping.get(key);
     if (last !== undefined && now - last < this.typingThrottleMs) return;
     this.lastTyping.set(key, now);
     if (this.lastTyping.size > 50_000) this.pruneTyping(now);
+    if (large) {
+      if ((await this.store.getRole(conv, p.user)) === undefined) return;
+      return this.bus.publish(groupTopic(conv), { t: "typing", conv, user: p.user });
+    }
     const c = await this.conversations.get(p, conv).catch(() => undefined);
     if (!c) return;
     for (const m of c.members) {

@@ -69,6 +69,8 @@ export class ClientSession implements Session, Beating {
   private unsubscribe: Unsubscribe[] = [];
   /** The subscriptions to the logs of the user's large groups, by conversation. */
   private readonly groups = new Map<ConversationId, Unsubscribe>();
+  /** Large groups the user left while hello read the list of them (which may still name them). */
+  private leftDuringHello: Set<ConversationId> | undefined = new Set();
   /** The presence subscriptions of the watch list, by watched user. */
   private readonly watching = new Map<UserId, Unsubscribe>();
   private pendingPushes: ServerFrame[] | undefined = [];
@@ -176,7 +178,8 @@ export class ClientSession implements Session, Beating {
       ctx.store.largeConversations(principal.user),
     ]);
     if (this.isClosed()) return;
-    for (const { conv } of logs) this.follow(conv);
+    for (const { conv } of logs) if (!this.leftDuringHello?.has(conv)) this.follow(conv);
+    this.leftDuringHello = undefined;
     this.entry = {
       user: principal.user,
       device: principal.device,
@@ -250,8 +253,10 @@ export class ClientSession implements Session, Beating {
       // The user's own log says which large groups' logs to follow: from a "conv" entry of a
       // large group (it became large, or the user joined it) until "left".
       if (frame.log === undefined) {
-        if (frame.u.k === "left") this.unfollow(frame.u.conv);
-        else if (frame.u.conv.large) this.follow(frame.u.conv.id);
+        if (frame.u.k === "left") {
+          this.unfollow(frame.u.conv);
+          this.leftDuringHello?.add(frame.u.conv);
+        } else if (frame.u.conv.large) this.follow(frame.u.conv.id);
       }
       this.unwatchStrangers(frame.u);
     } else if (frame.t === "push" && frame.u.k === "members" && frame.u.removed.length > 0) {

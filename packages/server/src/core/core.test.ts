@@ -428,7 +428,10 @@ describe("Core", () => {
       const [o, m1, m2, out] = await Promise.all(["owner", "m1", "m2", "outsider"].map((n) => account(n)));
       const g = await core.createGroup(o!.p, "team", [m1!.p.user, m2!.p.user]);
       expect(g.large).toBe(true);
-      const [co, c1, c2, cx] = await Promise.all([o!, m1!, m2!, out!].map((a) => connect(a)));
+      const co = await connect(o!);
+      const c1 = await connect(m1!);
+      const c2 = await connect(m2!);
+      const cx = await connect(out!);
       const isTyping = (f: ServerFrame): boolean => f.t === "typing";
       co.receive({ t: "typing", conv: g.id });
       for (const c of [c1, c2]) {
@@ -441,6 +444,38 @@ describe("Core", () => {
       expect(co.frames.filter(isTyping)).toEqual([]);
       expect(c1.frames.filter(isTyping)).toHaveLength(1);
       expect(cx.frames.filter(isTyping)).toEqual([]);
+    });
+
+    it("a member removed while their hello reads the list of large groups does not follow it", async () => {
+      // The list is read before the removal commits and returned after it: stale.
+      let gate: (() => void) | undefined;
+      let listed: (() => void) | undefined;
+      const listedOnce = new Promise<void>((resolve) => (listed = resolve));
+      class SlowListStore extends MemoryStore {
+        override async largeConversations(user: string) {
+          const list = await super.largeConversations(user);
+          if (gate === undefined && list.length > 0) {
+            const opened = new Promise<void>((resolve) => (gate = resolve));
+            listed?.();
+            await opened;
+          }
+          return list;
+        }
+      }
+      core = makeCore(new SlowListStore(), { largeGroupMembers: 3 });
+      const [o, m1, m2] = await Promise.all(["owner", "m1", "m2"].map((n) => account(n)));
+      const g = await core.createGroup(o!.p, "team", [m1!.p.user, m2!.p.user]);
+      const c2 = new TestConnection(core);
+      c2.receive({ t: "hello", versions: [1], token: m2!.token });
+      await listedOnce;
+      await core.removeMember(o!.p, g.id, m2!.p.user);
+      gate!();
+      await c2.waitFor((f) => f.t === "welcome");
+      await c2.waitFor((f) => isPush(f) && f.u.k === "left");
+      const c1 = await connect(m1!);
+      await core.send(o!.p, { conv: g.id, cid: "1", type: "t", body: text("not for m2") });
+      await c1.waitFor((f) => isPush(f) && f.log === g.id && f.u.k === "msg");
+      expect(c2.frames.filter((f) => isPush(f) && f.log === g.id)).toEqual([]);
     });
 
     it("joining starts following, leaving stops; receipts reach only the reader's devices", async () => {

@@ -161,8 +161,9 @@ export class ParleyClient extends Emitter<ClientEvents> {
     return this.engine.cursor;
   }
 
-  /** Goes online. Resolves once connected and caught up; keeps reconnecting afterwards. Rejects
-   * if the server refuses for good (41xx) or close() comes first. */
+  /** Goes online. Resolves once connected and caught up with the user's own log (the logs of
+   * large groups catch up beside it, each by its own engine); keeps reconnecting afterwards.
+   * Rejects if the server refuses for good (41xx) or close() comes first. */
   connect(): Promise<void> {
     if (this.stateValue === "closed" || this.stateValue === "stopped") {
       return Promise.reject(new ClientError("E_CLIENT_CLOSED"));

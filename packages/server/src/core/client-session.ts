@@ -67,10 +67,13 @@ export class ClientSession implements Session, Beating {
   private entry: SessionEntry | undefined;
   private readonly queued: ClientFrame[] = [];
   private unsubscribe: Unsubscribe[] = [];
-  /** The subscriptions to the logs of the user's large groups, by conversation. */
-  private readonly groups = new Map<ConversationId, Unsubscribe>();
-  /** Large groups the user left while hello read the list of them (which may still name them). */
-  private leftDuringHello: Set<ConversationId> | undefined = new Set();
+  /** The subscriptions to the logs of the user's large groups, by conversation; created with the
+   * first (most connections have none, and idle ones are counted in bytes). */
+  private groups: Map<ConversationId, Unsubscribe> | undefined;
+  /** Set once hello has read the list of the user's large groups. */
+  private groupsListed = false;
+  /** Large groups the user left while hello read that list (which may still name them). */
+  private leftDuringHello: Set<ConversationId> | undefined;
   /** The presence subscriptions of the watch list, by watched user. */
   private readonly watching = new Map<UserId, Unsubscribe>();
   private pendingPushes: ServerFrame[] | undefined = [];
@@ -127,8 +130,8 @@ export class ClientSession implements Session, Beating {
     this.unsubscribe = [];
     for (const u of this.watching.values()) u();
     this.watching.clear();
-    for (const u of this.groups.values()) u();
-    this.groups.clear();
+    for (const u of this.groups?.values() ?? []) u();
+    this.groups = undefined;
     if (wasReady && this.entry && this.principal) {
       this.ctx.presence.disconnected(this.entry);
       this.ctx.detach(this);
@@ -179,6 +182,7 @@ export class ClientSession implements Session, Beating {
     ]);
     if (this.isClosed()) return;
     for (const { conv } of logs) if (!this.leftDuringHello?.has(conv)) this.follow(conv);
+    this.groupsListed = true;
     this.leftDuringHello = undefined;
     this.entry = {
       user: principal.user,
@@ -218,6 +222,7 @@ export class ClientSession implements Session, Beating {
 
   /** Receives the pushes of a large group's log (idempotent). */
   private follow(conv: ConversationId): void {
+    this.groups ??= new Map();
     if (this.groups.has(conv)) return;
     this.groups.set(
       conv,
@@ -226,8 +231,8 @@ export class ClientSession implements Session, Beating {
   }
 
   private unfollow(conv: ConversationId): void {
-    this.groups.get(conv)?.();
-    this.groups.delete(conv);
+    this.groups?.get(conv)?.();
+    this.groups?.delete(conv);
   }
 
   private isClosed(): boolean {
@@ -241,7 +246,7 @@ export class ClientSession implements Session, Beating {
     this.ctx.fanOut(() => {
       // Not sent once the user's own log has said to stop following it (left meanwhile), nor
       // one's own typing back.
-      if (!this.groups.has(conv)) return;
+      if (!this.groups?.has(conv)) return;
       if (frame.t === "typing" && frame.user === this.principal?.user) return;
       this.push(frame);
     });
@@ -255,7 +260,7 @@ export class ClientSession implements Session, Beating {
       if (frame.log === undefined) {
         if (frame.u.k === "left") {
           this.unfollow(frame.u.conv);
-          this.leftDuringHello?.add(frame.u.conv);
+          if (!this.groupsListed) (this.leftDuringHello ??= new Set()).add(frame.u.conv);
         } else if (frame.u.conv.large) this.follow(frame.u.conv.id);
       }
       this.unwatchStrangers(frame.u);
@@ -378,7 +383,7 @@ export class ClientSession implements Session, Beating {
         await messaging.react(p, frame.conv, frame.seq, frame.emoji, frame.on);
         return this.reply({ t: "ok", id: frame.id });
       case "typing":
-        return this.ctx.presence.typing(p, frame.conv, this.groups.has(frame.conv));
+        return this.ctx.presence.typing(p, frame.conv, this.groups?.has(frame.conv) === true);
       case "watch":
         return this.watch(frame.users);
       case "ping":

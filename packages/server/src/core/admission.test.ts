@@ -27,11 +27,13 @@ const OPTIONS: AdmissionOptions = {
   maxPendingSends: 1000,
   commitBatchMax: 10,
   maxRssBytes: 0,
+  maxFanOutBacklog: 500,
 };
 
 function setup(options: Partial<AdmissionOptions> = {}, random = () => 0) {
   let now = 1_000;
   let rss = 0;
+  let backlog = 0;
   let rssReads = 0;
   const shedding: SheddingEvent[] = [];
   const admission = new Admission(
@@ -40,6 +42,7 @@ function setup(options: Partial<AdmissionOptions> = {}, random = () => 0) {
       now: () => now,
       random,
       onShedding: (e) => shedding.push(e),
+      fanOutBacklog: () => backlog,
       rssBytes: () => {
         rssReads++;
         return rss;
@@ -57,6 +60,7 @@ function setup(options: Partial<AdmissionOptions> = {}, random = () => 0) {
     batch,
     advance: (ms: number) => (now += ms),
     setRss: (bytes: number) => (rss = bytes),
+    setBacklog: (n: number) => (backlog = n),
     shedding,
     rssReads: () => rssReads,
   };
@@ -267,6 +271,19 @@ describe("Admission", () => {
     expectOverloaded(h.admission.refusal(60)); // a new episode
     expect(h.shedding).toHaveLength(3);
     expect(h.shedding.at(-1)).toMatchObject({ shedding: true });
+  });
+
+  it("refuses sends while maxFanOutBacklog pushes wait to go out, admits again once below", () => {
+    const h = setup();
+    h.setBacklog(499);
+    expect(h.admission.refusal(0)).toBeUndefined();
+    h.setBacklog(500);
+    const refused = h.admission.refusal(0);
+    expect(refused).toMatchObject({ code: "E_OVERLOADED", retry: true });
+    expect(refused?.message).toMatch(/pushes wait to go out/);
+    expect(refused?.retryAfterMs).toBe(1000);
+    h.setBacklog(10);
+    expect(h.admission.refusal(0)).toBeUndefined();
   });
 
   it("refuses without a stack trace (cheap under overload)", () => {

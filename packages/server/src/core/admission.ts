@@ -6,7 +6,9 @@ import { ParleyError } from "@parley/protocol";
 //   - the process's resident memory is near its configured limit (maxRssBytes), or
 //   - maxPendingSends sends already wait for commit (a hard cap), or
 //   - the commit queue would make it wait longer than maxCommitQueueMs, estimated from the
-//     queue's length and the measured commit throughput.
+//     queue's length and the measured commit throughput, or
+//   - maxFanOutBacklog pushes of large groups already wait to go out (core/sliced-queue.ts: they
+//     are sent a slice per turn, so a sender to a large group could outrun them without bound).
 // Refusing at the door keeps the latency of admitted sends near the target and the queue's
 // memory bounded; the client resends after retryAfterMs with the same cid (idempotent).
 //
@@ -26,6 +28,8 @@ export interface AdmissionOptions {
   commitBatchMax: number;
   /** Resident set size limit in bytes; sends are refused above RSS_SHED_FRACTION of it. 0: off. */
   maxRssBytes: number;
+  /** Pushes waiting in the fan-out queue beyond which every new send is refused. */
+  maxFanOutBacklog: number;
 }
 
 export interface AdmissionDeps {
@@ -36,6 +40,8 @@ export interface AdmissionDeps {
   /** The process's resident set size in bytes (supplied by the composition root: the core does
    * not read process state). Without it the memory bound is off. */
   rssBytes?: () => number;
+  /** Pushes waiting in the core's fan-out queue. Without it that bound is off. */
+  fanOutBacklog?: () => number;
   /** Told when refusing starts (the first refusal after a window without any) and when it stops
    * (a whole REFUSAL_WINDOW_MS without a refusal, noticed at the next send), for the log. */
   onShedding?: (event: SheddingEvent) => void;
@@ -57,6 +63,9 @@ export const RETRY_AFTER_MAX_MS = 10_000;
 export const REFUSAL_WINDOW_MS = 1000;
 /** retryAfterMs base when the drain time is unknown (no throughput measured yet). */
 const RETRY_AFTER_UNKNOWN_MS = 500;
+/** retryAfterMs base while the fan-out queue is over its bound: it drains at tens of thousands of
+ * pushes a second, so this is about what a full queue takes. */
+const RETRY_AFTER_FAN_OUT_MS = 1000;
 /** retryAfterMs base while memory is over the bound: RSS falls only as the GC returns memory. */
 const RETRY_AFTER_MEMORY_MS = 1000;
 
@@ -189,6 +198,9 @@ export class Admission {
     const wait = this.estimateWaitMs(queued);
     if (queued >= this.options.maxPendingSends) {
       return this.overloaded("too many sends wait for commit", wait ?? RETRY_AFTER_UNKNOWN_MS);
+    }
+    if ((this.deps.fanOutBacklog?.() ?? 0) >= this.options.maxFanOutBacklog) {
+      return this.overloaded("too many pushes wait to go out", RETRY_AFTER_FAN_OUT_MS);
     }
     const target = this.options.maxCommitQueueMs;
     if (target > 0 && wait !== undefined && wait > target) {

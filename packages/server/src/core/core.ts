@@ -88,6 +88,7 @@ export class Core implements SessionContext {
         else this.logger.info(e, "no longer overloaded: sends admitted again");
       },
       deps.metrics,
+      () => this.fanOutQueue.size,
     );
     this.presence = new Presence(
       deps.store,

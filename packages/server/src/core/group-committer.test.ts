@@ -48,7 +48,13 @@ function setup() {
   let now = 0;
   const store = new GatedStore();
   const admission = new Admission(
-    { maxCommitQueueMs: 100, maxPendingSends: 1000, commitBatchMax: 10, maxRssBytes: 0 },
+    {
+      maxCommitQueueMs: 100,
+      maxPendingSends: 1000,
+      commitBatchMax: 10,
+      maxRssBytes: 0,
+      maxFanOutBacklog: 1000,
+    },
     { now: () => now, random: () => 0 },
   );
   const committed: AppendResult[] = [];
@@ -104,7 +110,13 @@ describe("GroupCommitter with admission control", () => {
   it("refuses at maxPendingSends even before any throughput is known", async () => {
     const store = new GatedStore();
     const admission = new Admission(
-      { maxCommitQueueMs: 100, maxPendingSends: 3, commitBatchMax: 10, maxRssBytes: 0 },
+      {
+        maxCommitQueueMs: 100,
+        maxPendingSends: 3,
+        commitBatchMax: 10,
+        maxRssBytes: 0,
+        maxFanOutBacklog: 1000,
+      },
       { now: () => 0, random: () => 0 },
     );
     const committer = new GroupCommitter(store, () => {}, 10, admission);
@@ -132,7 +144,13 @@ describe("GroupCommitter with admission control", () => {
     }
     const store = new FailingOnce();
     const admission = new Admission(
-      { maxCommitQueueMs: 100, maxPendingSends: 2, commitBatchMax: 10, maxRssBytes: 0 },
+      {
+        maxCommitQueueMs: 100,
+        maxPendingSends: 2,
+        commitBatchMax: 10,
+        maxRssBytes: 0,
+        maxFanOutBacklog: 1000,
+      },
       { now: () => 0, random: () => 0 },
     );
     const commits: Array<[number, boolean]> = [];
@@ -165,7 +183,13 @@ describe("GroupCommitter with admission control", () => {
     const store = new GatedStore();
     let now = 0;
     const admission = new Admission(
-      { maxCommitQueueMs: 0, maxPendingSends: 1000, commitBatchMax: 10, maxRssBytes: 0 },
+      {
+        maxCommitQueueMs: 0,
+        maxPendingSends: 1000,
+        commitBatchMax: 10,
+        maxRssBytes: 0,
+        maxFanOutBacklog: 1000,
+      },
       { now: () => now, random: () => 0 },
     );
     const committer = new GroupCommitter(store, () => {}, 10, admission, 1000);

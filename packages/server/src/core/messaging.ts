@@ -30,9 +30,12 @@ export class Messaging {
     /** Told when admission starts and stops refusing sends. */
     onShedding?: (event: SheddingEvent) => void,
     metrics?: Metrics,
+    /** Pushes waiting in the core's fan-out queue, for options.maxFanOutBacklog. */
+    fanOutBacklog?: () => number,
   ) {
     const admission = new Admission(options, {
       now: () => clock.now(),
+      ...(fanOutBacklog !== undefined ? { fanOutBacklog } : {}),
       ...(rssBytes !== undefined ? { rssBytes } : {}),
       ...(onShedding !== undefined ? { onShedding } : {}),
     });

@@ -35,6 +35,9 @@ export interface CoreOptions {
   commitBatchBytes: number;
   /** Sends waiting for commit beyond which new sends are refused with E_OVERLOADED. */
   maxPendingSends: number;
+  /** Pushes of large groups waiting to go out (sent a slice per event-loop turn) beyond which new
+   * sends are refused with E_OVERLOADED: each is a few hundred bytes until sent. */
+  maxFanOutBacklog: number;
   /** Admission control: a send that would wait longer than this for its commit (estimated from
    * the queue and the measured commit throughput) is refused with E_OVERLOADED. 0: off. */
   maxCommitQueueMs: number;
@@ -70,6 +73,8 @@ export const DEFAULT_CORE_OPTIONS: CoreOptions = {
   commitBatchMax: 4000,
   commitBatchBytes: 8 * 1024 * 1024,
   maxPendingSends: 20_000,
+  // 20 messages to a group with 10,000 members online.
+  maxFanOutBacklog: 200_000,
   maxCommitQueueMs: 250,
   maxRssBytes: 0,
   cursorFlushMs: 10_000,

@@ -423,6 +423,24 @@ describe("Core", () => {
       expect(groupPushes(c3, g.id)).toEqual([]);
     });
 
+    it("refuses sends while the fan-out queue is over maxFanOutBacklog", async () => {
+      core = makeCore(new MemoryStore(), { maxFanOutBacklog: 3 });
+      const a = await account("alice");
+      const b = await account("bob");
+      const conv = await core.createDirect(a.p, b.p.user);
+      const sent: string[] = [];
+      for (let i = 0; i < 3; i++) core.fanOut(() => sent.push(`push ${i}`));
+      await expect(
+        core.send(a.p, { conv: conv.id, cid: "1", type: "t", body: text("x") }),
+      ).rejects.toMatchObject({ code: "E_OVERLOADED" });
+      // Once the queue has gone out, sends are admitted again.
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(sent).toEqual(["push 0", "push 1", "push 2"]);
+      await expect(
+        core.send(a.p, { conv: conv.id, cid: "2", type: "t", body: text("x") }),
+      ).resolves.toMatchObject({ seq: 1 });
+    });
+
     it("typing in a large group reaches the other online members once, not the typist", async () => {
       core = makeCore(new MemoryStore(), { largeGroupMembers: 3 });
       const [o, m1, m2, out] = await Promise.all(["owner", "m1", "m2", "outsider"].map((n) => account(n)));

@@ -127,7 +127,12 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const store = await openStore(config, logger);
   // Scraped only once listening, after `core` exists.
   const metrics =
-    config.metricsPort !== undefined ? new PrometheusMetrics(() => core.connections) : undefined;
+    config.metricsPort !== undefined
+      ? new PrometheusMetrics(
+          () => core.connections,
+          () => core.fanOutBacklog,
+        )
+      : undefined;
   const core = createCore(config, store, logger, metrics);
   let gateways: Gateways;
   try {

@@ -206,6 +206,7 @@ describe("startServer", () => {
     expect(value("parley_commit_messages_count")).toBe(2);
     expect(value("parley_sends_refused_total")).toBe(0);
     expect(value("parley_connections")).toBe(1);
+    expect(value("parley_fanout_backlog")).toBe(0);
     expect(value("nodejs_eventloop_lag_p99_seconds")).toBeGreaterThan(0);
     expect(text).toMatch(/^nodejs_gc_duration_seconds_bucket/m);
     // Nothing else is served there, and the main HTTP port does not serve metrics.

@@ -88,7 +88,7 @@ export class Core implements SessionContext {
         else this.logger.info(e, "no longer overloaded: sends admitted again");
       },
       deps.metrics,
-      () => this.fanOutQueue.size,
+      () => this.fanOutBacklog,
     );
     this.presence = new Presence(
       deps.store,
@@ -215,6 +215,11 @@ export class Core implements SessionContext {
 
   fanOut(send: () => void): void {
     this.fanOutQueue.add(send);
+  }
+
+  /** Pushes of large groups waiting to go out (options.maxFanOutBacklog). */
+  get fanOutBacklog(): number {
+    return this.fanOutQueue.size;
   }
 
   /** Graceful stop: refuse new requests, commit everything already accepted, say bye (4000) to

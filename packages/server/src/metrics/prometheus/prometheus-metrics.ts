@@ -18,8 +18,9 @@ export class PrometheusMetrics implements Metrics {
   private readonly committed: Counter;
   private readonly refused: Counter;
 
-  /** `connections` reads the number of open client connections when scraped. */
-  constructor(connections: () => number) {
+  /** `connections` reads the number of open client connections when scraped, `fanOutBacklog`
+   * the pushes of large groups waiting to go out. */
+  constructor(connections: () => number, fanOutBacklog: () => number = () => 0) {
     collectDefaultMetrics({ register: this.registry });
     this.commitSeconds = new Histogram({
       name: "parley_commit_seconds",
@@ -50,6 +51,14 @@ export class PrometheusMetrics implements Metrics {
       registers: [this.registry],
       collect() {
         this.set(connections());
+      },
+    });
+    new Gauge({
+      name: "parley_fanout_backlog",
+      help: "Pushes of large groups waiting to go out (sends are refused from 200,000)",
+      registers: [this.registry],
+      collect() {
+        this.set(fanOutBacklog());
       },
     });
   }

@@ -1,7 +1,10 @@
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import type { ClientFrame } from "@parley/protocol";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { LoginOptions, Message, ParleyClient, TransportFactory } from "../src/node.ts";
-import { getTransport, textOf } from "../src/node.ts";
+import { FileLocalStore, getTransport, textOf } from "../src/node.ts";
 import type { TestServer } from "./helpers.ts";
 import { collect, CutProxy, newClient, nextEvent, startTestServer, userName, waitFor } from "./helpers.ts";
 
@@ -139,5 +142,50 @@ describe.each(variants)("a large group over %s", (_name, target, via, transportN
     await waitFor(() => inGroup(carolSeen, group.id).length === 15, "carol has the last one");
     expect(inGroup(bobSeen, group.id)).toHaveLength(15);
     expect(new Set(aliceSeen.map((m) => `${m.conv}#${m.seq}`)).size).toBe(aliceSeen.length);
+  });
+});
+
+describe("a large group and a durable local store", () => {
+  it("a restarted client goes on from its stored group cursor: the missed messages once, nothing again", async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), "parley-sdk-large-"));
+    try {
+      const aliceName = userName("alice");
+      const bob = await newClient(srv.url, userName("bob"));
+      const carol = await newClient(srv.url, userName("carol"));
+      clients.push(bob, carol);
+      await bob.connect();
+      const store1 = await FileLocalStore.open(dir);
+      const alice1 = await newClient(srv.url, aliceName, { store: store1 });
+      await alice1.connect();
+      const seen1 = collect(alice1);
+      const group = await alice1.createGroup("crew", [bob.user, carol.user]);
+      expect(group.large).toBe(true);
+      for (const text of ["one", "two"]) await bob.send(group.id, text);
+      await waitFor(() => inGroup(seen1, group.id).length === 2, "alice has 2");
+      await alice1.close();
+      await store1.close();
+
+      for (const text of ["three", "four", "five"]) await bob.send(group.id, text);
+      const store2 = await FileLocalStore.open(dir);
+      expect(store2.logCursor(group.id)).toBe(2);
+      const alice2 = await newClient(srv.url, aliceName, { store: store2 });
+      clients.push(alice2);
+      const seen2 = collect(alice2);
+      await alice2.connect();
+      await waitFor(() => inGroup(seen2, group.id).length === 3, "alice has the 3 she missed");
+      await bob.send(group.id, "six");
+      await waitFor(() => inGroup(seen2, group.id).length === 4, "and a live one");
+      expect(inGroup(seen2, group.id)).toEqual([
+        [3, "three"],
+        [4, "four"],
+        [5, "five"],
+        [6, "six"],
+      ]);
+      expect(store2.logCursor(group.id)).toBe(6);
+      await alice2.close();
+      await store2.close();
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 });

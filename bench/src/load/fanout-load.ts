@@ -41,6 +41,9 @@ export interface FanoutLoadConfig {
   durationS: number;
   /** After the last send, how long to wait for deliveries still under way. */
   drainS: number;
+  /** Membership churn: the group's owner adds these users one at a time over REST, at `rate`
+   * per second from the start (open loop). */
+  joins?: { httpUrl: string; ownerToken: string; users: string[]; rate: number };
 }
 
 export type ToLoad = { t: "config"; config: FanoutLoadConfig } | { t: "go"; startAt: number };
@@ -64,6 +67,10 @@ export interface FanoutLoadResult {
   errors: Record<string, number>;
   /** Connections closed by the server during the run. */
   disconnects: number;
+  /** Adds of the window that succeeded, and the latency of every add of the window (from its
+   * intended time to the response; one never answered counts until the end). */
+  joinsDone: number;
+  joinLatencies: number[];
   /** CPU time of this process during the measured window, in ms, and the window's length. */
   cpuMs: number;
   windowMs: number;
@@ -324,6 +331,41 @@ async function main(): Promise<void> {
     setTimeout(tick, Math.max(0, startAt - now()));
   });
 
+  // Membership churn, open loop: add j is due at startAt + j / rate.
+  let joinsDone = 0;
+  const joinLatencies: number[] = [];
+  const joinsUnanswered = new Map<number, number>();
+  const joinsDoneP = (async () => {
+    const j = cfg.joins;
+    if (!j || j.rate <= 0) return;
+    const addAt = (i: number): number => startAt + (i * 1000) / j.rate;
+    const adds: Array<Promise<void>> = [];
+    for (let i = 0; i < j.users.length && addAt(i) < windowEnd; i++) {
+      await new Promise((r) => setTimeout(r, Math.max(0, addAt(i) - now())));
+      const t0 = addAt(i);
+      if (inWindow(t0)) joinsUnanswered.set(i, t0);
+      adds.push(
+        fetch(`${j.httpUrl}/v1/conversations/${encodeURIComponent(cfg.group)}/members`, {
+          method: "POST",
+          headers: { "content-type": "application/json", authorization: `Bearer ${j.ownerToken}` },
+          body: JSON.stringify({ users: [j.users[i]] }),
+        })
+          .then(async (res) => {
+            await res.arrayBuffer();
+            if (!inWindow(t0)) return;
+            joinsUnanswered.delete(i);
+            joinLatencies.push(now() - t0);
+            if (res.ok) joinsDone++;
+            else errors[`HTTP_${res.status}`] = (errors[`HTTP_${res.status}`] ?? 0) + 1;
+          })
+          .catch(() => {
+            errors.JOIN_FAILED = (errors.JOIN_FAILED ?? 0) + 1;
+          }),
+      );
+    }
+    await Promise.all(adds);
+  })();
+
   let cpu0 = process.cpuUsage();
   let cpuMs = 0;
   setTimeout(() => (cpu0 = process.cpuUsage()), Math.max(0, windowStart - now()));
@@ -332,12 +374,14 @@ async function main(): Promise<void> {
   cpuMs = (cpu.user + cpu.system) / 1000;
   await sendDone;
   await new Promise((r) => setTimeout(r, cfg.drainS * 1000));
+  await Promise.race([joinsDoneP, new Promise((r) => setTimeout(r, 1000))]);
   stopping = true;
   clearInterval(ackTimer);
   // A message never delivered counts with its wait until now (a lower bound), so that losses
   // cannot make the percentiles look better.
   const end = now();
   for (const t0 of outstanding.values()) directLatencies.push(end - t0);
+  for (const t0 of joinsUnanswered.values()) joinLatencies.push(end - t0);
 
   const fill = (a: number[]): number[] => Array.from({ length: a.length }, (_, i) => a[i] ?? 0);
   await post({
@@ -352,6 +396,8 @@ async function main(): Promise<void> {
       directDelivered,
       directUndelivered: outstanding.size,
       directLatencies,
+      joinsDone,
+      joinLatencies,
       errors,
       disconnects,
       cpuMs: Math.round(cpuMs),

@@ -106,7 +106,8 @@ export const groupFanout: Scenario = {
   help:
     "groups, open loop, with concurrent 1:1 (--members 100,1000,10000 --online 1000 --group-rate 10 " +
     "--pairs 100 --direct-rate 2000 --duration 20 --warmup 3 --drain 5 --load-procs 1 --addresses 1 " +
-    "--receipts off --large-group-members 500; 1000000 keeps every group written per member)",
+    "--receipts off --large-group-members 500 (1000000 keeps every group written per member) " +
+    "--join-rate 0: users added to the group per second, one per REST call, during the run)",
   async run(flags) {
     const sizes = listFlag(flags, "members", [100, 1000, 10_000]);
     const results: BenchResult[] = [];
@@ -131,6 +132,8 @@ async function runOne(flags: ReadonlyMap<string, string>, members: number): Prom
   // member. The provisioning core and the server must agree on the threshold.
   const large = members >= largeFrom;
   const largeArgs = ["--large-group-members", String(largeFrom)];
+  const joinRate = numberFlag(flags, "join-rate", 0);
+  const nJoiners = Math.ceil(joinRate * (warmupS + durationS));
   if (members < 2) throw new Error("--members: a group needs at least 2 members");
   if (addresses > 9) throw new Error("--addresses: at most 9 (127.0.0.1-127.0.0.9)");
   const localAddresses = Array.from({ length: addresses }, (_, i) => `127.0.0.${i + 1}`);
@@ -138,7 +141,7 @@ async function runOne(flags: ReadonlyMap<string, string>, members: number): Prom
   const t0 = now();
   const { bench, setup } = await startBench(
     async (p) => {
-      const users = await p.users(members + 2 * pairs);
+      const users = await p.users(members + 2 * pairs + nJoiners);
       const group = await p.group(users[0]!, users.slice(0, members));
       const direct: FanoutLoadConfig["pairs"] = [];
       for (let i = 0; i < pairs; i++) {
@@ -151,6 +154,7 @@ async function runOne(flags: ReadonlyMap<string, string>, members: number): Prom
         sender: users[0]!.token,
         online: users.slice(1, online).map((u) => u.token),
         direct,
+        joiners: users.slice(members + 2 * pairs).map((u) => u.id),
       };
     },
     largeArgs,
@@ -178,6 +182,16 @@ async function runOne(flags: ReadonlyMap<string, string>, members: number): Prom
         groupSender: setup.sender,
         pairs: setup.direct,
         directRate,
+        ...(joinRate > 0
+          ? {
+              joins: {
+                httpUrl: bench.httpUrl,
+                ownerToken: setup.sender,
+                users: setup.joiners,
+                rate: joinRate,
+              },
+            }
+          : {}),
       }),
     );
     for (const [i, part] of split(setup.online, memberProcs).entries()) {
@@ -238,6 +252,7 @@ async function runOne(flags: ReadonlyMap<string, string>, members: number): Prom
     firsts.sort((a, b) => a - b);
 
     const direct = loads.flatMap((l) => l.directLatencies).sort((a, b) => a - b);
+    const joins = loads.flatMap((l) => l.joinLatencies).sort((a, b) => a - b);
     const sum = (f: (l: FanoutLoadResult) => number): number => loads.reduce((n, l) => n + f(l), 0);
     const errorCodes: Record<string, number> = {};
     for (const l of loads) {
@@ -282,6 +297,10 @@ async function runOne(flags: ReadonlyMap<string, string>, members: number): Prom
       large_group: large,
       large_group_members: largeFrom,
       log_entries_offered_per_s: round(groupRate * (large ? 1 : members) + 2 * directRate),
+      join_rate: joinRate,
+      joins_done_per_s: round(sum((l) => l.joinsDone) / durationS),
+      join_p50_ms: joins.length > 0 ? percentile(joins, 0.5) : null,
+      join_p99_ms: joins.length > 0 ? percentile(joins, 0.99) : null,
       errors,
       error_codes: errorCodes,
       disconnects: sum((l) => l.disconnects),

@@ -103,6 +103,29 @@ describe("FileLocalStore durability", () => {
     await b.close();
   });
 
+  it("writes a group log's cursor once per flush, after the batch, and never past a leave", async () => {
+    const dir = await tempDir();
+    const a = await FileLocalStore.open(dir);
+    a.putConversation(conversation("g1"));
+    a.putConversation(conversation("g2"));
+    for (let useq = 1; useq <= 5; useq++) {
+      a.putMessage(message("g1", useq));
+      a.setLogCursor("g1", useq);
+      a.setLogCursor("g2", useq * 10);
+    }
+    // Left g2 within the same batch: its cursor must not come back after the rmconv line.
+    a.removeConversation("g2");
+    await a.flush();
+    const lines = (await fs.readFile(path.join(dir, "log-0.jsonl"), "utf8")).trim().split("\n");
+    const cursorLines = lines.filter((l) => l.includes('"lcur"'));
+    expect(cursorLines).toEqual(['{"o":"lcur","c":"g1","v":5}']);
+    expect(lines.indexOf(cursorLines[0]!)).toBeGreaterThan(lines.findIndex((l) => l.includes('"msg"')));
+    await a.close();
+    const b = await FileLocalStore.open(dir);
+    expect(b.logCursors()).toEqual([["g1", 5]]);
+    await b.close();
+  });
+
   it("a torn append after a compaction never rolls state back behind the snapshot", async () => {
     const dir = await tempDir();
     const a = await FileLocalStore.open(dir, { compactAfterLines: 4 });

@@ -36,6 +36,8 @@ interface SnapshotFile {
 export class FileLocalStore extends StoreState {
   private pendingLines: string[] = [];
   private pendingCursor: number | undefined;
+  /** The same for the cursors of large groups' logs, by conversation. */
+  private readonly pendingLogCursors = new Map<string, number>();
   private chain: Promise<void> = Promise.resolve();
   private failure: Error | undefined;
   private closed = false;
@@ -78,11 +80,17 @@ export class FileLocalStore extends StoreState {
 
   protected record(op: StoreOp): void {
     if (this.closed) throw new Error("the local store is closed");
-    // Only the last cursor of a batch matters; it is written after the batch's other lines.
+    // Only the last cursor of a batch matters (the user's, and each group log's); it is written
+    // after the batch's other lines.
     if (op.o === "cur") this.pendingCursor = op.v;
+    else if (op.o === "lcur") this.pendingLogCursors.set(op.c, op.v);
     else this.pendingLines.push(JSON.stringify(encodeOp(op)));
-    // `clear` resets the cursor: one set before it must not be written after it.
-    if (op.o === "clear") this.pendingCursor = undefined;
+    // `clear` resets the cursors, `rmconv` a group's: one set before must not be written after.
+    if (op.o === "clear") {
+      this.pendingCursor = undefined;
+      this.pendingLogCursors.clear();
+    }
+    if (op.o === "rmconv") this.pendingLogCursors.delete(op.c);
   }
 
   flush(): Promise<void> {
@@ -106,6 +114,8 @@ export class FileLocalStore extends StoreState {
 
   private async writePending(): Promise<void> {
     if (this.failure) throw this.failure;
+    for (const [c, v] of this.pendingLogCursors) this.pendingLines.push(JSON.stringify({ o: "lcur", c, v }));
+    this.pendingLogCursors.clear();
     if (this.pendingCursor !== undefined) {
       this.pendingLines.push(JSON.stringify({ o: "cur", v: this.pendingCursor }));
       this.pendingCursor = undefined;
@@ -134,6 +144,7 @@ export class FileLocalStore extends StoreState {
     // value over the snapshot's newer one. A later flush() finds them durable with the snapshot.
     this.pendingLines = [];
     this.pendingCursor = undefined;
+    this.pendingLogCursors.clear();
     const tmp = path.join(this.dir, `${SNAPSHOT}.tmp`);
     const handle = await fs.open(tmp, "w");
     try {

@@ -331,7 +331,7 @@ async function main(): Promise<void> {
     setTimeout(tick, Math.max(0, startAt - now()));
   });
 
-  // Membership churn, open loop: add j is due at startAt + j / rate.
+  // Membership churn, open loop: add i is due at startAt + i / rate.
   let joinsDone = 0;
   const joinLatencies: number[] = [];
   const joinsUnanswered = new Map<number, number>();

@@ -5,11 +5,33 @@ import os from "node:os";
 import path from "node:path";
 import { loadConfig, startServer } from "@parley/server";
 import type { RunningServer, ServerConfig } from "@parley/server";
-import type { ClientEvents, LoginOptions, Message } from "../src/node.ts";
-import { ParleyClient } from "../src/node.ts";
+import type { ClientFrame, ServerFrame } from "@parley/protocol";
+import type { ClientEvents, LoginOptions, Message, TransportFactory } from "../src/node.ts";
+import { ParleyClient, getTransport } from "../src/node.ts";
 
 // Integration-test helpers: a real Parley server in-process on port 0 (SQLite in a temp
 // directory), fresh users per test, and a TCP proxy that can cut or stall connections.
+
+/** Frames both ways, in the order the client sent and received them. */
+export type Wire = Array<{ out: ClientFrame } | { in: ServerFrame }>;
+
+/** Wraps a registered transport to record every frame the client sends and, when `wire` is
+ * given, every frame both ways. */
+export function recording(name: string, sent: ClientFrame[], wire?: Wire): TransportFactory {
+  return (options) => {
+    const inner = getTransport(name);
+    if (!inner) throw new Error(`no transport ${name}`);
+    const t = inner(options);
+    const send = t.send.bind(t);
+    t.send = (frame) => {
+      sent.push(frame);
+      wire?.push({ out: frame });
+      send(frame);
+    };
+    if (wire) t.events.on("frame", (f) => wire.push({ in: f }));
+    return t;
+  };
+}
 
 export interface TestServer {
   server: RunningServer;

@@ -3,10 +3,19 @@ import os from "node:os";
 import path from "node:path";
 import type { ClientFrame } from "@parley/protocol";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { LoginOptions, Message, ParleyClient, TransportFactory } from "../src/node.ts";
-import { FileLocalStore, getTransport, textOf } from "../src/node.ts";
+import type { LoginOptions, Message, ParleyClient } from "../src/node.ts";
+import { FileLocalStore, textOf } from "../src/node.ts";
 import type { TestServer } from "./helpers.ts";
-import { collect, CutProxy, newClient, nextEvent, startTestServer, userName, waitFor } from "./helpers.ts";
+import {
+  collect,
+  CutProxy,
+  newClient,
+  nextEvent,
+  recording,
+  startTestServer,
+  userName,
+  waitFor,
+} from "./helpers.ts";
 
 // Large groups (read diffusion) end to end: a real server whose groups become large at 3 members,
 // real clients over each transport. A large group's messages come from its own log; devices
@@ -27,21 +36,6 @@ afterEach(async () => {
   await Promise.all(clients.splice(0).map((c) => c.close()));
   await Promise.all(proxies.splice(0).map((p) => p.close()));
 });
-
-/** Records every frame the client sends over a registered transport. */
-function recording(name: string, sent: ClientFrame[]): TransportFactory {
-  return (options) => {
-    const inner = getTransport(name);
-    if (!inner) throw new Error(`no transport ${name}`);
-    const t = inner(options);
-    const send = t.send.bind(t);
-    t.send = (frame) => {
-      sent.push(frame);
-      send(frame);
-    };
-    return t;
-  };
-}
 
 const inGroup = (seen: Message[], conv: string): Array<[number, string]> =>
   seen.filter((m) => m.conv === conv).map((m) => [m.seq, textOf(m)]);

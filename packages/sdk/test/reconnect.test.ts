@@ -1,12 +1,21 @@
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import type { ClientFrame, ServerFrame } from "@parley/protocol";
+import type { ClientFrame } from "@parley/protocol";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { LoginOptions, ParleyClient, TransportFactory } from "../src/node.ts";
-import { FileLocalStore, getTransport, textOf } from "../src/node.ts";
-import type { TestServer } from "./helpers.ts";
-import { collect, CutProxy, newClient, nextEvent, startTestServer, userName, waitFor } from "./helpers.ts";
+import type { LoginOptions, ParleyClient } from "../src/node.ts";
+import { FileLocalStore, textOf } from "../src/node.ts";
+import type { TestServer, Wire } from "./helpers.ts";
+import {
+  collect,
+  CutProxy,
+  newClient,
+  nextEvent,
+  recording,
+  startTestServer,
+  userName,
+  waitFor,
+} from "./helpers.ts";
 
 // Faults between a client and a real server: connections cut without a goodbye, replies that
 // never arrive, a client restarted with a durable store, a server restart, a silent server.
@@ -25,27 +34,6 @@ afterEach(async () => {
   await Promise.all(clients.splice(0).map((c) => c.close()));
   await Promise.all(proxies.splice(0).map((p) => p.close()));
 });
-
-/** Frames both ways, in the order the client sent and received them. */
-type Wire = Array<{ out: ClientFrame } | { in: ServerFrame }>;
-
-/** Wraps a registered transport to record every frame the client sends and, when `wire` is
- * given, every frame both ways. */
-function recording(name: string, sent: ClientFrame[], wire?: Wire): TransportFactory {
-  return (options) => {
-    const inner = getTransport(name);
-    if (!inner) throw new Error(`no transport ${name}`);
-    const t = inner(options);
-    const send = t.send.bind(t);
-    t.send = (frame) => {
-      sent.push(frame);
-      wire?.push({ out: frame });
-      send(frame);
-    };
-    if (wire) t.events.on("frame", (f) => wire.push({ in: f }));
-    return t;
-  };
-}
 
 type Via = (proxy: CutProxy) => Partial<LoginOptions>;
 const variants: Array<[string, () => number, Via, string]> = [

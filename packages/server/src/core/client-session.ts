@@ -70,9 +70,8 @@ export class ClientSession implements Session, Beating {
   /** The subscriptions to the logs of the user's large groups, by conversation; created with the
    * first (most connections have none, and idle ones are counted in bytes). */
   private groups: Map<ConversationId, Unsubscribe> | undefined;
-  /** Set once hello has read the list of the user's large groups. */
-  private groupsListed = false;
-  /** Large groups the user left while hello read that list (which may still name them). */
+  /** Large groups the user left while hello read the list of them (which may still name them);
+   * only kept in state AUTH, which ends in the same turn as that list is used. */
   private leftDuringHello: Set<ConversationId> | undefined;
   /** The presence subscriptions of the watch list, by watched user. */
   private readonly watching = new Map<UserId, Unsubscribe>();
@@ -182,7 +181,6 @@ export class ClientSession implements Session, Beating {
     ]);
     if (this.isClosed()) return;
     for (const { conv } of logs) if (!this.leftDuringHello?.has(conv)) this.follow(conv);
-    this.groupsListed = true;
     this.leftDuringHello = undefined;
     this.entry = {
       user: principal.user,
@@ -260,7 +258,7 @@ export class ClientSession implements Session, Beating {
       if (frame.log === undefined) {
         if (frame.u.k === "left") {
           this.unfollow(frame.u.conv);
-          if (!this.groupsListed) (this.leftDuringHello ??= new Set()).add(frame.u.conv);
+          if (this.state === "AUTH") (this.leftDuringHello ??= new Set()).add(frame.u.conv);
         } else if (frame.u.conv.large) this.follow(frame.u.conv.id);
       }
       this.unwatchStrangers(frame.u);

@@ -12,6 +12,7 @@ import {
   type Scenario,
 } from "../harness.ts";
 import type { FanoutLoadConfig, FanoutLoadResult, FromLoad, ToLoad } from "../load/fanout-load.ts";
+import { DEFAULT_CORE_OPTIONS } from "../../../packages/server/src/core/options.ts";
 import { ServerMetricsWindow } from "../server-metrics.ts";
 
 // group-fanout (issue 4): one group per size in --members, of which at most --online members are
@@ -29,8 +30,6 @@ import { ServerMetricsWindow } from "../server-metrics.ts";
 
 const LOAD_SCRIPT = join(import.meta.dirname, "../load/fanout-load.ts");
 const SERVER_FLAGS = "--max-connections-per-ip 0";
-/** The server's default largeGroupMembers (core/options.ts), for reporting. */
-const LARGE_GROUP_DEFAULT = 500;
 
 const now = (): number => performance.timeOrigin + performance.now();
 
@@ -127,7 +126,9 @@ async function runOne(flags: ReadonlyMap<string, string>, members: number): Prom
   const memberProcs = Math.floor(numberFlag(flags, "load-procs", 1));
   const addresses = Math.floor(numberFlag(flags, "addresses", 1));
   const receipts = stringFlag(flags, "receipts", ["off", "on"], "off") === "on";
-  const largeFrom = Math.floor(numberFlag(flags, "large-group-members", LARGE_GROUP_DEFAULT));
+  const largeFrom = Math.floor(
+    numberFlag(flags, "large-group-members", DEFAULT_CORE_OPTIONS.largeGroupMembers),
+  );
   // Read diffusion (docs/architecture.md): a large group's message is one log entry, not one per
   // member. The provisioning core and the server must agree on the threshold.
   const large = members >= largeFrom;

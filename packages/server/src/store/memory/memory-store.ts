@@ -203,7 +203,11 @@ export class MemoryStore implements Store {
     return this.run(() => {
       const c = this.state.convs.get(change.conv);
       if (!c) throw new ParleyError("E_NOT_FOUND", "no such conversation");
-      const unchanged = { conv: this.view(c), updates: [] };
+      // Copied only when returned: most changes do change something.
+      const unchanged = (): { conv: Conversation; updates: LogUpdate[] } => ({
+        conv: this.view(c),
+        updates: [],
+      });
       /** Added members of a large group: they get the new state in their own logs too. */
       let fresh: UserId[] = [];
       let left: UserId | undefined;
@@ -211,14 +215,14 @@ export class MemoryStore implements Store {
       let changed: UserId[] = [];
       switch (change.kind) {
         case "rename":
-          if (c.name === change.name) return unchanged;
+          if (c.name === change.name) return unchanged();
           c.name = change.name;
           break;
         case "add": {
           fresh = [...new Set(change.users)].filter((u) => !c.members.has(u));
           for (const u of fresh)
             if (!this.state.users.has(u)) throw new ParleyError("E_NOT_FOUND", `no such user: ${u}`);
-          if (fresh.length === 0) return unchanged;
+          if (fresh.length === 0) return unchanged();
           for (const u of fresh) c.members.set(u, { user: u, role: "member", delivered: 0, read: 0 });
           changed = fresh;
           break;
@@ -237,14 +241,14 @@ export class MemoryStore implements Store {
         case "role": {
           const m = c.members.get(change.user);
           if (!m) throw new ParleyError("E_NOT_FOUND", "not a member");
-          if (m.role === change.role) return unchanged;
+          if (m.role === change.role) return unchanged();
           m.role = change.role;
           changed = [m.user];
           break;
         }
         case "large":
           if (c.kind !== "group") throw new ParleyError("E_INVALID", "only a group can be large");
-          if (c.large) return unchanged;
+          if (c.large) return unchanged();
           c.large = true;
           // Every member learns from their own log that the group's log starts here.
           return {
@@ -361,11 +365,7 @@ export class MemoryStore implements Store {
   }
 
   readUpdates(user: UserId, after: number, limit: number): Promise<LoggedUpdate[]> {
-    return this.run(() => {
-      requireInteger(after, "after");
-      requireInteger(limit, "limit");
-      return this.log.read(user, after, limit);
-    });
+    return this.readLog(this.log, user, after, limit);
   }
 
   head(user: UserId): Promise<number> {
@@ -375,11 +375,7 @@ export class MemoryStore implements Store {
   }
 
   readConversationLog(conv: ConversationId, after: number, limit: number): Promise<LoggedUpdate[]> {
-    return this.run(() => {
-      requireInteger(after, "after");
-      requireInteger(limit, "limit");
-      return this.groupLogs.read(conv, after, limit);
-    });
+    return this.readLog(this.groupLogs, conv, after, limit);
   }
 
   conversationLogHead(conv: ConversationId): Promise<number> {
@@ -409,6 +405,15 @@ export class MemoryStore implements Store {
     return new Promise<T>((resolve) => {
       if (this.closed) throw new Error("MemoryStore is closed");
       resolve(fn());
+    });
+  }
+
+  /** A user's log or a large group's: entries after `after`, at most `limit`. */
+  private readLog(log: MemoryUpdateLog, key: string, after: number, limit: number): Promise<LoggedUpdate[]> {
+    return this.run(() => {
+      requireInteger(after, "after");
+      requireInteger(limit, "limit");
+      return log.read(key, after, limit);
     });
   }
 

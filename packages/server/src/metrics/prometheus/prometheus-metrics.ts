@@ -45,20 +45,26 @@ export class PrometheusMetrics implements Metrics {
       help: "Sends refused by admission control (E_OVERLOADED)",
       registers: [this.registry],
     });
+    this.readOnScrape(
+      "parley_connections",
+      "Open client connections (TCP and WebSocket, any state)",
+      connections,
+    );
+    this.readOnScrape(
+      "parley_fanout_backlog",
+      "Pushes of large groups waiting to go out (sends are refused beyond the core's maxFanOutBacklog)",
+      fanOutBacklog,
+    );
+  }
+
+  /** A gauge whose value is read when scraped. */
+  private readOnScrape(name: string, help: string, read: () => number): void {
     new Gauge({
-      name: "parley_connections",
-      help: "Open client connections (TCP and WebSocket, any state)",
+      name,
+      help,
       registers: [this.registry],
       collect() {
-        this.set(connections());
-      },
-    });
-    new Gauge({
-      name: "parley_fanout_backlog",
-      help: "Pushes of large groups waiting to go out (sends are refused from 200,000)",
-      registers: [this.registry],
-      collect() {
-        this.set(fanOutBacklog());
+        this.set(read());
       },
     });
   }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { DEFAULT_CHAOS, runChaos } from "../src/chaos/run.ts";
+import { DEFAULT_CHAOS, runChaos, type ChaosReport } from "../src/chaos/run.ts";
 
 // The short chaos run of `npm test` (docs/reliability.md has the long one): real client
 // processes over TCP and WebSocket against a server process that is SIGKILLed and restarted,
@@ -9,9 +9,20 @@ import { DEFAULT_CHAOS, runChaos } from "../src/chaos/run.ts";
 
 const seed = Number(process.env.PARLEY_CHAOS_SEED ?? 7);
 
+/** The checker found nothing, and the run did exercise what it claims to: at least one SIGKILL,
+ * more than `minAcked` acknowledged sends, every device's final state. */
+function expectClean({ summary, result }: ChaosReport, minAcked: number): void {
+  expect(result.violations.slice(0, 5), JSON.stringify(summary)).toEqual([]);
+  expect(result.ok).toBe(true);
+  expect(summary.sigkills).toBeGreaterThanOrEqual(1);
+  expect(summary.acked).toBeGreaterThan(minAcked);
+  expect(summary.delivered).toBeGreaterThan(summary.acked as number);
+  expect(summary.finals).toBe(8);
+}
+
 describe("chaos", () => {
   it("keeps every guarantee through SIGKILLs, restarts and network faults", async () => {
-    const { summary, result } = await runChaos({
+    const report = await runChaos({
       ...DEFAULT_CHAOS,
       durationS: 30,
       users: 4,
@@ -24,17 +35,11 @@ describe("chaos", () => {
       netFaultEveryS: 1,
       seed,
     });
-    expect(result.violations.slice(0, 5), JSON.stringify(summary)).toEqual([]);
-    expect(result.ok).toBe(true);
-    // The run did exercise what it claims to.
-    expect(summary.sigkills).toBeGreaterThanOrEqual(1);
-    expect(summary.acked).toBeGreaterThan(100);
-    expect(summary.delivered).toBeGreaterThan(summary.acked as number);
-    expect(summary.finals).toBe(8);
+    expectClean(report, 100);
   }, 240_000);
 
   it("keeps them in large groups too, whose messages come from the groups' own logs", async () => {
-    const { summary, result } = await runChaos({
+    const report = await runChaos({
       ...DEFAULT_CHAOS,
       durationS: 20,
       users: 4,
@@ -49,12 +54,7 @@ describe("chaos", () => {
       largeGroupMembers: 3,
       seed: seed + 1,
     });
-    expect(result.violations.slice(0, 5), JSON.stringify(summary)).toEqual([]);
-    expect(result.ok).toBe(true);
-    expect(summary.sigkills).toBeGreaterThanOrEqual(1);
-    expect(summary.acked).toBeGreaterThan(60);
-    expect(summary.delivered).toBeGreaterThan(summary.acked as number);
-    expect(summary.finals).toBe(8);
+    expectClean(report, 60);
   }, 240_000);
 
   it("reports acknowledged messages lost by a server that acks before it commits", async () => {

@@ -434,9 +434,8 @@ export class ParleyClient extends Emitter<ClientEvents> {
         return this.acks.schedule();
       case "synced": {
         // Routed by what this side asked, not by what the reply says.
-        if (!conn.syncIds.has(frame.id)) return;
         const log = conn.syncIds.get(frame.id);
-        conn.syncIds.delete(frame.id);
+        if (!conn.syncIds.delete(frame.id)) return;
         const engine = log === undefined ? this.engine : this.groups.get(log);
         engine?.onSynced(frame.updates, frame.more, frame.head);
         return this.acks.schedule();
@@ -518,9 +517,8 @@ export class ParleyClient extends Emitter<ClientEvents> {
   }
 
   private onErrorFrame(conn: ClientConnection, frame: ErrorFrame): void {
-    if (frame.id !== undefined && conn.syncIds.has(frame.id)) {
-      const log = conn.syncIds.get(frame.id);
-      conn.syncIds.delete(frame.id);
+    const log = frame.id === undefined ? undefined : conn.syncIds.get(frame.id);
+    if (frame.id !== undefined && conn.syncIds.delete(frame.id)) {
       const engine = log === undefined ? this.engine : this.groups.get(log);
       if (!frame.retry) {
         // A group's log refused for good: the user was removed, and their own log will say so

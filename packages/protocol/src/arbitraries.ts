@@ -83,6 +83,7 @@ export const conversation = (): fc.Arbitrary<F.Conversation> =>
       createdAt: uint(),
       lastSeq: uint(),
       members: fc.array(member(), { maxLength: 4 }),
+      memberCount: uint(),
       large: fc.constant(true as const),
       logHead: uint(),
     },
@@ -104,13 +105,17 @@ export const update = (): fc.Arbitrary<F.Update> =>
     record({ k: fc.constant("receipt" as const), conv: id(), user: id(), kind: receiptKind(), seq: uint() }),
     record({ k: fc.constant("conv" as const), conv: conversation() }),
     record({ k: fc.constant("left" as const), conv: id() }),
-    record({
-      k: fc.constant("members" as const),
-      conv: id(),
-      name: text(0, LIMITS.name),
-      set: fc.array(member(), { maxLength: 3 }),
-      removed: fc.array(id(), { maxLength: 3 }),
-    }),
+    record(
+      {
+        k: fc.constant("members" as const),
+        conv: id(),
+        name: text(0, LIMITS.name),
+        set: fc.array(member(), { maxLength: 3 }),
+        removed: fc.array(id(), { maxLength: 3 }),
+        count: uint(),
+      },
+      ["k", "conv", "name", "set", "removed"],
+    ),
   );
 
 export const loggedUpdate = (): fc.Arbitrary<F.LoggedUpdate> => record({ useq: seq1(), u: update() });

@@ -58,7 +58,12 @@ export interface Conversation {
   createdAt: number;
   /** Seq of the latest message (0 when empty). */
   lastSeq: number;
+  /** Every member, in join order; in a large group only the owner and the admins, and, in a
+   * reply to a member's own request (REST) or in the entry that added them, that member too:
+   * `memberCount` counts them all, and `GET /v1/conversations/{id}/members` pages through them. */
   members: Member[];
+  /** Set on a large group: how many members it has (`members` lists only some of them). */
+  memberCount?: number;
   /** Set on a large group (read diffusion, docs/protocol.md "Large groups"): its messages, edits,
    * deletes, reactions and membership changes are entries of the conversation's own log, not of
    * each member's update log. Once large, a group stays large. */
@@ -79,8 +84,9 @@ export type Update =
   | { k: "left"; conv: ConversationId }
   /** In a large group's own log: its name or membership changed. Only the change travels (a
    * large group's whole member list is too big to send on every join): `set` lists members
-   * added or whose role changed, `removed` those who left; `name` is the group's name now. */
-  | { k: "members"; conv: ConversationId; name: string; set: Member[]; removed: UserId[] };
+   * added or whose role changed, `removed` those who left; `name` is the group's name now and
+   * `count` its number of members (absent in entries written before it existed). */
+  | { k: "members"; conv: ConversationId; name: string; set: Member[]; removed: UserId[]; count?: number };
 
 export type ReceiptKind = "delivered" | "read";
 

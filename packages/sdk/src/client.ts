@@ -27,7 +27,7 @@ import { MemoryLocalStore } from "./local-store.ts";
 import type { SendResult } from "./outbox.ts";
 import { Outbox } from "./outbox.ts";
 import { Requests } from "./requests.ts";
-import type { HistoryPage, HistoryQuery, UserInfo } from "./rest.ts";
+import type { HistoryPage, HistoryQuery, MemberPage, UserInfo } from "./rest.ts";
 import { RestApi } from "./rest.ts";
 import type { SyncEvent } from "./sync-engine.ts";
 import { SyncEngine } from "./sync-engine.ts";
@@ -306,6 +306,13 @@ export class ParleyClient extends Emitter<ClientEvents> {
    * becomes large: its members' devices then follow its own log (docs/protocol.md). */
   addMembers(conv: ConversationId, users: UserId[]): Promise<Conversation> {
     return this.rest.addMembers(conv, users);
+  }
+
+  /** A page of a conversation's members, ordered by user id (at most `limit`, server default
+   * 100, at most 1,000). A large group's `Conversation.members` lists only its owner, its admins
+   * and this user (`memberCount` counts everyone): this is how to see the rest. */
+  members(conv: ConversationId, after?: UserId, limit?: number): Promise<MemberPage> {
+    return this.rest.members(conv, after, limit);
   }
 
   /** Removes a member from a group (owner or admin); removing oneself leaves it. */

@@ -1,4 +1,4 @@
-import type { Conversation, ConversationId, Message, UserId } from "@parley/protocol";
+import type { Conversation, ConversationId, Member, Message, UserId } from "@parley/protocol";
 import { base64ToBytes } from "./base64.ts";
 import { ClientError, serverError } from "./client-error.ts";
 
@@ -26,6 +26,13 @@ export interface HistoryQuery {
   /** Exclusive lower bound on seq; pages forwards. */
   after?: number;
   limit?: number;
+}
+
+export interface MemberPage {
+  /** Ordered by user id. */
+  members: Member[];
+  /** Another page may follow: ask again with `after` = the last member's user id. */
+  more: boolean;
 }
 
 export interface HistoryPage {
@@ -101,6 +108,14 @@ export class RestApi {
     return this.call<Conversation>("POST", `/v1/conversations/${encodeURIComponent(conv)}/members`, {
       users,
     });
+  }
+
+  members(conv: ConversationId, after?: UserId, limit?: number): Promise<MemberPage> {
+    const params = new URLSearchParams();
+    if (after !== undefined) params.set("after", after);
+    if (limit !== undefined) params.set("limit", String(limit));
+    const qs = params.size > 0 ? `?${params.toString()}` : "";
+    return this.call<MemberPage>("GET", `/v1/conversations/${encodeURIComponent(conv)}/members${qs}`);
   }
 
   async removeMember(conv: ConversationId, user: UserId): Promise<void> {

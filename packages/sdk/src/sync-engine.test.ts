@@ -397,6 +397,66 @@ describe("SyncEngine and large groups", () => {
     expect(store.logCursor("g1")).toBe(3);
   });
 
+  it("keeps a large group's list to its owner, admins and the user, and takes the count", () => {
+    const store = new MemoryLocalStore();
+    const engine = new SyncEngine(
+      store,
+      { emit: () => {}, requestSync: () => {}, caughtUp: () => {} },
+      { log: "g1" },
+    );
+    const member = (user: string, role: "owner" | "admin" | "member" = "member", read = 0) => ({
+      user,
+      role,
+      delivered: read,
+      read,
+    });
+    // As the server lists it: the owner, then this user (u_me) with its marks.
+    store.putConversation({
+      ...large("g1", 0),
+      memberCount: 600,
+      members: [member("u_o", "owner"), member("u_me", "member", 4)],
+    });
+    store.setLogCursor("g1", 0);
+    engine.start(0);
+    // A plain member joins: counted, not listed.
+    engine.onPush(1, {
+      k: "members",
+      conv: "g1",
+      name: "Big",
+      set: [member("u_new")],
+      removed: [],
+      count: 601,
+    });
+    expect(store.getConversation("g1")).toMatchObject({
+      memberCount: 601,
+      members: [member("u_o", "owner"), member("u_me", "member", 4)],
+    });
+    // Promoted, a member is listed; demoted, it stays listed as a member (it is known).
+    engine.onPush(2, {
+      k: "members",
+      conv: "g1",
+      name: "Big",
+      set: [member("u_new", "admin")],
+      removed: [],
+      count: 601,
+    });
+    engine.onPush(3, {
+      k: "members",
+      conv: "g1",
+      name: "Big",
+      set: [member("u_me", "admin", 4)],
+      removed: ["u_x"],
+      count: 600,
+    });
+    expect(store.getConversation("g1")).toMatchObject({
+      memberCount: 600,
+      members: [member("u_o", "owner"), member("u_me", "admin", 4), member("u_new", "admin")],
+    });
+    engine.onPush(4, { k: "members", conv: "g1", name: "Big", set: [], removed: ["u_new"], count: 599 });
+    expect(store.getConversation("g1")?.members.map((m) => m.user)).toEqual(["u_o", "u_me"]);
+    expect(store.getConversation("g1")?.memberCount).toBe(599);
+  });
+
   it("a group log's engine moves the group's cursor only and acknowledges no delivery", () => {
     const store = new MemoryLocalStore();
     const events: SyncEvent[] = [];

@@ -358,15 +358,21 @@ export class SyncEngine {
         return { type: "conversation", conv };
       }
       case "members": {
-        // A large group's change: merge it into the state its "conv" entry gave.
+        // A large group's change: merge it into the state its "conv" entry gave. That state lists
+        // only the owner, the admins and this user: a listed member's record is replaced, an
+        // owner or admin not listed yet is added, a plain member is not (the list would grow to
+        // the whole group); `count` is the new member count.
         const conv = this.store.getConversation(u.conv);
         if (!conv) return undefined;
         const gone = new Set(u.removed);
         const set = new Map(u.set.map((m) => [m.user, m]));
         const members = conv.members.filter((m) => !gone.has(m.user)).map((m) => set.get(m.user) ?? m);
         const known = new Set(members.map((m) => m.user));
-        for (const m of u.set) if (!known.has(m.user) && !gone.has(m.user)) members.push(m);
+        const listAll = conv.memberCount === undefined && u.count === undefined;
+        for (const m of u.set)
+          if (!known.has(m.user) && !gone.has(m.user) && (listAll || m.role !== "member")) members.push(m);
         const merged: Conversation = { ...conv, name: u.name, members };
+        if (u.count !== undefined) merged.memberCount = u.count;
         this.store.putConversation(merged);
         return { type: "conversation", conv: merged };
       }

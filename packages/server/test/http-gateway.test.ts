@@ -62,7 +62,8 @@ describe("HTTP gateway", () => {
   }
 
   beforeAll(async () => {
-    core = newCore();
+    // Groups of 4 become large (read diffusion): one test below uses one; the others stay below.
+    core = newTestCore({ options: { largeGroupMembers: 4 } });
     gateway = new HttpGateway(core, { bodyLimit: 64 * 1024 });
     const port = await gateway.listen(0, "127.0.0.1");
     base = `http://127.0.0.1:${port}`;
@@ -315,6 +316,79 @@ describe("HTTP gateway", () => {
     const left = await call("DELETE", `/v1/conversations/${id}/members/${b.id}`, { token: b.token });
     expect(left.status).toBe(204);
     expectError(await call("GET", `/v1/conversations/${id}`, { token: b.token }), 404, "E_NOT_FOUND");
+  });
+
+  it("a large group lists its owner, admins and the caller; its members are paged by user id", async () => {
+    const [o, b, c, d] = await Promise.all(["lgo", "lgb", "lgc", "lgd"].map((n) => account(n)));
+    const created = await call("POST", "/v1/conversations", {
+      token: o!.token,
+      body: { kind: "group", name: "big", members: [b!.id, c!.id, d!.id] },
+    });
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({ large: true, memberCount: 4 });
+    const id = created.body.id as string;
+    const listed = (r: Reply): string[] => (r.body.members as Array<{ user: string }>).map((m) => m.user);
+    expect(listed(created)).toEqual([o!.id]);
+    // A plain member sees the owner and itself, with its own marks.
+    const forB = await call("GET", `/v1/conversations/${id}`, { token: b!.token });
+    expect(forB.body.memberCount).toBe(4);
+    expect(listed(forB)).toEqual([o!.id, b!.id]);
+    expect(forB.body.members[1]).toEqual({ user: b!.id, role: "member", delivered: 0, read: 0 });
+    const list = await call("GET", "/v1/conversations", { token: c!.token });
+    expect(listed({ ...list, body: list.body.conversations[0] })).toEqual([o!.id, c!.id]);
+
+    const everyone = [o!.id, b!.id, c!.id, d!.id].sort();
+    const page1 = await call("GET", `/v1/conversations/${id}/members?limit=3`, { token: d!.token });
+    expect(page1.status).toBe(200);
+    expect(page1.body.more).toBe(true);
+    expect(listed(page1)).toEqual(everyone.slice(0, 3));
+    const after = encodeURIComponent(everyone[2]!);
+    const page2 = await call("GET", `/v1/conversations/${id}/members?limit=3&after=${after}`, {
+      token: d!.token,
+    });
+    expect(page2.body).toMatchObject({ more: false });
+    expect(listed(page2)).toEqual(everyone.slice(3));
+    expect(
+      (await call("GET", `/v1/conversations/${id}/members`, { token: d!.token })).body.members,
+    ).toHaveLength(4);
+    expectError(
+      await call("GET", `/v1/conversations/${id}/members?limit=0`, { token: d!.token }),
+      400,
+      "E_INVALID",
+    );
+    expectError(
+      await call("GET", `/v1/conversations/${id}/members?limit=1001`, { token: d!.token }),
+      400,
+      "E_INVALID",
+    );
+    const outsider = await account("lgx");
+    expectError(
+      await call("GET", `/v1/conversations/${id}/members`, { token: outsider.token }),
+      404,
+      "E_NOT_FOUND",
+    );
+    expectError(await call("GET", `/v1/conversations/${id}/members`), 401, "E_TOKEN_INVALID");
+
+    // Promoted, c is listed for everyone; the reply to the owner does not list plain members.
+    const promoted = await call("PUT", `/v1/conversations/${id}/members/${c!.id}/role`, {
+      token: o!.token,
+      body: { role: "admin" },
+    });
+    expect(listed(promoted)).toEqual([o!.id, c!.id]);
+    // The admin removes a plain member who is not in its list: looked up, not refused.
+    const removed = await call("DELETE", `/v1/conversations/${id}/members/${d!.id}`, { token: c!.token });
+    expect(removed.status).toBe(200);
+    expect(removed.body.memberCount).toBe(3);
+    expectError(
+      await call("DELETE", `/v1/conversations/${id}/members/${d!.id}`, { token: c!.token }),
+      404,
+      "E_NOT_FOUND",
+    );
+    expectError(
+      await call("DELETE", `/v1/conversations/${id}/members/${o!.id}`, { token: c!.token }),
+      403,
+      "E_FORBIDDEN",
+    );
   });
 
   it("lists and revokes devices; logout revokes the token", async () => {

@@ -273,7 +273,8 @@ async function createUsersAndConversations(
       `group ${g}`,
       members.slice(1).map((m) => m.id),
     );
-    convs.push({ id: conv.id, members: conv.members.map((m) => m.user) });
+    // Not conv.members: a group created large lists only its owner and admins.
+    convs.push({ id: conv.id, members: members.map((m) => m.id) });
   }
   const pairs = new Set<string>();
   for (let d = 0; d < o.directs && users.length >= 2; d++) {

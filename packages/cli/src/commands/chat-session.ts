@@ -249,7 +249,12 @@ export class ChatSession {
    * newer than a state fetched a moment ago). */
   private remember(conv: Conversation): Conversation {
     const known = this.convs.get(conv.id);
-    const c = known && known.lastSeq > conv.lastSeq ? { ...conv, lastSeq: known.lastSeq } : conv;
+    let c = known && known.lastSeq > conv.lastSeq ? { ...conv, lastSeq: known.lastSeq } : conv;
+    // A large group's state from the log may not list this user (only the owner and admins):
+    // keep the record (read mark) a reply to this user gave.
+    const me = known?.members.find((m) => m.user === this.client.user);
+    if (c.large && me && !c.members.some((m) => m.user === me.user))
+      c = { ...c, members: [...c.members, me] };
     this.convs.set(c.id, c);
     return c;
   }

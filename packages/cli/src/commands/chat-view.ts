@@ -58,7 +58,8 @@ export function unreadCount(conv: Conversation, me: string, localRead = 0): numb
 
 /** One line of /list: ` * k3j5ab  bob  (direct, 5 messages, 2 unread)`; `*` marks the open one. */
 export function conversationLine(conv: Conversation, label: string, unread: number, open: boolean): string {
-  const what = conv.kind === "group" ? `group, ${conv.members.length} members` : "direct";
+  // A large group lists only some of its members; memberCount counts them all.
+  const what = conv.kind === "group" ? `group, ${conv.memberCount ?? conv.members.length} members` : "direct";
   const count = `${conv.lastSeq} message${conv.lastSeq === 1 ? "" : "s"}`;
   const news = unread > 0 ? `, ${unread} unread` : "";
   return ` ${open ? "*" : " "} ${shortId(conv.id)}  ${label}  (${what}, ${count}${news})`;

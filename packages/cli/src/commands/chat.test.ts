@@ -135,6 +135,10 @@ describe("display helpers", () => {
     expect(conversationLine({ ...group, lastSeq: 1 }, "#Crew", 0, true)).toBe(
       " * zzzzzz  #Crew  (group, 2 members, 1 message)",
     );
+    // A large group lists only some members: the line counts them all.
+    expect(conversationLine({ ...group, large: true, memberCount: 9000 }, "#Crew", 0, false)).toBe(
+      "   zzzzzz  #Crew  (group, 9000 members, 0 messages)",
+    );
     expect(unreadSummary(0, 0)).toBe("No unread messages.");
     expect(unreadSummary(1, 1)).toBe("1 unread message in 1 conversation.");
     expect(unreadSummary(5, 2)).toBe("5 unread messages in 2 conversations.");

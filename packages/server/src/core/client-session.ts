@@ -452,6 +452,9 @@ export class ClientSession implements Session, Beating {
         // A large group's change names who left: only they can have become strangers.
         let candidates: UserId[];
         if (u.k === "members") candidates = u.removed.filter((user) => this.watching.has(user));
+        // A large group's own "conv" entries (it became large, this user joined) remove nobody;
+        // its state lists only some members anyway.
+        else if (u.k === "conv" && u.conv.large) return;
         else {
           const members = new Set(u.k === "conv" ? u.conv.members.map((m) => m.user) : []);
           candidates = [...this.watching.keys()].filter((user) => !members.has(user));

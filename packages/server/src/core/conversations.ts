@@ -1,5 +1,5 @@
 import { ParleyError } from "@parley/protocol";
-import type { Conversation, ConversationId, Role, UserId } from "@parley/protocol";
+import type { Conversation, ConversationId, Member, Role, UserId } from "@parley/protocol";
 import type { Principal } from "./api.ts";
 import { newId } from "./ids.ts";
 import type { CoreOptions } from "./options.ts";
@@ -13,6 +13,10 @@ import type { LogUpdate, Store } from "./ports/store.ts";
 // Roles: the owner can do everything (rename, add, remove anyone, set roles); an admin can rename,
 // add, and remove plain members; a member can only leave. When the owner leaves, the longest-
 // standing admin (else member) becomes owner.
+//
+// A large group's state lists only its owner and admins (Store.getConversation): the caller's
+// own membership, and anyone else's, is looked up by itself, so no operation here reads all the
+// members of a large group.
 
 const GROUP_NAME_MAX = 128;
 
@@ -72,12 +76,26 @@ export class Conversations {
     return this.store.listConversations(p.user);
   }
 
-  /** The conversation if the caller is a member; E_NOT_FOUND otherwise. */
+  /** The conversation if the caller is a member (a large group's lists the caller after its
+   * owner and admins); E_NOT_FOUND otherwise. */
   async get(p: Principal, conv: ConversationId): Promise<Conversation> {
-    const c = typeof conv === "string" ? await this.store.getConversation(conv) : undefined;
-    if (!c || !c.members.some((m) => m.user === p.user))
-      throw new ParleyError("E_NOT_FOUND", "no such conversation");
-    return c;
+    const { c, me } = await this.access(p, conv);
+    return withViewer(c, me);
+  }
+
+  /** A page of the members of a conversation the caller is in, ordered by user id. */
+  async members(
+    p: Principal,
+    conv: ConversationId,
+    after: UserId | undefined,
+    limit: number,
+  ): Promise<Member[]> {
+    if (after !== undefined && typeof after !== "string")
+      throw new ParleyError("E_INVALID", "after must be a user id");
+    if (!Number.isInteger(limit) || limit < 1 || limit > MEMBERS_PAGE_MAX)
+      throw new ParleyError("E_INVALID", `limit must be 1-${MEMBERS_PAGE_MAX}`);
+    const { c } = await this.access(p, conv);
+    return this.store.listMembers(c.id, after, limit);
   }
 
   /** The caller's role in a conversation; E_NOT_FOUND if not a member. */
@@ -89,62 +107,82 @@ export class Conversations {
 
   async rename(p: Principal, conv: ConversationId, name: string): Promise<Conversation> {
     checkName(name);
-    const c = await this.get(p, conv);
+    const { c, me } = await this.access(p, conv);
     requireGroup(c);
-    requireAtLeast(roleOf(c, p.user), "admin");
-    return this.change({ kind: "rename", conv, name });
+    requireAtLeast(me.role, "admin");
+    return withViewer(await this.change({ kind: "rename", conv, name }), me);
   }
 
   async addMembers(p: Principal, conv: ConversationId, users: UserId[]): Promise<Conversation> {
     if (!Array.isArray(users) || users.length === 0)
       throw new ParleyError("E_INVALID", "users must be a non-empty list");
-    const c = await this.get(p, conv);
+    const { c, me } = await this.access(p, conv);
     requireGroup(c);
-    requireAtLeast(roleOf(c, p.user), "admin");
-    const fresh = [...new Set(users)].filter((u) => !c.members.some((m) => m.user === u));
-    if (c.members.length + fresh.length > this.options.maxGroupMembers) {
+    requireAtLeast(me.role, "admin");
+    const fresh: UserId[] = [];
+    for (const u of new Set(users)) if (!(await this.memberOf(c, u))) fresh.push(u);
+    if ((c.memberCount ?? c.members.length) + fresh.length > this.options.maxGroupMembers) {
       throw new ParleyError("E_INVALID", `a group has at most ${this.options.maxGroupMembers} members`);
     }
-    if (fresh.length === 0) return c;
+    if (fresh.length === 0) return withViewer(c, me);
     await this.requireUsers(fresh);
-    return this.largeIfBig(await this.change({ kind: "add", conv, users: fresh }));
+    return withViewer(await this.largeIfBig(await this.change({ kind: "add", conv, users: fresh })), me);
   }
 
   /** Removes `user`; when `user` is the caller this is "leave" and returns undefined. */
   async removeMember(p: Principal, conv: ConversationId, user: UserId): Promise<Conversation | undefined> {
-    const c = await this.get(p, conv);
+    const { c, me } = await this.access(p, conv);
     requireGroup(c);
     if (user === p.user) {
-      await this.leave(c, p.user);
+      await this.leave(c, me);
       return undefined;
     }
-    const mine = roleOf(c, p.user);
-    const target = c.members.find((m) => m.user === user);
+    const target = await this.memberOf(c, user);
     if (!target) throw new ParleyError("E_NOT_FOUND", "not a member");
     // Owner removes anyone; admin removes plain members only.
-    if (!(mine === "owner" || (mine === "admin" && target.role === "member")))
+    if (!(me.role === "owner" || (me.role === "admin" && target.role === "member")))
       throw new ParleyError("E_FORBIDDEN");
-    return this.change({ kind: "remove", conv, user });
+    return withViewer(await this.change({ kind: "remove", conv, user }), me);
   }
 
   async setRole(p: Principal, conv: ConversationId, user: UserId, role: Role): Promise<Conversation> {
     if (role !== "admin" && role !== "member")
       throw new ParleyError("E_INVALID", "role must be admin or member");
-    const c = await this.get(p, conv);
+    const { c, me } = await this.access(p, conv);
     requireGroup(c);
-    if (roleOf(c, p.user) !== "owner") throw new ParleyError("E_FORBIDDEN");
+    if (me.role !== "owner") throw new ParleyError("E_FORBIDDEN");
     if (user === p.user) throw new ParleyError("E_INVALID", "the owner cannot change their own role");
-    if (!c.members.some((m) => m.user === user)) throw new ParleyError("E_NOT_FOUND", "not a member");
-    return this.change({ kind: "role", conv, user, role });
+    if (!(await this.memberOf(c, user))) throw new ParleyError("E_NOT_FOUND", "not a member");
+    return withViewer(await this.change({ kind: "role", conv, user, role }), me);
   }
 
-  private async leave(c: Conversation, user: UserId): Promise<void> {
-    // The heir's promotion and the removal are one change: one transaction.
+  /** The conversation and the caller's membership; E_NOT_FOUND if not a member. */
+  private async access(p: Principal, conv: ConversationId): Promise<{ c: Conversation; me: Member }> {
+    const c = typeof conv === "string" ? await this.store.getConversation(conv) : undefined;
+    const me = c && (await this.memberOf(c, p.user));
+    if (!c || !me) throw new ParleyError("E_NOT_FOUND", "no such conversation");
+    return { c, me };
+  }
+
+  /** `user`'s membership in `c`: from its list, or for a large group (which lists only its owner
+   * and admins) from the store. */
+  private async memberOf(c: Conversation, user: UserId): Promise<Member | undefined> {
+    const listed = c.members.find((m) => m.user === user);
+    if (listed || !c.large || typeof user !== "string") return listed;
+    return this.store.getMember(c.id, user);
+  }
+
+  private async leave(c: Conversation, me: Member): Promise<void> {
+    // The heir's promotion and the removal are one change: one transaction. c.members lists
+    // every admin in join order, even in a large group; the longest-standing member otherwise.
     const heir =
-      roleOf(c, user) === "owner"
-        ? (c.members.find((m) => m.role === "admin") ?? c.members.find((m) => m.user !== user))
-        : undefined;
-    await this.change({ kind: "remove", conv: c.id, user, ...(heir ? { heir: heir.user } : {}) });
+      me.role !== "owner"
+        ? undefined
+        : (c.members.find((m) => m.role === "admin")?.user ??
+          (c.large
+            ? await this.store.eldestMember(c.id, me.user)
+            : c.members.find((m) => m.user !== me.user)?.user));
+    await this.change({ kind: "remove", conv: c.id, user: me.user, ...(heir ? { heir } : {}) });
   }
 
   /** A group that has reached largeGroupMembers becomes large (a change of its own, after the
@@ -170,8 +208,14 @@ export class Conversations {
 
 const RANK: Record<Role, number> = { member: 0, admin: 1, owner: 2 };
 
-function roleOf(c: Conversation, user: UserId): Role {
-  return c.members.find((m) => m.user === user)?.role ?? "member";
+/** Most members a page of `members` returns. */
+export const MEMBERS_PAGE_MAX = 1000;
+
+/** A large group's state lists only its owner and admins: as a reply to `me`, list `me` too (its
+ * marks are the caller's own), after them. */
+function withViewer(c: Conversation, me: Member): Conversation {
+  if (!c.large || c.members.some((m) => m.user === me.user)) return c;
+  return { ...c, members: [...c.members, me] };
 }
 
 function requireAtLeast(role: Role, needed: Role): void {

@@ -441,6 +441,48 @@ describe("Core", () => {
       ).resolves.toMatchObject({ seq: 1 });
     });
 
+    it("checks roles and membership in a large group member by member, its state listing only some", async () => {
+      core = makeCore(new MemoryStore(), { largeGroupMembers: 3 });
+      const [o, m1, m2, m3, out] = await Promise.all(
+        ["owner", "m1", "m2", "m3", "outsider"].map((n) => account(n)),
+      );
+      const g = await core.createGroup(o!.p, "team", [m1!.p.user, m2!.p.user]);
+      const users = (c: { members: Array<{ user: string }> }) => c.members.map((m) => m.user);
+      expect(g).toMatchObject({ large: true, memberCount: 3 });
+      expect(users(g)).toEqual([o!.p.user]);
+      expect(users(await core.getConversation(m1!.p, g.id))).toEqual([o!.p.user, m1!.p.user]);
+      await expect(core.getConversation(out!.p, g.id)).rejects.toMatchObject({ code: "E_NOT_FOUND" });
+      await expect(core.listMembers(out!.p, g.id, undefined, 10)).rejects.toMatchObject({
+        code: "E_NOT_FOUND",
+      });
+      await expect(core.listMembers(m1!.p, g.id, undefined, 0)).rejects.toMatchObject({ code: "E_INVALID" });
+      expect((await core.listMembers(m1!.p, g.id, undefined, 10)).map((m) => m.user)).toEqual(
+        [o!.p.user, m1!.p.user, m2!.p.user].sort(),
+      );
+      // Plain members are not listed, yet found: a plain member may not add or remove.
+      await expect(core.addMembers(m1!.p, g.id, [m3!.p.user])).rejects.toMatchObject({ code: "E_FORBIDDEN" });
+      await expect(core.removeMember(m1!.p, g.id, m2!.p.user)).rejects.toMatchObject({ code: "E_FORBIDDEN" });
+      // Adding a member again is a no-op; a new one counts.
+      expect(await core.addMembers(o!.p, g.id, [m1!.p.user])).toMatchObject({ memberCount: 3 });
+      expect(await core.addMembers(o!.p, g.id, [m3!.p.user, m1!.p.user])).toMatchObject({ memberCount: 4 });
+      await expect(core.setRole(o!.p, g.id, out!.p.user, "admin")).rejects.toMatchObject({
+        code: "E_NOT_FOUND",
+      });
+      expect(users(await core.setRole(o!.p, g.id, m2!.p.user, "admin"))).toEqual([o!.p.user, m2!.p.user]);
+      await core.removeMember(m2!.p, g.id, m3!.p.user);
+      await expect(core.getConversation(m3!.p, g.id)).rejects.toMatchObject({ code: "E_NOT_FOUND" });
+      // Presence: m1 and m2 share only the large group, which does not list m1 to m2.
+      expect(await core.presence.visible(m2!.p, [m1!.p.user, out!.p.user, m3!.p.user])).toEqual([m1!.p.user]);
+      // With no admin left, the owner's heir is the longest-standing member, not the first listed.
+      await core.setRole(o!.p, g.id, m2!.p.user, "member");
+      await core.removeMember(o!.p, g.id, o!.p.user);
+      const after = await core.getConversation(m2!.p, g.id);
+      expect(after.members.map((m) => [m.user, m.role])).toEqual([
+        [m1!.p.user, "owner"],
+        [m2!.p.user, "member"],
+      ]);
+    });
+
     it("typing in a large group reaches the other online members once, not the typist", async () => {
       core = makeCore(new MemoryStore(), { largeGroupMembers: 3 });
       const [o, m1, m2, out] = await Promise.all(["owner", "m1", "m2", "outsider"].map((n) => account(n)));

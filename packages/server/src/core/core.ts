@@ -1,5 +1,13 @@
 import { DISCONNECT, ParleyError } from "@parley/protocol";
-import type { Conversation, ConversationId, DeviceId, Role, ServerFrame, UserId } from "@parley/protocol";
+import type {
+  Conversation,
+  ConversationId,
+  DeviceId,
+  Member,
+  Role,
+  ServerFrame,
+  UserId,
+} from "@parley/protocol";
 import { Accounts } from "./accounts.ts";
 import type {
   DeviceInfo,
@@ -143,6 +151,15 @@ export class Core implements SessionContext {
   }
   getConversation(p: Principal, conv: ConversationId): Promise<Conversation> {
     return this.conversations.get(p, conv);
+  }
+  /** A page of a conversation's members, by user id (a large group's state lists only some). */
+  listMembers(
+    p: Principal,
+    conv: ConversationId,
+    after: UserId | undefined,
+    limit: number,
+  ): Promise<Member[]> {
+    return this.conversations.members(p, conv, after, limit);
   }
   renameGroup(p: Principal, conv: ConversationId, name: string): Promise<Conversation> {
     return this.conversations.rename(p, conv, name);

@@ -84,9 +84,22 @@ export class Presence {
   /** Of `users`, those who share at least one conversation with the caller. */
   async visible(p: Principal, users: UserId[]): Promise<UserId[]> {
     const contacts = new Set<UserId>();
-    for (const c of await this.store.listConversations(p.user))
+    const large: ConversationId[] = [];
+    for (const c of await this.store.listConversations(p.user)) {
       for (const m of c.members) contacts.add(m.user);
-    return [...new Set(users)].filter((u) => u !== p.user && contacts.has(u));
+      if (c.large) large.push(c.id);
+    }
+    const asked = [...new Set(users)].filter((u) => u !== p.user);
+    // A large group lists only some of its members: ask about the others one by one.
+    for (const u of asked) {
+      if (contacts.has(u)) continue;
+      for (const conv of large) {
+        if ((await this.store.getRole(conv, u)) === undefined) continue;
+        contacts.add(u);
+        break;
+      }
+    }
+    return asked.filter((u) => contacts.has(u));
   }
 
   async current(user: UserId): Promise<PresenceFrame> {
@@ -117,6 +130,8 @@ export class Presence {
     }
     const c = await this.conversations.get(p, conv).catch(() => undefined);
     if (!c) return;
+    // Large since the session last looked: its members are not all listed.
+    if (c.large) return this.bus.publish(groupTopic(conv), { t: "typing", conv, user: p.user });
     for (const m of c.members) {
       if (m.user !== p.user) this.bus.publish(userTopic(m.user), { t: "typing", conv, user: p.user });
     }

@@ -76,3 +76,19 @@ export function requireUserId(id: string): void {
   if (typeof id !== "string" || id.length === 0 || id.startsWith("#"))
     throw new ParleyError("E_INVALID", "a user id is a non-empty string not starting with #");
 }
+
+/** Orders strings as SQLite orders TEXT (BINARY collation: by their UTF-8 bytes, which is the
+ * order of their code points; `<` on JS strings compares UTF-16 units, which differs above
+ * U+FFFF). */
+export function compareText(a: string, b: string): number {
+  if (a === b) return 0;
+  const x = a[Symbol.iterator]();
+  const y = b[Symbol.iterator]();
+  for (;;) {
+    const p = x.next();
+    const q = y.next();
+    if (p.done || q.done) return p.done ? (q.done ? 0 : -1) : 1;
+    const d = p.value.codePointAt(0)! - q.value.codePointAt(0)!;
+    if (d !== 0) return d;
+  }
+}

@@ -4,6 +4,7 @@ import type {
   ConversationKind,
   DeviceId,
   LoggedUpdate,
+  Member,
   Message,
   ReceiptKind,
   Role,
@@ -139,15 +140,27 @@ export interface Store {
   createConversation(
     conv: NewConversation,
   ): Promise<{ conv: Conversation; created: boolean; updates: LogUpdate[] }>;
+  /** The conversation; a large group's `members` lists only its owner and admins (in join order)
+   * and `memberCount` counts everyone: its state stays small however many members it has. */
   getConversation(id: ConversationId): Promise<Conversation | undefined>;
   /** Role of `user` in `conv`, or undefined if not a current member (or no such conversation). */
   getRole(conv: ConversationId, user: UserId): Promise<Role | undefined>;
-  /** Conversations the user is a member of, most recently active first. */
+  /** `user`'s membership record in `conv` (role and marks), or undefined if not a member. */
+  getMember(conv: ConversationId, user: UserId): Promise<Member | undefined>;
+  /** A page of a conversation's members ordered by user id: those after `after` (exclusive; from
+   * the first when undefined), at most `limit`. Empty for an unknown conversation. */
+  listMembers(conv: ConversationId, after: UserId | undefined, limit: number): Promise<Member[]>;
+  /** The longest-standing member other than `except` (the heir when no admin is left), or
+   * undefined when there is none. */
+  eldestMember(conv: ConversationId, except: UserId): Promise<UserId | undefined>;
+  /** Conversations the user is a member of, most recently active first; in a large group,
+   * `members` holds the owner, the admins and `user` (see getConversation). */
   listConversations(user: UserId): Promise<Conversation[]>;
   /** Applies the change and appends a "conv" update for every member after the change and a
    * "left" update for a removed member. In a large group the "conv" update goes to the group's
-   * log instead, plus one to each added member's own log (with `logHead`: where they start
-   * following). Rejects E_NOT_FOUND for an unknown conversation, a
+   * log instead (a "members" entry with what changed and the member count), plus one "conv"
+   * entry to each added member's own log (with `logHead`: where they start following; its
+   * `members` includes that member). Rejects E_NOT_FOUND for an unknown conversation, a
    * removed user who is not a member, or an heir who is not another member. Adding a current
    * member is a no-op for that user. */
   changeConversation(change: ConversationChange): Promise<{ conv: Conversation; updates: LogUpdate[] }>;

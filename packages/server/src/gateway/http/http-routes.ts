@@ -7,6 +7,7 @@ import { ParleyError } from "@parley/protocol";
 import type { Conversation as ConversationT, Message as MessageT } from "@parley/protocol";
 import { MAX_USER_ID_LENGTH, MAX_USER_LOOKUP } from "../../core/accounts.ts";
 import type { Principal } from "../../core/api.ts";
+import { MEMBERS_PAGE_MAX } from "../../core/conversations.ts";
 import type { Core } from "../../core/core.ts";
 
 // The REST API: one route per Core method that a bot, a script or the web app's sign-in needs.
@@ -58,7 +59,12 @@ export const Conversation = Type.Object({
   name: Type.String(),
   createdAt: Millis,
   lastSeq: Seq,
-  members: Type.Array(Member),
+  members: Type.Array(Member, {
+    description: "every member; of a large group only the owner, the admins and the caller (see memberCount)",
+  }),
+  memberCount: Type.Optional(
+    Type.Integer({ minimum: 0, description: "large groups: how many members; page them with listMembers" }),
+  ),
   large: Type.Optional(
     Type.Literal(true, {
       description: "a large group: its changes are entries of its own log (protocol.md, Large groups)",
@@ -125,6 +131,24 @@ export const HistoryQuery = Type.Object({
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
 });
 
+export const MembersQuery = Type.Object({
+  after: Type.Optional(
+    Type.String({
+      minLength: 1,
+      maxLength: MAX_USER_ID_LENGTH,
+      description: "exclusive: the last user id of the previous page",
+    }),
+  ),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MEMBERS_PAGE_MAX, default: 100 })),
+});
+
+const MemberPage = Type.Object({
+  members: Type.Array(Member),
+  more: Type.Boolean({
+    description: "true when a page after this one may hold more (pass after = its last user)",
+  }),
+});
+
 const USER_ID = `[^,]{1,${MAX_USER_ID_LENGTH}}`;
 export const UsersQuery = Type.Object({
   ids: Type.String({
@@ -165,6 +189,7 @@ export type RestCore = Pick<
   | "createGroup"
   | "listConversations"
   | "getConversation"
+  | "listMembers"
   | "renameGroup"
   | "addMembers"
   | "removeMember"
@@ -383,6 +408,24 @@ export function registerRoutes(app: TypedFastify, core: RestCore): void {
       { params: IdParams, response: responses({ 200: Conversation }) },
     ),
     async (req) => conversationOut(await core.getConversation(auth(req), req.params.id)),
+  );
+
+  app.get(
+    "/v1/conversations/:id/members",
+    route(
+      {
+        id: "listMembers",
+        summary:
+          "A page of a conversation's members, ordered by user id (a large group's state lists only some)",
+        tag: "conversations",
+      },
+      { params: IdParams, querystring: MembersQuery, response: responses({ 200: MemberPage }) },
+    ),
+    async (req) => {
+      const limit = req.query.limit ?? 100;
+      const members = await core.listMembers(auth(req), req.params.id, req.query.after, limit);
+      return { members, more: members.length === limit };
+    },
   );
 
   app.patch(

@@ -33,9 +33,16 @@ export function largeGroupCases(store: GetStore): void {
       await addGroup(store(), "g1", ["a", "b", "c"]);
       await sendMsg(store(), "g1", "a", "before");
       const r = await store().changeConversation({ kind: "large", conv: "g1" });
-      expect(r.conv).toMatchObject({ id: "g1", large: true, logHead: 0, lastSeq: 1 });
+      expect(r.conv).toMatchObject({ id: "g1", large: true, logHead: 0, lastSeq: 1, memberCount: 3 });
+      // Its state lists only the owner (and admins): it stays small however large the group.
+      expect(r.conv.members.map((m) => m.user)).toEqual(["a"]);
       expect(recipients(r.updates)).toEqual(["a", "b", "c"]);
-      for (const u of r.updates) expect(u).toEqual({ user: u.user, useq: 3, u: { k: "conv", conv: r.conv } });
+      // Each member's entry lists that member too (its own marks), as a reply to it would.
+      for (const u of r.updates) {
+        const own = { user: u.user!, role: "member", delivered: 0, read: 0 };
+        const conv = u.user === "a" ? r.conv : { ...r.conv, members: [...r.conv.members, own] };
+        expect(u).toEqual({ user: u.user, useq: 3, u: { k: "conv", conv } });
+      }
       expect(await store().getConversation("g1")).toEqual(r.conv);
       expect(await store().largeConversations("b")).toEqual([{ conv: "g1", head: 0 }]);
       // Already large: nothing changes, nothing is written.
@@ -139,7 +146,12 @@ export function largeGroupCases(store: GetStore): void {
       const ups = await store().setReceipt("g1", "b", "read", 2);
       expect(recipients(ups)).toEqual(["b"]);
       expect(ups[0]?.u).toEqual({ k: "receipt", conv: "g1", user: "b", kind: "read", seq: 2 });
-      expect((await store().getConversation("g1"))?.members[1]).toMatchObject({ delivered: 2, read: 2 });
+      expect(await store().getMember("g1", "b")).toEqual({
+        user: "b",
+        role: "member",
+        delivered: 2,
+        read: 2,
+      });
       expect(await heads(store(), ["a", "b", "c"])).toEqual([3, 4, 3]);
       expect(await log()).toHaveLength(1);
     });
@@ -164,17 +176,20 @@ export function largeGroupCases(store: GetStore): void {
           name: "group g1",
           set: [{ user: "d", role: "member", delivered: 0, read: 0 }],
           removed: [],
+          count: 4,
         },
       });
-      expect(toD?.u).toMatchObject({ k: "conv", conv: { large: true, logHead: 2 } });
-      expect(toD?.u.k === "conv" && toD.u.conv.members.map((m) => m.user)).toEqual(["a", "b", "c", "d"]);
-      expect(added.conv).toEqual(toD?.u.k === "conv" ? toD.u.conv : undefined);
+      expect(toD?.u).toMatchObject({ k: "conv", conv: { large: true, logHead: 2, memberCount: 4 } });
+      // d's own entry lists the owner and d (d's marks), not every member.
+      expect(toD?.u.k === "conv" && toD.u.conv.members.map((m) => m.user)).toEqual(["a", "d"]);
+      expect(added.conv.members.map((m) => m.user)).toEqual(["a"]);
+      expect(toD?.u.k === "conv" && { ...toD.u.conv, members: added.conv.members }).toEqual(added.conv);
       expect(await readAll(store(), "d")).toEqual([{ useq: 1, u: toD?.u }]);
       expect(await store().largeConversations("d")).toEqual([{ conv: "g1", head: 2 }]);
 
       const renamed = await store().changeConversation({ kind: "rename", conv: "g1", name: "Big" });
       expect(renamed.updates).toEqual([
-        { log: "g1", useq: 3, u: { k: "members", conv: "g1", name: "Big", set: [], removed: [] } },
+        { log: "g1", useq: 3, u: { k: "members", conv: "g1", name: "Big", set: [], removed: [], count: 4 } },
       ]);
       expect(renamed.conv).toMatchObject({ name: "Big", logHead: 3 });
 
@@ -191,8 +206,10 @@ export function largeGroupCases(store: GetStore): void {
           name: "Big",
           set: [{ user: "b", role: "admin", delivered: 0, read: 0 }],
           removed: [],
+          count: 4,
         },
       ]);
+      expect(promoted.conv.members.map((m) => m.user)).toEqual(["a", "b"]);
 
       // The owner leaves; the heir's new role travels with the removal.
       const removed = await store().changeConversation({ kind: "remove", conv: "g1", user: "a", heir: "b" });
@@ -204,12 +221,79 @@ export function largeGroupCases(store: GetStore): void {
         name: "Big",
         set: [{ user: "b", role: "owner", delivered: 0, read: 0 }],
         removed: ["a"],
+        count: 3,
       });
+      expect(removed.conv).toMatchObject({ memberCount: 3, members: [{ user: "b", role: "owner" }] });
       expect(await store().largeConversations("a")).toEqual([]);
       expect(await heads(store(), ["a", "b", "c"])).toEqual([before[0]! + 1, before[1], before[2]]);
       // Read back, the log holds the same entries.
       expect((await log()).map((e) => e.u.k)).toEqual(["msg", "members", "members", "members", "members"]);
       expect((await log(4))[0]?.u).toEqual(removed.updates.find((u) => u.log === "g1")?.u);
+    });
+
+    it("a large group's state lists its owner and admins, and the asking member in listConversations", async () => {
+      await largeGroup();
+      await store().changeConversation({ kind: "role", conv: "g1", user: "c", role: "admin" });
+      const listed = (c: { members: Array<{ user: string }> } | undefined) => c?.members.map((m) => m.user);
+      expect(listed(await store().getConversation("g1"))).toEqual(["a", "c"]);
+      expect((await store().getConversation("g1"))?.memberCount).toBe(3);
+      // Listed for b: the owner and admins in join order, then b itself with its own marks.
+      await sendMsg(store(), "g1", "a", "m2");
+      await store().setReceipt("g1", "b", "read", 2);
+      const [forB] = await store().listConversations("b");
+      expect(forB).toMatchObject({ id: "g1", memberCount: 3, large: true });
+      expect(forB?.members).toEqual([
+        { user: "a", role: "owner", delivered: 2, read: 2 },
+        { user: "c", role: "admin", delivered: 0, read: 0 },
+        { user: "b", role: "member", delivered: 2, read: 2 },
+      ]);
+      expect(listed((await store().listConversations("c"))[0])).toEqual(["a", "c"]);
+      // Demoted, c is a plain member again: no longer listed for others.
+      await store().changeConversation({ kind: "role", conv: "g1", user: "c", role: "member" });
+      expect(listed(await store().getConversation("g1"))).toEqual(["a"]);
+      expect(listed((await store().listConversations("a"))[0])).toEqual(["a"]);
+    });
+
+    it("pages through members by user id, and finds the longest-standing one", async () => {
+      await addUsers(store(), "u3", "u1", "u4", "u2", "x");
+      await addGroup(store(), "g2", ["u3", "u1", "u4", "u2"]);
+      const page = (after: string | undefined, limit: number) =>
+        store()
+          .listMembers("g2", after, limit)
+          .then((ms) => ms.map((m) => m.user));
+      expect(await page(undefined, 10)).toEqual(["u1", "u2", "u3", "u4"]);
+      expect(await page(undefined, 2)).toEqual(["u1", "u2"]);
+      expect(await page("u2", 2)).toEqual(["u3", "u4"]);
+      expect(await page("u4", 2)).toEqual([]);
+      // A cursor that is not a member (it left, say) still pages on from where it sorts.
+      expect(await page("u25", 10)).toEqual(["u3", "u4"]);
+      expect(await page(undefined, 0)).toEqual([]);
+      expect(await store().listMembers("nope", undefined, 10)).toEqual([]);
+      expect((await store().listMembers("g2", "u3", 1))[0]).toEqual({
+        user: "u4",
+        role: "member",
+        delivered: 0,
+        read: 0,
+      });
+
+      expect(await store().getMember("g2", "u3")).toEqual({
+        user: "u3",
+        role: "owner",
+        delivered: 0,
+        read: 0,
+      });
+      expect(await store().getMember("g2", "x")).toBeUndefined();
+      expect(await store().getMember("nope", "u3")).toBeUndefined();
+
+      // Join order, not id order: u3 joined first, then u1.
+      expect(await store().eldestMember("g2", "x")).toBe("u3");
+      expect(await store().eldestMember("g2", "u3")).toBe("u1");
+      await store().changeConversation({ kind: "remove", conv: "g2", user: "u1" });
+      await store().changeConversation({ kind: "add", conv: "g2", users: ["u1"] });
+      expect(await store().eldestMember("g2", "u3")).toBe("u4");
+      expect(await store().eldestMember("nope", "u3")).toBeUndefined();
+      await addGroup(store(), "g3", ["x"]);
+      expect(await store().eldestMember("g3", "x")).toBeUndefined();
     });
 
     it("a conversation that is not large has no log to read", async () => {

@@ -97,17 +97,24 @@ export function copyMessage(m: StoredMessage): Message {
   return out;
 }
 
-/** A copy of the conversation as members see it; `logHead` is its log's head (large groups). */
-export function copyConversation(c: StoredConversation, logHead: number): Conversation {
+/** A copy of the conversation as members see it; `logHead` is its log's head (large groups).
+ * A large group lists only its owner and admins (in join order), then `viewer` when that is
+ * another member. */
+export function copyConversation(c: StoredConversation, logHead: number, viewer?: UserId): Conversation {
+  const all = [...c.members.values()];
+  const you = viewer === undefined ? undefined : c.members.get(viewer);
+  const listed = c.large ? all.filter((m) => m.role !== "member") : all;
+  if (c.large && you?.role === "member") listed.push(you);
   const conv: Conversation = {
     id: c.id,
     kind: c.kind,
     name: c.name,
     createdAt: c.createdAt,
     lastSeq: c.lastSeq,
-    members: [...c.members.values()].map((m) => ({ ...m })),
+    members: listed.map((m) => ({ ...m })),
   };
   if (c.large) {
+    conv.memberCount = c.members.size;
     conv.large = true;
     conv.logHead = logHead;
   }

@@ -4,6 +4,7 @@ import type {
   ConversationId,
   DeviceId,
   LoggedUpdate,
+  Member,
   Message,
   ReceiptKind,
   Role,
@@ -26,6 +27,7 @@ import type {
 } from "../../core/ports/store.ts";
 import {
   compareActivity,
+  compareText,
   raiseReceipt,
   replyToProblem,
   requireInteger,
@@ -190,12 +192,39 @@ export class MemoryStore implements Store {
     });
   }
 
+  getMember(conv: ConversationId, user: UserId): Promise<Member | undefined> {
+    return this.run(() => {
+      const m = this.state.convs.get(conv)?.members.get(user);
+      return m && { ...m };
+    });
+  }
+
+  listMembers(conv: ConversationId, after: UserId | undefined, limit: number): Promise<Member[]> {
+    return this.run(() => {
+      const c = this.state.convs.get(conv);
+      if (!c) return [];
+      // Ordered as SQLite orders TEXT (BINARY: by UTF-8 bytes, which code points compare alike).
+      return [...c.members.values()]
+        .filter((m) => after === undefined || compareText(m.user, after) > 0)
+        .sort((a, b) => compareText(a.user, b.user))
+        .slice(0, Math.max(0, limit))
+        .map((m) => ({ ...m }));
+    });
+  }
+
+  eldestMember(conv: ConversationId, except: UserId): Promise<UserId | undefined> {
+    return this.run(() => {
+      for (const u of this.state.convs.get(conv)?.members.keys() ?? []) if (u !== except) return u;
+      return undefined;
+    });
+  }
+
   listConversations(user: UserId): Promise<Conversation[]> {
     return this.run(() => {
       return [...this.state.convs.values()]
         .filter((c) => c.members.has(user))
         .sort(compareActivity)
-        .map((c) => this.view(c));
+        .map((c) => this.view(c, user));
     });
   }
 
@@ -251,10 +280,7 @@ export class MemoryStore implements Store {
           if (c.large) return unchanged();
           c.large = true;
           // Every member learns from their own log that the group's log starts here.
-          return {
-            conv: this.view(c),
-            updates: this.log.append(c.members.keys(), { k: "conv", conv: this.view(c) }),
-          };
+          return { conv: this.view(c), updates: this.appendOwnStates(c, [...c.members.keys()]) };
       }
       // A large group's log gets only what changed; anyone else's log the whole new state.
       const updates: LogUpdate[] = c.large
@@ -264,10 +290,10 @@ export class MemoryStore implements Store {
             name: c.name,
             set: changed.map((u) => ({ ...c.members.get(u)! })),
             removed: left === undefined ? [] : [left],
+            count: c.members.size,
           })
         : this.appendConvState(c);
-      if (c.large && fresh.length > 0)
-        updates.push(...this.log.append(fresh, { k: "conv", conv: this.view(c) }));
+      if (c.large) updates.push(...this.appendOwnStates(c, fresh));
       if (left !== undefined) updates.push(...this.log.append([left], { k: "left", conv: c.id }));
       return { conv: this.view(c), updates };
     });
@@ -479,13 +505,19 @@ export class MemoryStore implements Store {
     return this.groupLogs.append([c.id], u).map(({ useq }) => ({ log: c.id, useq, u }));
   }
 
+  /** Appends to each user's log a large group's state listing that user too (its own marks), as
+   * a reply to that user would. */
+  private appendOwnStates(c: StoredConversation, users: readonly UserId[]): UserUpdate[] {
+    return users.flatMap((u) => this.log.append([u], { k: "conv", conv: this.view(c, u) }));
+  }
+
   /** Appends a "conv" update with the conversation's state now to every current member. */
   private appendConvState(c: StoredConversation): UserUpdate[] {
     return this.log.append(c.members.keys(), { k: "conv", conv: this.view(c) });
   }
 
-  /** The conversation as members see it now. */
-  private view(c: StoredConversation): Conversation {
-    return copyConversation(c, this.groupLogs.head(c.id));
+  /** The conversation as members see it now (`viewer`: see copyConversation). */
+  private view(c: StoredConversation, viewer?: UserId): Conversation {
+    return copyConversation(c, this.groupLogs.head(c.id), viewer);
   }
 }

@@ -157,6 +157,11 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE conversations ADD COLUMN large INTEGER NOT NULL DEFAULT 0 CHECK (large IN (0, 1));
   `,
+  // 5: a large group's state lists only its owner and admins: find them without reading every
+  // member row.
+  `
+  CREATE INDEX members_staff ON members (conv_id, pos) WHERE role != 'member';
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

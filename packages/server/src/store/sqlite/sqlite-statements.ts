@@ -44,6 +44,7 @@ export interface ConversationRow {
 }
 
 export interface MemberRow {
+  pos: number;
   conv_id: string;
   user_id: string;
   role: Role;
@@ -204,6 +205,17 @@ export function prepareStatements(db: BetterSqlite3.Database) {
       "UPDATE conversations SET last_seq = ?, last_activity = max(last_activity, ?) WHERE id = ?",
     ),
     membersOf: s<[string], MemberRow>("SELECT * FROM members WHERE conv_id = ? ORDER BY pos"),
+    // A large group's state lists only these (the partial index members_staff).
+    staffOf: s<[string], MemberRow>(
+      "SELECT * FROM members WHERE conv_id = ? AND role != 'member' ORDER BY pos",
+    ),
+    memberCount: s<[string], number>("SELECT count(*) FROM members WHERE conv_id = ?").pluck(),
+    membersPage: s<[string, string, number], MemberRow>(
+      "SELECT * FROM members WHERE conv_id = ? AND user_id > ? ORDER BY user_id LIMIT ?",
+    ),
+    eldestMember: s<[string, string], string>(
+      "SELECT user_id FROM members WHERE conv_id = ? AND user_id != ? ORDER BY pos LIMIT 1",
+    ).pluck(),
     memberUserIds: s<[string], string>("SELECT user_id FROM members WHERE conv_id = ? ORDER BY pos").pluck(),
     member: s<[string, string], MemberRow>("SELECT * FROM members WHERE conv_id = ? AND user_id = ?"),
     insertMember: s<[string, string, string]>(
@@ -214,7 +226,8 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     setMarks: s<[number, number, string, string]>(
       "UPDATE members SET delivered = ?, read = ? WHERE conv_id = ? AND user_id = ?",
     ),
-    // The conversations of a user with all their members, most recently active first.
+    // The conversations of a user with all their members (of a large group: its owner and admins,
+    // then the user), most recently active first.
     conversationsOfUser: s<
       [string],
       ConversationRow & { m_user: string; m_role: Role; m_delivered: number; m_read: number }
@@ -223,8 +236,8 @@ export function prepareStatements(db: BetterSqlite3.Database) {
        FROM members me
        JOIN conversations c ON c.id = me.conv_id
        JOIN members m ON m.conv_id = c.id
-       WHERE me.user_id = ?
-       ORDER BY c.last_activity DESC, c.id, m.pos`,
+       WHERE me.user_id = ? AND (c.large = 0 OR m.role != 'member' OR m.user_id = me.user_id)
+       ORDER BY c.last_activity DESC, c.id, c.large = 1 AND m.role = 'member', m.pos`,
     ),
 
     insertMessage: s<[string, number, string, string, string, string, Uint8Array, number, number | null]>(
@@ -314,8 +327,13 @@ export function toMember(r: MemberRow): Member {
   return { user: r.user_id, role: r.role, delivered: r.delivered, read: r.read };
 }
 
-/** `logHead`: the head of the conversation's log, shown for a large group. */
-export function toConversation(r: ConversationRow, members: Member[], logHead: number): Conversation {
+/** `logHead` and `memberCount`: shown for a large group. */
+export function toConversation(
+  r: ConversationRow,
+  members: Member[],
+  logHead: number,
+  memberCount: number,
+): Conversation {
   const c: Conversation = {
     id: r.id,
     kind: r.kind,
@@ -325,6 +343,7 @@ export function toConversation(r: ConversationRow, members: Member[], logHead: n
     members,
   };
   if (r.large === 1) {
+    c.memberCount = memberCount;
     c.large = true;
     c.logHead = logHead;
   }

@@ -5,6 +5,7 @@ import type {
   ConversationId,
   DeviceId,
   LoggedUpdate,
+  Member,
   Message,
   ReceiptKind,
   Role,
@@ -224,13 +225,29 @@ export class SqliteStore implements Store {
     return this.read(() => this.st.member.get(conv, user)?.role);
   }
 
+  getMember(conv: ConversationId, user: UserId): Promise<Member | undefined> {
+    return this.read(() => {
+      const r = this.st.member.get(conv, user);
+      return r ? toMember(r) : undefined;
+    });
+  }
+
+  listMembers(conv: ConversationId, after: UserId | undefined, limit: number): Promise<Member[]> {
+    return this.read(() => this.st.membersPage.all(conv, after ?? "", Math.max(0, limit)).map(toMember));
+  }
+
+  eldestMember(conv: ConversationId, except: UserId): Promise<UserId | undefined> {
+    return this.read(() => this.st.eldestMember.get(conv, except));
+  }
+
   listConversations(user: UserId): Promise<Conversation[]> {
     return this.read(() => {
       const out: Array<Conversation & { lastActivity: number }> = [];
       for (const r of this.st.conversationsOfUser.all(user)) {
         let c = out.at(-1);
         if (c?.id !== r.id) {
-          c = { ...toConversation(r, [], this.groupHead(r)), lastActivity: r.last_activity };
+          const count = r.large === 1 ? this.st.memberCount.get(r.id)! : 0;
+          c = { ...toConversation(r, [], this.groupHead(r), count), lastActivity: r.last_activity };
           out.push(c);
         }
         c.members.push({ user: r.m_user, role: r.m_role, delivered: r.m_delivered, read: r.m_read });
@@ -292,7 +309,7 @@ export class SqliteStore implements Store {
           this.st.makeLarge.run(row.id);
           // Every member learns from their own log that the group's log starts here.
           const c = this.loadConversation(row.id);
-          return { conv: c, updates: this.appendConvState(c) };
+          return { conv: c, updates: this.appendOwnStates(c, this.st.membersOf.all(row.id).map(toMember)) };
         }
       }
       const removed = left === undefined ? [] : [left];
@@ -305,12 +322,19 @@ export class SqliteStore implements Store {
               name: change.kind === "rename" ? change.name : row.name,
               set: changed.map((u) => toMember(this.st.member.get(row.id, u)!)),
               removed,
+              count: this.st.memberCount.get(row.id)!,
             })
           : [];
       // Read after that entry: a large group's state includes its log's head.
       const c = this.loadConversation(row.id);
       if (row.large === 0) updates.push(...this.appendConvState(c));
-      else if (fresh.length > 0) updates.push(...this.log.append(fresh, { k: "conv", conv: c }));
+      else
+        updates.push(
+          ...this.appendOwnStates(
+            c,
+            fresh.map((u) => toMember(this.st.member.get(row.id, u)!)),
+          ),
+        );
       if (left !== undefined) updates.push(...this.log.append([left], { k: "left", conv: row.id }));
       return { conv: c, updates };
     });
@@ -581,10 +605,14 @@ export class SqliteStore implements Store {
     if (this.closed) throw new Error("SqliteStore is closed");
   }
 
+  /** The conversation's state; for a large group with only its owner and admins listed (in join
+   * order). */
   private loadConversation(id: ConversationId): Conversation {
     const row = this.st.convById.get(id);
     if (!row) throw new Error(`conversation ${id} vanished`);
-    return toConversation(row, this.st.membersOf.all(id).map(toMember), this.groupHead(row));
+    const large = row.large === 1;
+    const members = (large ? this.st.staffOf : this.st.membersOf).all(id).map(toMember);
+    return toConversation(row, members, this.groupHead(row), large ? this.st.memberCount.get(id)! : 0);
   }
 
   /** Head of a large group's log (0 for any other conversation). */
@@ -598,11 +626,20 @@ export class SqliteStore implements Store {
     return toMessage(row);
   }
 
-  /** Appends a "conv" update with the conversation's state now to every current member. */
-  private appendConvState(c: Conversation): UserUpdate[] {
-    return this.log.append(
-      c.members.map((m) => m.user),
-      { k: "conv", conv: c },
+  /** Appends to each member's log a large group's state `c` listing that member too (its own
+   * marks), as a reply to that member would. */
+  private appendOwnStates(c: Conversation, members: readonly Member[]): UserUpdate[] {
+    return members.flatMap((m) =>
+      this.log.append([m.user], {
+        k: "conv",
+        conv: c.members.some((l) => l.user === m.user) ? c : { ...c, members: [...c.members, m] },
+      }),
     );
+  }
+
+  /** Appends a "conv" update with the conversation's state now to every current member (of a
+   * large group too, whose `c.members` lists only some). */
+  private appendConvState(c: Conversation): UserUpdate[] {
+    return this.log.append(this.st.memberUserIds.all(c.id), { k: "conv", conv: c });
   }
 }

@@ -74,7 +74,7 @@ export class SqliteUpdateLog {
         // CHECK cannot change without rebuilding the largest table.
         conv = u.conv;
         kind = "conv";
-        data = JSON.stringify({ name: u.name, set: u.set, removed: u.removed });
+        data = JSON.stringify({ name: u.name, set: u.set, removed: u.removed, count: u.count });
         break;
     }
     return users.map((user) => {
@@ -116,8 +116,10 @@ export class SqliteUpdateLog {
       case "conv": {
         if (r.data === null)
           return { k: "conv", conv: JSON.parse(r.snapshot_data ?? "null") as Conversation };
-        const d = JSON.parse(r.data) as { name: string; set: Member[]; removed: UserId[] };
-        return { k: "members", conv: r.conv_id, name: d.name, set: d.set, removed: d.removed };
+        const d = JSON.parse(r.data) as { name: string; set: Member[]; removed: UserId[]; count?: number };
+        const u: Update = { k: "members", conv: r.conv_id, name: d.name, set: d.set, removed: d.removed };
+        if (d.count !== undefined) u.count = d.count;
+        return u;
       }
       case "left":
         return { k: "left", conv: r.conv_id };

@@ -4,6 +4,7 @@ import type {
   ConversationId,
   DeviceId,
   LoggedUpdate,
+  Member,
   Message,
   ReceiptKind,
   Role,
@@ -171,6 +172,18 @@ export class ThreadedSqliteStore implements Store {
   }
   getRole(conv: ConversationId, user: UserId): Promise<Role | undefined> {
     return this.reader.getRole(conv, user);
+  }
+
+  getMember(conv: ConversationId, user: UserId): Promise<Member | undefined> {
+    return this.reader.getMember(conv, user);
+  }
+
+  listMembers(conv: ConversationId, after: UserId | undefined, limit: number): Promise<Member[]> {
+    return this.reader.listMembers(conv, after, limit);
+  }
+
+  eldestMember(conv: ConversationId, except: UserId): Promise<UserId | undefined> {
+    return this.reader.eldestMember(conv, except);
   }
   listConversations(user: UserId): Promise<Conversation[]> {
     return this.reader.listConversations(user);

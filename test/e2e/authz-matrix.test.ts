@@ -164,6 +164,10 @@ const REST_MATRIX: Record<string, RestCase> = {
     outsider: "not-found",
     requests: (t) => [{ path: conv(t), body: { name: "hijacked" } }],
   },
+  "GET /v1/conversations/:id/members": {
+    outsider: "not-found",
+    requests: (t) => [{ path: `${conv(t)}/members` }, { path: `${conv(t)}/members?limit=1000&after=u` }],
+  },
   "POST /v1/conversations/:id/members": {
     outsider: "not-found",
     requests: (t) => [{ path: `${conv(t)}/members`, body: { users: [t.self.user] } }],

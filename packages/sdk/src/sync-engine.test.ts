@@ -431,7 +431,7 @@ describe("SyncEngine and large groups", () => {
       memberCount: 601,
       members: [member("u_o", "owner"), member("u_me", "member", 4)],
     });
-    // Promoted, a member is listed; demoted, it stays listed as a member (it is known).
+    // Promoted, a member is listed; a listed member's new record replaces its old one.
     engine.onPush(2, {
       k: "members",
       conv: "g1",

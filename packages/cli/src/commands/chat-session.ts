@@ -24,8 +24,12 @@ export const HELP = `  /list                       conversations, with short ids
                               unread messages (else its last 10), marking them read
   /group <name> <user> ...    create a group with these users and open it
   /history [n]                the last n (default 20) messages of the open conversation
+  /members [n]                who is in the open conversation (the first n, default 50)
   /quit                       leave (also Ctrl-D)
   anything else               sent to the open conversation (start with // to send a "/")`;
+
+/** Most members /members shows: their names are looked up in one call (at most 100 ids). */
+const MEMBERS_SHOWN_MAX = 100;
 
 export type ChatCommand =
   | { kind: "empty" }
@@ -34,6 +38,7 @@ export type ChatCommand =
   | { kind: "open"; target: string }
   | { kind: "group"; name: string; users: string[] }
   | { kind: "history"; limit: number }
+  | { kind: "members"; limit: number }
   | { kind: "quit" }
   | { kind: "send"; text: string }
   | { kind: "error"; message: string };
@@ -70,6 +75,14 @@ export function parseChatLine(line: string): ChatCommand {
         return { kind: "error", message: "usage: /history [1-500]" };
       }
       return { kind: "history", limit: n };
+    }
+    case "/members": {
+      if (words.length === 0) return { kind: "members", limit: 50 };
+      const n = Number(words[0]);
+      if (words.length > 1 || !Number.isInteger(n) || n < 1 || n > MEMBERS_SHOWN_MAX) {
+        return { kind: "error", message: `usage: /members [1-${MEMBERS_SHOWN_MAX}]` };
+      }
+      return { kind: "members", limit: n };
     }
     case "/quit":
     case "/exit":
@@ -217,6 +230,9 @@ export class ChatSession {
       case "history":
         await this.serially(() => this.history(cmd.limit));
         return false;
+      case "members":
+        await this.members(cmd.limit);
+        return false;
       case "send": {
         const open = this.openId;
         if (open === undefined) {
@@ -330,6 +346,24 @@ export class ChatSession {
     await this.lookUpNames(page.messages.map((m) => m.from));
     if (page.messages.length === 0) this.print("(no messages yet)");
     this.showPage(open, page.messages);
+  }
+
+  /** The first `limit` members of the open conversation by id, with their roles, from the
+   * server: a large group's state lists only its owner and admins. */
+  private async members(limit: number): Promise<void> {
+    const conv = this.openId === undefined ? undefined : this.convs.get(this.openId);
+    if (!conv) {
+      this.print("no open conversation");
+      return;
+    }
+    const page = await this.client.members(conv.id, undefined, limit);
+    await this.lookUpNames(page.members.map((m) => m.user));
+    const total = conv.memberCount ?? conv.members.length;
+    this.print(`${this.label(conv)}: ${total} member${total === 1 ? "" : "s"}`);
+    for (const m of page.members) {
+      this.print(`  ${userLabel(m.user, this.names)}${m.role === "member" ? "" : ` (${m.role})`}`);
+    }
+    if (page.more) this.print(`  (the first ${page.members.length} by id)`);
   }
 
   /** Prints messages of `conv` (ascending seq) and marks them read. */

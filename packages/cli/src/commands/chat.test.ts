@@ -33,6 +33,8 @@ describe("parseChatLine", () => {
     ["/group crew bob carol", { kind: "group", name: "crew", users: ["bob", "carol"] }],
     ["/history", { kind: "history", limit: 20 }],
     ["/history 5", { kind: "history", limit: 5 }],
+    ["/members", { kind: "members", limit: 50 }],
+    ["/members 100", { kind: "members", limit: 100 }],
     ["/quit", { kind: "quit" }],
     ["/q", { kind: "quit" }],
     ["/help", { kind: "help" }],
@@ -41,12 +43,21 @@ describe("parseChatLine", () => {
     expect(parseChatLine(line)).toEqual(expected);
   });
 
-  it.each(["/open", "/open a b", "/group crew", "/group", "/history 0", "/history x", "/list x", "/nope"])(
-    "%j is a usage error",
-    (line) => {
-      expect(parseChatLine(line).kind).toBe("error");
-    },
-  );
+  it.each([
+    "/open",
+    "/open a b",
+    "/group crew",
+    "/group",
+    "/history 0",
+    "/history x",
+    "/list x",
+    "/members 0",
+    "/members 101",
+    "/members 2 3",
+    "/nope",
+  ])("%j is a usage error", (line) => {
+    expect(parseChatLine(line).kind).toBe("error");
+  });
 });
 
 describe("parseChatArgs", () => {
@@ -191,8 +202,11 @@ describe("parley chat against a real server", () => {
         const conv = (await bobClient.conversations())[0]!;
         await bobClient.send(conv.id, "hi alice");
         await until(() => chat.printed().includes(`[${bob}] ${bob}: hi alice`));
-        chat.input.write("/list\n/history\n/quit\n");
+        chat.input.write("/list\n/history\n/members\n/quit\n");
         expect(await chat.exit).toBe(0);
+        // /members: the count, then each member (ordered by id, so either may come first).
+        expect(chat.printed()).toContain(`${bob}: 2 members\n`);
+        for (const name of [alice, bob]) expect(chat.printed()).toContain(`\n  ${name}\n`);
         expect(chat.printed()).toContain(`[${bob}] ${alice}: hello from the terminal`);
         expect(chat.printed()).toMatch(new RegExp(`${shortId(conv.id)}  ${bob}  \\(direct, 2 messages\\)`));
       } finally {

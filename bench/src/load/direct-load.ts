@@ -201,7 +201,7 @@ export async function runDirectLoad(
     const go: Go = { startAt, measureFrom, measureTo, drainMs: 5000 };
     for (const c of children) c.stdin!.end(JSON.stringify(go) + "\n");
     let machine0 = machineSample();
-    let machine = { machine_cpu_pct: 0, cpu_pressure_pct: 0 };
+    let machine: MachineLoad = { machine_cpu_pct: 0, cpu_pressure_pct: 0, io_pressure_pct: 0, steal_pct: 0 };
     const t1 = setTimeout(() => {
       machine0 = machineSample();
       onWindowStart();
@@ -251,30 +251,45 @@ export async function runDirectLoad(
 }
 
 /** The whole machine over the window, to see what else ran: CPU used by every process (percent
- * of one core, so up to 100 x cores), and the share of the time some runnable task waited for a
- * CPU (/proc/pressure/cpu "some"; 0 where the kernel has no PSI). */
+ * of one core, so up to 100 x cores), the share of the time some runnable task waited for a CPU
+ * and some task waited for I/O (/proc/pressure/cpu and io, "some"; 0 where the kernel has no
+ * PSI), and the CPU time the hypervisor gave to other guests (steal, percent of one core): a
+ * machine slower than the last one shows it in these. */
 export interface MachineLoad {
   machine_cpu_pct: number;
   cpu_pressure_pct: number;
+  io_pressure_pct: number;
+  steal_pct: number;
 }
 
 interface MachineSample {
   at: number;
   busyTicks: number;
+  stealTicks: number;
   stallUs: number;
+  ioStallUs: number;
+}
+
+/** The "some" total (microseconds) of a PSI file; 0 where the kernel has none. */
+function pressureUs(file: string): number {
+  try {
+    return Number(/^some .*total=(\d+)/m.exec(readFileSync(file, "utf8"))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
 }
 
 function machineSample(): MachineSample {
   // cpu user nice system idle iowait irq softirq steal ... (USER_HZ = 100 ticks per second)
   const cpu = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
   const busyTicks = cpu.slice(0, 8).reduce((a, b) => a + b, 0) - cpu[3]! - cpu[4]!;
-  let stallUs = 0;
-  try {
-    stallUs = Number(/^some .*total=(\d+)/m.exec(readFileSync("/proc/pressure/cpu", "utf8"))?.[1] ?? 0);
-  } catch {
-    // no PSI
-  }
-  return { at: performance.now(), busyTicks, stallUs };
+  return {
+    at: performance.now(),
+    busyTicks,
+    stealTicks: cpu[7] ?? 0,
+    stallUs: pressureUs("/proc/pressure/cpu"),
+    ioStallUs: pressureUs("/proc/pressure/io"),
+  };
 }
 
 function machineLoad(a: MachineSample, b: MachineSample): MachineLoad {
@@ -282,6 +297,8 @@ function machineLoad(a: MachineSample, b: MachineSample): MachineLoad {
   return {
     machine_cpu_pct: Math.round(((b.busyTicks - a.busyTicks) * 10 * 100) / ms),
     cpu_pressure_pct: Math.round(((b.stallUs - a.stallUs) / 1000 / ms) * 100),
+    io_pressure_pct: Math.round(((b.ioStallUs - a.ioStallUs) / 1000 / ms) * 100),
+    steal_pct: Math.round(((b.stealTicks - a.stealTicks) * 10 * 100) / ms),
   };
 }
 

@@ -227,17 +227,25 @@ export function prepareStatements(db: BetterSqlite3.Database) {
       "UPDATE members SET delivered = ?, read = ? WHERE conv_id = ? AND user_id = ?",
     ),
     // The conversations of a user with all their members (of a large group: its owner and admins,
-    // then the user), most recently active first.
+    // found with members_staff, then the user), most recently active first. Three parts, so that
+    // a large group's plain members are never scanned.
     conversationsOfUser: s<
-      [string],
-      ConversationRow & { m_user: string; m_role: Role; m_delivered: number; m_read: number }
+      [string, string, string],
+      ConversationRow & { m_user: string; m_role: Role; m_delivered: number; m_read: number; m_last: number }
     >(
-      `SELECT c.*, m.user_id AS m_user, m.role AS m_role, m.delivered AS m_delivered, m.read AS m_read
-       FROM members me
-       JOIN conversations c ON c.id = me.conv_id
-       JOIN members m ON m.conv_id = c.id
-       WHERE me.user_id = ? AND (c.large = 0 OR m.role != 'member' OR m.user_id = me.user_id)
-       ORDER BY c.last_activity DESC, c.id, c.large = 1 AND m.role = 'member', m.pos`,
+      `SELECT c.*, m.user_id AS m_user, m.role AS m_role, m.delivered AS m_delivered, m.read AS m_read,
+              0 AS m_last, m.pos AS m_pos
+       FROM members me JOIN conversations c ON c.id = me.conv_id JOIN members m ON m.conv_id = c.id
+       WHERE me.user_id = ? AND c.large = 0
+       UNION ALL
+       SELECT c.*, m.user_id, m.role, m.delivered, m.read, 0, m.pos
+       FROM members me JOIN conversations c ON c.id = me.conv_id JOIN members m ON m.conv_id = c.id
+       WHERE me.user_id = ? AND c.large = 1 AND m.role != 'member'
+       UNION ALL
+       SELECT c.*, me.user_id, me.role, me.delivered, me.read, 1, me.pos
+       FROM members me JOIN conversations c ON c.id = me.conv_id
+       WHERE me.user_id = ? AND c.large = 1 AND me.role = 'member'
+       ORDER BY last_activity DESC, id, m_last, m_pos`,
     ),
 
     insertMessage: s<[string, number, string, string, string, string, Uint8Array, number, number | null]>(

@@ -243,7 +243,7 @@ export class SqliteStore implements Store {
   listConversations(user: UserId): Promise<Conversation[]> {
     return this.read(() => {
       const out: Array<Conversation & { lastActivity: number }> = [];
-      for (const r of this.st.conversationsOfUser.all(user)) {
+      for (const r of this.st.conversationsOfUser.all(user, user, user)) {
         let c = out.at(-1);
         if (c?.id !== r.id) {
           const count = r.large === 1 ? this.st.memberCount.get(r.id)! : 0;

@@ -67,9 +67,11 @@ export class Conversations {
         { user: p.user, role: "owner" },
         ...others.map((user): { user: UserId; role: Role } => ({ user, role: "member" })),
       ],
+      // Large from the start: no member's log ever gets the whole list.
+      ...(others.length + 1 >= this.options.largeGroupMembers ? { large: true as const } : {}),
     });
     this.publish(result.updates);
-    return this.largeIfBig(result.conv);
+    return result.conv;
   }
 
   listConversations(p: Principal): Promise<Conversation[]> {

@@ -451,6 +451,12 @@ describe("Core", () => {
       expect(g).toMatchObject({ large: true, memberCount: 3 });
       expect(users(g)).toEqual([o!.p.user]);
       expect(users(await core.getConversation(m1!.p, g.id))).toEqual([o!.p.user, m1!.p.user]);
+      // Created large: m1's log never held the whole list, only the owner and m1.
+      const c1 = await connect(m1!);
+      const page = await c1.request({ t: "sync", id: 1, cursor: 0 });
+      expect(page).toMatchObject({ t: "synced", updates: [{ useq: 1, u: { k: "conv" } }] });
+      const first = page.t === "synced" ? page.updates[0]?.u : undefined;
+      expect(first?.k === "conv" && users(first.conv)).toEqual([o!.p.user, m1!.p.user]);
       await expect(core.getConversation(out!.p, g.id)).rejects.toMatchObject({ code: "E_NOT_FOUND" });
       await expect(core.listMembers(out!.p, g.id, undefined, 10)).rejects.toMatchObject({
         code: "E_NOT_FOUND",

@@ -71,6 +71,9 @@ export interface NewConversation {
   /** For direct conversations: the two user ids sorted and joined with ":"; unique. */
   directKey?: string;
   members: Array<{ user: UserId; role: Role }>;
+  /** A group created large (read diffusion from its start): each member's "conv" entry lists the
+   * owner, the admins and that member, never the whole list. */
+  large?: true;
 }
 
 export interface NewMessage {
@@ -135,8 +138,10 @@ export interface Store {
   revokeToken(hash: string, at: number): Promise<void>;
 
   // --- conversations
-  /** Creates the conversation and appends a "conv" update for every member. For a direct
-   * conversation whose directKey exists, writes nothing and returns the existing one. */
+  /** Creates the conversation and appends a "conv" update for every member (for a large group,
+   * one listing its owner, admins and that member, as changeConversation "large" does). For a
+   * direct conversation whose directKey exists, writes nothing and returns the existing one.
+   * Rejects E_INVALID for a large direct conversation. */
   createConversation(
     conv: NewConversation,
   ): Promise<{ conv: Conversation; created: boolean; updates: LogUpdate[] }>;

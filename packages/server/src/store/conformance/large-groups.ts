@@ -53,6 +53,53 @@ export function largeGroupCases(store: GetStore): void {
       expect(await heads(store(), ["a", "b", "c"])).toEqual([3, 3, 3]);
     });
 
+    it("a group created large never writes its whole member list to anyone's log", async () => {
+      await addUsers(store(), "a", "b", "c");
+      const r = await store().createConversation({
+        id: "g1",
+        kind: "group",
+        name: "big from the start",
+        createdAt: 1,
+        members: [
+          { user: "a", role: "owner" },
+          { user: "b", role: "member" },
+          { user: "c", role: "admin" },
+        ],
+        large: true,
+      });
+      expect(r.conv).toMatchObject({ large: true, logHead: 0, memberCount: 3 });
+      expect(r.conv.members.map((m) => m.user)).toEqual(["a", "c"]);
+      expect(recipients(r.updates)).toEqual(["a", "b", "c"]);
+      const listedIn = (user: string) =>
+        r.updates.flatMap((u) =>
+          u.user === user && u.u.k === "conv" ? [u.u.conv.members.map((m) => m.user)] : [],
+        );
+      expect(listedIn("a")).toEqual([["a", "c"]]);
+      expect(listedIn("b")).toEqual([["a", "c", "b"]]);
+      expect(listedIn("c")).toEqual([["a", "c"]]);
+      expect(await store().largeConversations("b")).toEqual([{ conv: "g1", head: 0 }]);
+      await sendMsg(store(), "g1", "b", "first");
+      expect((await log()).map((e) => e.u.k)).toEqual(["msg"]);
+      expect(await heads(store(), ["a", "b", "c"])).toEqual([1, 1, 1]);
+      // Only a group can be large.
+      await expectCode(
+        store().createConversation({
+          id: "d1",
+          kind: "direct",
+          name: "",
+          createdAt: 1,
+          directKey: "a:b",
+          members: [
+            { user: "a", role: "member" },
+            { user: "b", role: "member" },
+          ],
+          large: true,
+        }),
+        "E_INVALID",
+      );
+      expect(await store().getConversation("d1")).toBeUndefined();
+    });
+
     it("refuses to make a direct conversation or an unknown one large", async () => {
       await addUsers(store(), "a", "b");
       await store().createConversation({

@@ -153,6 +153,8 @@ export class MemoryStore implements Store {
       if (this.state.convs.has(conv.id))
         throw new ParleyError("E_CONFLICT", "conversation id already exists");
       if (conv.members.length === 0) throw new ParleyError("E_INVALID", "a conversation needs members");
+      if (conv.large && conv.kind !== "group")
+        throw new ParleyError("E_INVALID", "only a group can be large");
       const users = new Set(conv.members.map((m) => m.user));
       if (users.size !== conv.members.length) throw new ParleyError("E_INVALID", "a member is listed twice");
       for (const u of users)
@@ -174,8 +176,10 @@ export class MemoryStore implements Store {
         c.directKey = conv.directKey;
         this.state.directKeys.set(conv.directKey, conv.id);
       }
+      if (conv.large) c.large = true;
       this.state.convs.set(c.id, c);
-      return { conv: this.view(c), created: true, updates: this.appendConvState(c) };
+      const updates = c.large ? this.appendOwnStates(c, [...c.members.keys()]) : this.appendConvState(c);
+      return { conv: this.view(c), created: true, updates };
     });
   }
 

@@ -189,9 +189,9 @@ export function prepareStatements(db: BetterSqlite3.Database) {
       "UPDATE tokens SET revoked_at = ? WHERE hash = ? AND revoked_at IS NULL",
     ),
 
-    insertConversation: s<[string, string, string, number, string | null, number]>(
-      `INSERT INTO conversations (id, kind, name, created_at, direct_key, last_seq, last_activity)
-       VALUES (?, ?, ?, ?, ?, 0, ?)`,
+    insertConversation: s<[string, string, string, number, string | null, number, number]>(
+      `INSERT INTO conversations (id, kind, name, created_at, direct_key, last_seq, last_activity, large)
+       VALUES (?, ?, ?, ?, ?, 0, ?, ?)`,
     ),
     convById: s<[string], ConversationRow>("SELECT * FROM conversations WHERE id = ?"),
     convIdByDirectKey: s<[string], string>("SELECT id FROM conversations WHERE direct_key = ?").pluck(),

@@ -204,16 +204,22 @@ export class SqliteStore implements Store {
       if (this.st.convById.get(conv.id))
         throw new ParleyError("E_CONFLICT", "conversation id already exists");
       if (conv.members.length === 0) throw new ParleyError("E_INVALID", "a conversation needs members");
+      if (conv.large && conv.kind !== "group")
+        throw new ParleyError("E_INVALID", "only a group can be large");
       const users = new Set(conv.members.map((m) => m.user));
       if (users.size !== conv.members.length) throw new ParleyError("E_INVALID", "a member is listed twice");
       for (const u of users)
         if (!this.st.userById.get(u)) throw new ParleyError("E_NOT_FOUND", `no such user: ${u}`);
 
       const { id, kind, name, createdAt } = conv;
-      this.st.insertConversation.run(id, kind, name, createdAt, conv.directKey ?? null, createdAt);
+      const large = conv.large ? 1 : 0;
+      this.st.insertConversation.run(id, kind, name, createdAt, conv.directKey ?? null, createdAt, large);
       for (const m of conv.members) this.st.insertMember.run(id, m.user, m.role);
       const c = this.loadConversation(id);
-      return { conv: c, created: true, updates: this.appendConvState(c) };
+      const updates = large
+        ? this.appendOwnStates(c, this.st.membersOf.all(id).map(toMember))
+        : this.appendConvState(c);
+      return { conv: c, created: true, updates };
     });
   }
 

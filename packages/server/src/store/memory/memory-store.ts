@@ -512,7 +512,13 @@ export class MemoryStore implements Store {
   /** Appends to each user's log a large group's state listing that user too (its own marks), as
    * a reply to that user would. */
   private appendOwnStates(c: StoredConversation, users: readonly UserId[]): UserUpdate[] {
-    return users.flatMap((u) => this.log.append([u], { k: "conv", conv: this.view(c, u) }));
+    // The owner and admins are read once, not once per member (a group of thousands).
+    const base = this.view(c);
+    return users.flatMap((u) => {
+      const m = c.members.get(u);
+      const own = m?.role === "member" ? { ...base, members: [...base.members, { ...m }] } : base;
+      return this.log.append([u], { k: "conv", conv: own });
+    });
   }
 
   /** Appends a "conv" update with the conversation's state now to every current member. */

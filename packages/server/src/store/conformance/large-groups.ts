@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import type { NewConversation } from "../../core/ports/store.ts";
 import {
   addGroup,
   addUsers,
@@ -26,6 +27,19 @@ export function largeGroupCases(store: GetStore): void {
   }
 
   const log = (after = 0) => store().readConversationLog("g1", after, 1000);
+
+  /** The direct conversation d1 of users a and b. */
+  const directAB: NewConversation = {
+    id: "d1",
+    kind: "direct",
+    name: "",
+    createdAt: 1,
+    directKey: "a:b",
+    members: [
+      { user: "a", role: "member" },
+      { user: "b", role: "member" },
+    ],
+  };
 
   describe("large groups", () => {
     it("becoming large tells every member, in their own log, where the group's log starts", async () => {
@@ -82,37 +96,13 @@ export function largeGroupCases(store: GetStore): void {
       expect((await log()).map((e) => e.u.k)).toEqual(["msg"]);
       expect(await heads(store(), ["a", "b", "c"])).toEqual([1, 1, 1]);
       // Only a group can be large.
-      await expectCode(
-        store().createConversation({
-          id: "d1",
-          kind: "direct",
-          name: "",
-          createdAt: 1,
-          directKey: "a:b",
-          members: [
-            { user: "a", role: "member" },
-            { user: "b", role: "member" },
-          ],
-          large: true,
-        }),
-        "E_INVALID",
-      );
+      await expectCode(store().createConversation({ ...directAB, large: true }), "E_INVALID");
       expect(await store().getConversation("d1")).toBeUndefined();
     });
 
     it("refuses to make a direct conversation or an unknown one large", async () => {
       await addUsers(store(), "a", "b");
-      await store().createConversation({
-        id: "d1",
-        kind: "direct",
-        name: "",
-        createdAt: 1,
-        directKey: "a:b",
-        members: [
-          { user: "a", role: "member" },
-          { user: "b", role: "member" },
-        ],
-      });
+      await store().createConversation(directAB);
       await expectCode(store().changeConversation({ kind: "large", conv: "d1" }), "E_INVALID");
       await expectCode(store().changeConversation({ kind: "large", conv: "nope" }), "E_NOT_FOUND");
       expect((await store().getConversation("d1"))?.large).toBeUndefined();

@@ -188,3 +188,15 @@ export class CutProxy {
     });
   }
 }
+
+/** How a client reaches the server through a CutProxy: its login options for the proxy. */
+export type Via = (proxy: CutProxy) => Partial<LoginOptions>;
+
+/** The two transports through a CutProxy, for describe.each: [name, the server port the proxy
+ * forwards to, the login options, the transport's name]. `srv` is read when a test runs. */
+export function proxiedTransports(srv: () => TestServer): Array<[string, () => number, Via, string]> {
+  return [
+    ["WebSocket", () => srv().httpPort, (p) => ({ endpoint: `http://127.0.0.1:${p.port}` }), "ws"],
+    ["TCP", () => srv().tcpPort, (p) => ({ transport: "tcp", tcpPort: p.port }), "tcp"],
+  ];
+}

@@ -3,7 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import type { ClientFrame } from "@parley/protocol";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { LoginOptions, Message, ParleyClient } from "../src/node.ts";
+import type { Message, ParleyClient } from "../src/node.ts";
 import { FileLocalStore, textOf } from "../src/node.ts";
 import type { TestServer } from "./helpers.ts";
 import {
@@ -11,6 +11,7 @@ import {
   CutProxy,
   newClient,
   nextEvent,
+  proxiedTransports,
   recording,
   startTestServer,
   userName,
@@ -40,11 +41,7 @@ afterEach(async () => {
 const inGroup = (seen: Message[], conv: string): Array<[number, string]> =>
   seen.filter((m) => m.conv === conv).map((m) => [m.seq, textOf(m)]);
 
-type Via = (proxy: CutProxy) => Partial<LoginOptions>;
-const variants: Array<[string, () => number, Via, string]> = [
-  ["WebSocket", () => srv.httpPort, (p) => ({ endpoint: `http://127.0.0.1:${p.port}` }), "ws"],
-  ["TCP", () => srv.tcpPort, (p) => ({ transport: "tcp", tcpPort: p.port }), "tcp"],
-];
+const variants = proxiedTransports(() => srv);
 
 describe.each(variants)("a large group over %s", (_name, target, via, transportName) => {
   it("delivers each message once and in order: live, after a cut, and to a late device", async () => {

@@ -11,6 +11,7 @@ import {
   CutProxy,
   newClient,
   nextEvent,
+  proxiedTransports,
   recording,
   startTestServer,
   userName,
@@ -35,11 +36,7 @@ afterEach(async () => {
   await Promise.all(proxies.splice(0).map((p) => p.close()));
 });
 
-type Via = (proxy: CutProxy) => Partial<LoginOptions>;
-const variants: Array<[string, () => number, Via, string]> = [
-  ["WebSocket", () => srv.httpPort, (p) => ({ endpoint: `http://127.0.0.1:${p.port}` }), "ws"],
-  ["TCP", () => srv.tcpPort, (p) => ({ transport: "tcp", tcpPort: p.port }), "tcp"],
-];
+const variants = proxiedTransports(() => srv);
 
 describe.each(variants)("over %s through a proxy", (_name, target, via, transportName) => {
   async function setup(record?: ClientFrame[], options: Partial<LoginOptions> = {}, wire?: Wire) {

@@ -44,7 +44,6 @@ export interface ConversationRow {
 }
 
 export interface MemberRow {
-  pos: number;
   conv_id: string;
   user_id: string;
   role: Role;
@@ -231,7 +230,7 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     // a large group's plain members are never scanned.
     conversationsOfUser: s<
       [string, string, string],
-      ConversationRow & { m_user: string; m_role: Role; m_delivered: number; m_read: number; m_last: number }
+      ConversationRow & { m_user: string; m_role: Role; m_delivered: number; m_read: number }
     >(
       `SELECT c.*, m.user_id AS m_user, m.role AS m_role, m.delivered AS m_delivered, m.read AS m_read,
               0 AS m_last, m.pos AS m_pos

@@ -2,11 +2,13 @@ import { parentPort, workerData } from "node:worker_threads";
 import { ParleyError } from "@parley/protocol";
 import type { Logger } from "../../core/ports/logger.ts";
 import { SqliteStore } from "./sqlite-store.ts";
+import { APPEND_PACKED, packResults, unpackBatch, type PackedBatch } from "./append-wire.ts";
 
 // The writer thread of ThreadedSqliteStore: owns the database's one write connection and runs
 // every write method of SqliteStore in arrival order, each in its own transaction with its fsync,
 // while the main thread goes on with sockets and reads. Protocol: the main thread posts
-// { id, method, args }; this thread answers { id, result } or { id, error }.
+// { id, method, args }; this thread answers { id, result } or { id, error }. Message batches
+// travel packed (APPEND_PACKED, append-wire.ts).
 
 export interface WorkerInit {
   path: string;
@@ -38,9 +40,16 @@ try {
     ...(init.unsafeDeferCommitMs !== undefined ? { unsafeDeferCommitMs: init.unsafeDeferCommitMs } : {}),
   });
   const methods = store as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+  const appendPacked = async (packed: PackedBatch) => {
+    const batch = unpackBatch(packed);
+    return packResults(batch, await store.appendMessages(batch));
+  };
   port.on("message", (msg: { id: number; method: string; args: unknown[] }) => {
     const reply = (r: WorkerReply) => port.postMessage(r);
-    methods[msg.method]!.apply(store, msg.args).then(
+    (msg.method === APPEND_PACKED
+      ? appendPacked(msg.args[0] as PackedBatch)
+      : methods[msg.method]!.apply(store, msg.args)
+    ).then(
       (result) => {
         reply({ id: msg.id, result });
         if (msg.method === "close") port.close();

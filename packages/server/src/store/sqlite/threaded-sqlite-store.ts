@@ -28,6 +28,7 @@ import type {
 import type { Conversation } from "@parley/protocol";
 import type { Logger } from "../../core/ports/logger.ts";
 import { SqliteStore } from "./sqlite-store.ts";
+import { APPEND_PACKED, packBatch, unpackResults, type PackedResults } from "./append-wire.ts";
 import type { WorkerInit, WorkerReply } from "./sqlite-worker.ts";
 
 // SqliteStore with its writes on a worker thread. better-sqlite3 is synchronous: in the main
@@ -141,7 +142,11 @@ export class ThreadedSqliteStore implements Store {
     return this.call("changeConversation", change);
   }
   appendMessages(batch: readonly NewMessage[]): Promise<AppendResult[]> {
-    return this.call("appendMessages", batch);
+    // The hot path: the batch and its results travel packed (append-wire.ts).
+    const { packed, transfer } = packBatch(batch);
+    return this.callWith<PackedResults>(APPEND_PACKED, [packed], transfer).then((r) =>
+      unpackResults(batch, r),
+    );
   }
   changeMessage(change: MessageChange): Promise<{ msg: Message; updates: LogUpdate[] }> {
     return this.call("changeMessage", change);
@@ -221,11 +226,16 @@ export class ThreadedSqliteStore implements Store {
   }
 
   private call<T>(method: string, ...args: unknown[]): Promise<T> {
+    return this.callWith(method, args, []);
+  }
+
+  /** Calls `method` on the writer; the buffers in `transfer` move to it (unusable here after). */
+  private callWith<T>(method: string, args: unknown[], transfer: ArrayBuffer[]): Promise<T> {
     if (this.closed) return Promise.reject(new Error("SqliteStore is closed"));
     return new Promise<T>((resolve, reject) => {
       const id = this.nextId++;
       this.pending.set(id, { resolve: resolve, reject });
-      this.worker.postMessage({ id, method, args });
+      this.worker.postMessage({ id, method, args }, transfer);
     });
   }
 

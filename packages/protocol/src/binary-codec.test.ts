@@ -55,10 +55,24 @@ describe("binary codec round trip", () => {
       fc.property(frame(), (f) => {
         const body = encodeBinary(f);
         const framed = encodeFramed(f);
-        expect(new DataView(framed.buffer).getUint32(0)).toBe(body.length);
+        expect(new DataView(framed.buffer, framed.byteOffset, framed.byteLength).getUint32(0)).toBe(
+          body.length,
+        );
         expect(framed.subarray(4)).toStrictEqual(body);
         expect(lengthPrefixed(body)).toStrictEqual(framed);
       }),
+    );
+  });
+
+  it("framed encodings kept together are never overwritten by later ones (they share slabs)", () => {
+    fc.assert(
+      fc.property(fc.array(frame(), { minLength: 1, maxLength: 200 }), (frames) => {
+        const kept = frames.map((f) => encodeFramed(f));
+        // Enough further frames to fill and replace the slab the kept ones were cut from.
+        for (let i = 0; i < 2000; i++) encodeFramed({ t: "typing", conv: `c${i}` });
+        kept.forEach((bytes, i) => expect(bytes).toStrictEqual(lengthPrefixed(encodeBinary(frames[i]!))));
+      }),
+      { numRuns: 30 },
     );
   });
 });

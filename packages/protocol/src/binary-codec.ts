@@ -39,12 +39,37 @@ export function encodeBinary(frame: Frame): Uint8Array {
   return out;
 }
 
-/** Encodes a frame for TCP: 4-byte unsigned big-endian body length, then the body. */
+/** Encodes a frame for TCP: 4-byte unsigned big-endian body length, then the body. The result
+ * is the caller's to keep, but it is a view into a memory slab shared with other frames: never
+ * transfer (postMessage) its buffer. */
 export function encodeFramed(frame: Frame): Uint8Array {
   const packed = packr.pack(frame);
-  const out = new Uint8Array(4 + packed.length);
-  new DataView(out.buffer).setUint32(0, packed.length);
+  const length = packed.length;
+  const out = slabBytes(4 + length);
+  out[0] = length >>> 24;
+  out[1] = (length >>> 16) & 0xff;
+  out[2] = (length >>> 8) & 0xff;
+  out[3] = length & 0xff;
   out.set(packed, 4);
+  return out;
+}
+
+// Small frames are cut from shared slabs, as Node's Buffer pool does: a new ArrayBuffer per
+// frame costs an allocation of its own memory and GC bookkeeping for each. A slab is never
+// reused once full, so a frame's bytes are never overwritten; a frame still held keeps its slab
+// (16 KiB) alive.
+const SLAB_BYTES = 16 * 1024;
+let slab = new Uint8Array(SLAB_BYTES);
+let slabUsed = 0;
+
+function slabBytes(n: number): Uint8Array {
+  if (n > SLAB_BYTES / 8) return new Uint8Array(n);
+  if (slabUsed + n > SLAB_BYTES) {
+    slab = new Uint8Array(SLAB_BYTES);
+    slabUsed = 0;
+  }
+  const out = slab.subarray(slabUsed, slabUsed + n);
+  slabUsed = (slabUsed + n + 7) & ~7; // keep the next frame 8-byte aligned
   return out;
 }
 

@@ -171,6 +171,28 @@ describe("append-wire", () => {
     expect(unpackResults([item], travel(packed))).toStrictEqual([r]);
   });
 
+  it("a rebuilt message's body is the plain Uint8Array sent, or a plain copy of a Buffer", () => {
+    const plain: NewMessage = {
+      conv: "c",
+      from: "a",
+      dev: "d",
+      cid: "x",
+      type: "t",
+      body: new Uint8Array([1, 2]),
+      ts: 5,
+    };
+    const buffer: NewMessage = { ...plain, cid: "y", body: Buffer.from([3, 4]) };
+    const fresh = (item: NewMessage) =>
+      result(item, { kind: "users", seq: 1, users: [{ user: "a", useq: 1 }] });
+    const [a, b] = unpackResults(
+      [plain, buffer],
+      travel(packResults([plain, buffer], [fresh(plain), fresh(buffer)])),
+    );
+    expect(a!.ok && a!.msg.body).toBe(plain.body);
+    expect(b!.ok && Object.getPrototypeOf(b!.msg.body)).toBe(Uint8Array.prototype);
+    expect(b!.ok && b!.msg.body).toStrictEqual(new Uint8Array([3, 4]));
+  });
+
   it("refuses an answer for another number of messages", () => {
     const item: NewMessage = {
       conv: "c",

@@ -128,7 +128,7 @@ export function packResults(batch: readonly NewMessage[], results: readonly Appe
 }
 
 /** The main thread's side: the same AppendResult[] as the writer's SqliteStore returned, rebuilt
- * from the batch that was sent. A rebuilt message's body is a view of the sent body (not a copy). */
+ * from the batch that was sent. A rebuilt message's body is the sent body (see plainBytes). */
 export function unpackResults(batch: readonly NewMessage[], p: PackedResults): AppendResult[] {
   const n = p.shape.length;
   if (n !== batch.length) throw new Error(`writer answered ${n} results for a batch of ${batch.length}`);
@@ -146,7 +146,7 @@ export function unpackResults(batch: readonly NewMessage[], p: PackedResults): A
       dev: item.dev,
       cid: item.cid,
       type: item.type,
-      body: new Uint8Array(item.body.buffer, item.body.byteOffset, item.body.byteLength),
+      body: plainBytes(item.body),
       ts: item.ts,
     };
     if (item.replyTo !== undefined) msg.replyTo = item.replyTo;
@@ -162,6 +162,14 @@ export function unpackResults(batch: readonly NewMessage[], p: PackedResults): A
     results[i] = { ok: true, duplicate: false, msg, updates };
   }
   return results;
+}
+
+/** The sent body itself when it is a plain Uint8Array (what the codecs decode), so nothing is
+ * allocated; a copy of anything else (a Buffer), so a message's body is always a plain
+ * Uint8Array, as the writer's own copy was. Not a new view of `body.buffer`: reading `buffer`
+ * makes V8 move a small typed array's bytes off its heap, an allocation per message. */
+function plainBytes(body: Uint8Array): Uint8Array {
+  return Object.getPrototypeOf(body) === Uint8Array.prototype ? body : new Uint8Array(body);
 }
 
 /** Whether the main thread can rebuild this fresh result from the message it sent: the stored

@@ -208,3 +208,51 @@ describe("GroupCommitter with admission control", () => {
     expect(admission.throughput.perMs).toBeDefined();
   });
 });
+
+describe("GroupCommitter pipelining", () => {
+  it("hands the store the next batch before publishing the last one, and publishes in commit order", async () => {
+    const events: string[] = [];
+    class RecordingStore extends GatedStore {
+      override appendMessages(batch: readonly NewMessage[]): Promise<AppendResult[]> {
+        events.push(`append ${batch.map((m) => m.cid).join(",")}`);
+        return super.appendMessages(batch);
+      }
+    }
+    const store = new RecordingStore();
+    const admission = new Admission(
+      {
+        maxCommitQueueMs: 100,
+        maxPendingSends: 1000,
+        commitBatchMax: 10,
+        maxRssBytes: 0,
+        maxFanOutBacklog: 1000,
+      },
+      { now: () => 0 },
+    );
+    const committer = new GroupCommitter(
+      store,
+      (results) => events.push(`publish ${results.map((r) => (r.ok ? r.msg.cid : "?")).join(",")}`),
+      10,
+      admission,
+    );
+    await store.createUser({ id: "u", name: "u", passwordHash: "-", createdAt: 0 });
+    await store.createConversation({
+      id: "c",
+      kind: "group",
+      name: "g",
+      createdAt: 0,
+      members: [{ user: "u", role: "owner" }],
+    });
+    const first = committer.submit(item("a"));
+    await until(() => store.waiting === 1);
+    const second = [committer.submit(item("b")), committer.submit(item("c"))];
+    store.release();
+    await first;
+    expect(events).toStrictEqual(["append a", "append b,c", "publish a"]);
+    await until(() => store.waiting === 1);
+    store.release();
+    await Promise.all(second);
+    expect(events).toStrictEqual(["append a", "append b,c", "publish a", "publish b,c"]);
+    expect((await store.history("c", { limit: 10 })).map((m) => m.cid)).toStrictEqual(["a", "b", "c"]);
+  });
+});

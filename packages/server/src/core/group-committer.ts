@@ -15,6 +15,12 @@ interface Pending {
   reject: (e: unknown) => void;
 }
 
+interface Batch {
+  pending: Pending[];
+  started: number;
+  committed: Promise<AppendResult[]>;
+}
+
 export class GroupCommitter {
   private queue: Pending[] = [];
   private running = false;
@@ -79,28 +85,50 @@ export class GroupCommitter {
 
   private async run(): Promise<void> {
     this.running = true;
-    while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.batchLength());
-      this.admission.batchStarted(batch.length, batch.length === this.maxBatch || this.queue.length > 0);
-      const started = performance.now();
+    let current: Batch | undefined = this.start();
+    while (current) {
+      let results: AppendResult[] | undefined;
+      let failure: unknown;
       try {
-        const results = await this.store.appendMessages(batch.map((p) => p.item));
-        this.admission.batchFinished(true);
-        this.metrics.commit(batch.length, (performance.now() - started) / 1000, true);
+        results = await current.committed;
+      } catch (cause) {
+        failure = cause;
+      }
+      const seconds = (performance.now() - current.started) / 1000;
+      this.admission.batchFinished(results !== undefined);
+      this.metrics.commit(current.pending.length, seconds, results !== undefined);
+      // The next batch goes to the store before this one's results are published: publishing a
+      // thousand pushes takes the event loop tens of milliseconds, and the writer would sit idle
+      // through them.
+      const done = current;
+      current = this.queue.length > 0 ? this.start() : undefined;
+      if (results !== undefined) {
         // onCommitted (publishing pushes) must not throw: the batch is committed either way.
         this.onCommitted(results);
-        batch.forEach((p, i) => p.resolve(results[i]!));
-      } catch (cause) {
-        this.admission.batchFinished(false);
-        this.metrics.commit(batch.length, (performance.now() - started) / 1000, false);
+        done.pending.forEach((p, i) => p.resolve(results[i]!));
+      } else {
         // The transaction rolled back: nothing of this batch is stored, so a retry is safe.
-        const err = new ParleyError("E_INTERNAL", "commit failed", { cause });
-        for (const p of batch) p.reject(err);
+        const err = new ParleyError("E_INTERNAL", "commit failed", { cause: failure });
+        for (const p of done.pending) p.reject(err);
       }
     }
     this.running = false;
     const waiters = this.idleWaiters;
     this.idleWaiters = [];
     for (const w of waiters) w();
+  }
+
+  /** Takes the next batch off the queue and hands it to the store. */
+  private start(): Batch {
+    const pending = this.queue.splice(0, this.batchLength());
+    this.admission.batchStarted(pending.length, pending.length === this.maxBatch || this.queue.length > 0);
+    const started = performance.now();
+    let committed: Promise<AppendResult[]>;
+    try {
+      committed = this.store.appendMessages(pending.map((p) => p.item));
+    } catch (err) {
+      committed = Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    return { pending, started, committed };
   }
 }

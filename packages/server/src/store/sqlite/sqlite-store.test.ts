@@ -262,3 +262,81 @@ runStoreConformance("ThreadedSqliteStore", async () => {
   const store = await ThreadedSqliteStore.open(join(dir, "parley.db"));
   return { store, cleanup: () => rm(dir, { recursive: true, force: true }) };
 });
+
+describe("device cursors, many to a transaction", () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await tempDir();
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function addDevices(store: SqliteStore | ThreadedSqliteStore, n: number): Promise<string[]> {
+    await addUsers(store, "u");
+    const ids = Array.from({ length: n }, (_, i) => `d${i}`);
+    for (const id of ids) {
+      await store.createDevice(
+        { id, userId: "u", name: id, createdAt: T0, cursor: 0, lastSeenAt: T0 },
+        { hash: `h-${id}`, userId: "u", deviceId: id, createdAt: T0, expiresAt: T0 + 1000 },
+      );
+    }
+    return ids;
+  }
+
+  it("SqliteStore.touchDevices applies each in order and refuses the bad ones alone", async () => {
+    const store = await SqliteStore.open(join(dir, "parley.db"));
+    await addDevices(store, 2);
+    const outcomes = await store.touchDevices([
+      ["d0", 5, T0 + 1],
+      ["nope", 5, T0 + 1],
+      ["d1", 1.5, T0 + 1],
+      ["d1", 7, T0 + 2],
+      ["d0", 3, T0 + 3],
+    ]);
+    expect(outcomes.map((e) => e?.code ?? null)).toStrictEqual([
+      null,
+      "E_NOT_FOUND",
+      "E_INVALID",
+      null,
+      null,
+    ]);
+    // The cursor never goes down; lastSeenAt is the latest touch's.
+    expect(await store.getDevice("d0")).toMatchObject({ cursor: 5, lastSeenAt: T0 + 3 });
+    expect(await store.getDevice("d1")).toMatchObject({ cursor: 7, lastSeenAt: T0 + 2 });
+    await store.close();
+  });
+
+  it("ThreadedSqliteStore sends the saves made while one is on its way together, and settles each alone", async () => {
+    const store = await ThreadedSqliteStore.open(join(dir, "parley.db"));
+    const ids = await addDevices(store, 50);
+    // Count what goes to the writer thread.
+    const worker = (
+      store as unknown as { worker: { postMessage(m: { method: string; args: unknown[] }): void } }
+    ).worker;
+    const post = worker.postMessage.bind(worker);
+    const sent: number[] = [];
+    worker.postMessage = (m) => {
+      if (m.method === "touchDevices") sent.push((m.args[0] as unknown[]).length);
+      else if (m.method === "touchDevice") sent.push(-1);
+      post(m);
+    };
+    const saves = [...ids, "nope"].map((id, i) => store.touchDevice(id, i + 1, T0 + 10));
+    const outcomes = await Promise.allSettled(saves);
+    expect(outcomes.slice(0, 50).every((o) => o.status === "fulfilled")).toBe(true);
+    expect(outcomes[50]).toMatchObject({ status: "rejected", reason: { code: "E_NOT_FOUND" } });
+    // The first went alone; the other 50 waited for it and went in one transaction.
+    expect(sent).toStrictEqual([1, 50]);
+    expect(await store.getDevice("d49")).toMatchObject({ cursor: 50, lastSeenAt: T0 + 10 });
+    // close() waits for saves still queued.
+    const last = store.touchDevice("d0", 100, T0 + 20);
+    const more = store.touchDevice("d1", 100, T0 + 20);
+    await store.close();
+    await expect(last).resolves.toBeUndefined();
+    await expect(more).resolves.toBeUndefined();
+    await expect(store.touchDevice("d0", 200, T0 + 30)).rejects.toThrow(/closed/);
+    const reopened = await SqliteStore.open(join(dir, "parley.db"));
+    expect(await reopened.getDevice("d1")).toMatchObject({ cursor: 100 });
+    await reopened.close();
+  });
+});

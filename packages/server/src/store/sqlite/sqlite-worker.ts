@@ -1,5 +1,5 @@
 import { parentPort, workerData } from "node:worker_threads";
-import { ParleyError } from "@parley/protocol";
+import { ParleyError, type DeviceId } from "@parley/protocol";
 import type { Logger } from "../../core/ports/logger.ts";
 import { SqliteStore } from "./sqlite-store.ts";
 import { APPEND_PACKED, packResults, unpackBatch, type PackedBatch } from "./append-wire.ts";
@@ -8,7 +8,8 @@ import { APPEND_PACKED, packResults, unpackBatch, type PackedBatch } from "./app
 // every write method of SqliteStore in arrival order, each in its own transaction with its fsync,
 // while the main thread goes on with sockets and reads. Protocol: the main thread posts
 // { id, method, args }; this thread answers { id, result } or { id, error }. Message batches
-// travel packed (APPEND_PACKED, append-wire.ts).
+// travel packed (APPEND_PACKED, append-wire.ts); device cursors are saved many to a transaction
+// (touchDevices).
 
 export interface WorkerInit {
   path: string;
@@ -16,12 +17,31 @@ export interface WorkerInit {
   unsafeDeferCommitMs?: number;
 }
 
+/** An error as it crosses to the main thread (structured clone keeps no Error subclass). */
+export interface WireError {
+  message: string;
+  code?: string;
+  retryAfterMs?: number;
+  stack?: string;
+}
+
 export type WorkerReply =
   | { id: number; result: unknown }
-  | { id: number; error: { message: string; code?: string; retryAfterMs?: number; stack?: string } }
+  | { id: number; error: WireError }
   | { ready: true }
   | { failed: string }
   | { log: { level: "debug" | "info" | "warn" | "error"; obj: object; msg?: string } };
+
+function wireError(err: unknown): WireError {
+  const e = err instanceof Error ? err : new Error(String(err));
+  return {
+    message: e.message,
+    ...(e.stack !== undefined ? { stack: e.stack } : {}),
+    ...(err instanceof ParleyError
+      ? { code: err.code, ...(err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}) }
+      : {}),
+  };
+}
 
 const port = parentPort!;
 const init = workerData as WorkerInit;
@@ -44,32 +64,22 @@ try {
     const batch = unpackBatch(packed);
     return packResults(batch, await store.appendMessages(batch));
   };
+  const touchDevices = async (touches: Array<[DeviceId, number, number]>) =>
+    (await store.touchDevices(touches)).map((e) => e && wireError(e));
+  const run = (method: string, args: unknown[]): Promise<unknown> => {
+    if (method === APPEND_PACKED) return appendPacked(args[0] as PackedBatch);
+    // One WireError or null per touch: a ParleyError would arrive as a plain Error.
+    if (method === "touchDevices") return touchDevices(args[0] as Array<[DeviceId, number, number]>);
+    return methods[method]!.apply(store, args);
+  };
   port.on("message", (msg: { id: number; method: string; args: unknown[] }) => {
     const reply = (r: WorkerReply) => port.postMessage(r);
-    (msg.method === APPEND_PACKED
-      ? appendPacked(msg.args[0] as PackedBatch)
-      : methods[msg.method]!.apply(store, msg.args)
-    ).then(
+    run(msg.method, msg.args).then(
       (result) => {
         reply({ id: msg.id, result });
         if (msg.method === "close") port.close();
       },
-      (err: unknown) => {
-        const e = err instanceof Error ? err : new Error(String(err));
-        reply({
-          id: msg.id,
-          error: {
-            message: e.message,
-            ...(e.stack !== undefined ? { stack: e.stack } : {}),
-            ...(err instanceof ParleyError
-              ? {
-                  code: err.code,
-                  ...(err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}),
-                }
-              : {}),
-          },
-        });
-      },
+      (err: unknown) => reply({ id: msg.id, error: wireError(err) }),
     );
   });
   port.postMessage({ ready: true } satisfies WorkerReply);

@@ -602,12 +602,27 @@ export class SqliteStore implements Store {
     return new Promise<T>((resolve) => {
       this.check();
       if (this.unsafeDeferCommitMs > 0) {
-        // Test-only fault (message appends only): inside an open transaction, better-sqlite3
-        // runs txn() as a savepoint. Any other write commits what is pending first.
+        // Test-only fault (message appends only). Any other write commits what is pending first.
         if (!deferrable) this.commitDeferred();
-        else if (!this.db.inTransaction) {
-          this.db.exec("BEGIN IMMEDIATE");
-          this.deferredCommit = setTimeout(() => this.commitDeferred(), this.unsafeDeferCommitMs);
+        else {
+          if (!this.db.inTransaction) {
+            this.db.exec("BEGIN IMMEDIATE");
+            this.deferredCommit = setTimeout(() => this.commitDeferred(), this.unsafeDeferCommitMs);
+          }
+          // Run straight in the open transaction, not as a savepoint (what txn() would make of
+          // it): a savepoint journals every page it first changes, and this fault doubles as the
+          // upper bound of a commit log (architecture.md), which would not pay that. A batch that
+          // throws rolls back every deferred batch with it.
+          this.log.beginTransaction();
+          try {
+            resolve(fn());
+          } catch (err) {
+            clearTimeout(this.deferredCommit);
+            this.deferredCommit = undefined;
+            this.db.exec("ROLLBACK");
+            throw err;
+          }
+          return;
         }
       }
       this.log.beginTransaction();

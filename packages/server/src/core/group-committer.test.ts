@@ -256,3 +256,41 @@ describe("GroupCommitter pipelining", () => {
     expect((await store.history("c", { limit: 10 })).map((m) => m.cid)).toStrictEqual(["a", "b", "c"]);
   });
 });
+
+describe("GroupCommitter when publishing throws", () => {
+  it("refuses that batch's sends and goes on committing the next ones", async () => {
+    const store = new MemoryStore();
+    await store.createUser({ id: "u", name: "u", passwordHash: "-", createdAt: 0 });
+    await store.createConversation({
+      id: "c",
+      kind: "group",
+      name: "g",
+      createdAt: 0,
+      members: [{ user: "u", role: "owner" }],
+    });
+    const admission = new Admission(
+      {
+        maxCommitQueueMs: 100,
+        maxPendingSends: 1000,
+        commitBatchMax: 10,
+        maxRssBytes: 0,
+        maxFanOutBacklog: 1000,
+      },
+      { now: () => 0 },
+    );
+    let calls = 0;
+    const committer = new GroupCommitter(
+      store,
+      () => {
+        if (++calls === 1) throw new Error("publish broke");
+      },
+      10,
+      admission,
+    );
+    await expect(committer.submit(item("a"))).rejects.toMatchObject({ code: "E_INTERNAL" });
+    await expect(committer.submit(item("b"))).resolves.toMatchObject({ ok: true, duplicate: false });
+    // "a" was committed all the same: a resend finds it.
+    await expect(committer.submit(item("a"))).resolves.toMatchObject({ ok: true, duplicate: true });
+    await committer.drain();
+  });
+});

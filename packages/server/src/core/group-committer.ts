@@ -102,13 +102,15 @@ export class GroupCommitter {
       // through them.
       const done = current;
       current = this.queue.length > 0 ? this.start() : undefined;
-      if (results !== undefined) {
-        // onCommitted (publishing pushes) must not throw: the batch is committed either way.
+      try {
+        if (results === undefined) throw failure;
+        // onCommitted (publishing pushes) must not throw; if it does, the sends are refused
+        // below although committed, and a retry finds them stored (same cid).
         this.onCommitted(results);
         done.pending.forEach((p, i) => p.resolve(results[i]!));
-      } else {
+      } catch (cause) {
         // The transaction rolled back: nothing of this batch is stored, so a retry is safe.
-        const err = new ParleyError("E_INTERNAL", "commit failed", { cause: failure });
+        const err = new ParleyError("E_INTERNAL", "commit failed", { cause });
         for (const p of done.pending) p.reject(err);
       }
     }

@@ -619,7 +619,7 @@ export class SqliteStore implements Store {
           } catch (err) {
             clearTimeout(this.deferredCommit);
             this.deferredCommit = undefined;
-            this.db.exec("ROLLBACK");
+            if (this.db.inTransaction) this.db.exec("ROLLBACK");
             throw err;
           }
           return;

@@ -192,6 +192,8 @@ export function prepareStatements(db: BetterSqlite3.Database) {
       `INSERT INTO conversations (id, kind, name, created_at, direct_key, last_seq, last_activity, large)
        VALUES (?, ?, ?, ?, ?, 0, ?, ?)`,
     ),
+    /** Changes when another connection commits to the file (never for this one's own writes). */
+    dataVersion: s<[], number>("PRAGMA data_version").pluck(),
     convById: s<[string], ConversationRow>("SELECT * FROM conversations WHERE id = ?"),
     convIdByDirectKey: s<[string], string>("SELECT id FROM conversations WHERE direct_key = ?").pluck(),
     renameConversation: s<[string, string]>("UPDATE conversations SET name = ? WHERE id = ?"),

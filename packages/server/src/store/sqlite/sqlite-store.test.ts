@@ -340,3 +340,47 @@ describe("device cursors, many to a transaction", () => {
     await reopened.close();
   });
 });
+
+describe("what SqliteStore keeps between write transactions", () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await tempDir();
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("sees a membership change made since the last batch", async () => {
+    const store = await SqliteStore.open(join(dir, "parley.db"));
+    await addUsers(store, "a", "b", "c");
+    await addGroup(store, "g1", ["a", "b"]);
+    await sendMsg(store, "g1", "b", "m1");
+    await store.changeConversation({ kind: "remove", conv: "g1", user: "b" });
+    await store.changeConversation({ kind: "add", conv: "g1", users: ["c"] });
+    const [fromB, fromC] = await store.appendMessages([
+      newMessage("g1", "b", "m2"),
+      newMessage("g1", "c", "m3"),
+    ]);
+    expect(fromB).toMatchObject({ ok: false, code: "E_NOT_FOUND" });
+    expect(fromC).toMatchObject({ ok: true, msg: { seq: 2 } });
+    // The message reached the members now: a and c, not b.
+    expect(fromC!.ok && fromC!.updates.map((u) => u.user).sort()).toStrictEqual(["a", "c"]);
+    await store.close();
+  });
+
+  it("sees what another connection wrote to the file since its last transaction", async () => {
+    const file = join(dir, "parley.db");
+    const first = await SqliteStore.open(file);
+    await addUsers(first, "a", "b");
+    await addGroup(first, "g1", ["a", "b"]);
+    expect(await sendMsg(first, "g1", "a", "m1")).toMatchObject({ seq: 1 });
+    // A second process on the same file (not how Parley runs, but SQLite allows it).
+    const second = await SqliteStore.open(file);
+    expect(await sendMsg(second, "g1", "b", "m2")).toMatchObject({ seq: 2 });
+    await second.close();
+    expect(await sendMsg(first, "g1", "a", "m3")).toMatchObject({ seq: 3 });
+    const log = await readAll(first, "b");
+    expect(log.map((e) => e.useq)).toStrictEqual(log.map((_, i) => i + 1));
+    await first.close();
+  });
+});

@@ -66,6 +66,18 @@ export interface SqliteStoreOptions {
   unsafeDeferCommitMs?: number;
 }
 
+/** A conversation as appendMessages reads it: its row (last_seq counted on from batch to batch)
+ * and, unless it is large, its members. */
+interface SendTarget {
+  row: ConversationRow;
+  members: UserId[];
+  memberSet: Set<UserId>;
+}
+
+/** Bounds of the caches kept between write transactions (cleared when exceeded). */
+const SEND_CACHE_MAX = 50_000;
+const HEADS_MAX = 200_000;
+
 export class SqliteStore implements Store {
   private readonly st: Statements;
   private readonly log: SqliteUpdateLog;
@@ -73,6 +85,11 @@ export class SqliteStore implements Store {
   private readonly txn: BetterSqlite3.Transaction<(fn: () => unknown) => unknown>;
   private closed = false;
   private deferredCommit: NodeJS.Timeout | undefined;
+  /** What appendMessages read of each conversation, kept from one batch to the next (see
+   * write() for when it is dropped). Large groups keep only the senders found to be members. */
+  private readonly sendCache = new Map<ConversationId, SendTarget | null>();
+  /** PRAGMA data_version when the caches were last known good. */
+  private dataVersion: number | undefined;
 
   private constructor(
     private readonly db: BetterSqlite3.Database,
@@ -171,7 +188,7 @@ export class SqliteStore implements Store {
   }
 
   touchDevice(device: DeviceId, cursor: number, at: number): Promise<void> {
-    return this.write(() => this.touch(device, cursor, at));
+    return this.write(() => this.touch(device, cursor, at), "marks");
   }
 
   /** touchDevice for each of `touches`, in order, in one transaction (one fsync instead of one
@@ -181,16 +198,18 @@ export class SqliteStore implements Store {
   touchDevices(
     touches: ReadonlyArray<readonly [DeviceId, number, number]>,
   ): Promise<Array<ParleyError | null>> {
-    return this.write(() =>
-      touches.map(([device, cursor, at]) => {
-        try {
-          this.touch(device, cursor, at);
-          return null;
-        } catch (err) {
-          if (err instanceof ParleyError) return err;
-          throw err;
-        }
-      }),
+    return this.write(
+      () =>
+        touches.map(([device, cursor, at]) => {
+          try {
+            this.touch(device, cursor, at);
+            return null;
+          } catch (err) {
+            if (err instanceof ParleyError) return err;
+            throw err;
+          }
+        }),
+      "marks",
     );
   }
 
@@ -367,24 +386,22 @@ export class SqliteStore implements Store {
   appendMessages(batch: readonly NewMessage[]): Promise<AppendResult[]> {
     // The whole batch is one transaction, hence one fsync: this is the group commit.
     return this.write(() => {
-      // Membership cannot change inside the batch, so each conversation is read once.
-      // A large group's members are looked up one sender at a time: its messages go to its own
-      // log, so the whole member list is not needed.
-      const convs = new Map<
-        ConversationId,
-        { row: ConversationRow; members: UserId[]; memberSet: Set<UserId> } | null
-      >();
+      // Each conversation is read once and kept for the next batches (sendCache): only other
+      // writes change membership, and they drop it. A large group's members are looked up one
+      // sender at a time: its messages go to its own log, so the whole member list is not needed.
+      if (this.sendCache.size > SEND_CACHE_MAX) this.sendCache.clear();
+      const touched = new Set<SendTarget>();
       const conversation = (id: ConversationId) => {
-        let c = convs.get(id);
+        let c = this.sendCache.get(id);
         if (c === undefined) {
           const row = this.st.convById.get(id);
           const members = row && row.large === 0 ? this.st.memberUserIds.all(id) : [];
           c = row ? { row, members, memberSet: new Set(members) } : null;
-          convs.set(id, c);
+          this.sendCache.set(id, c);
         }
         return c;
       };
-      const isMember = (c: { row: ConversationRow; memberSet: Set<UserId> }, user: UserId): boolean => {
+      const isMember = (c: SendTarget, user: UserId): boolean => {
         if (c.memberSet.has(user)) return true;
         if (c.row.large === 0 || !this.st.member.get(c.row.id, user)) return false;
         c.memberSet.add(user);
@@ -422,6 +439,7 @@ export class SqliteStore implements Store {
           replyTo,
         );
         if (inserted.changes === 0) return duplicateOf(item)!;
+        touched.add(c);
         let senders = marks.get(c.row.id);
         if (!senders) marks.set(c.row.id, (senders = new Map<UserId, number>()));
         senders.set(from, seq);
@@ -452,11 +470,9 @@ export class SqliteStore implements Store {
       for (const [conv, senders] of marks) {
         for (const [user, seq] of senders) this.st.setMarks.run(seq, seq, conv, user);
       }
-      for (const c of convs.values()) {
-        if (c) this.st.advanceConversation.run(c.row.last_seq, c.row.last_activity, c.row.id);
-      }
+      for (const c of touched) this.st.advanceConversation.run(c.row.last_seq, c.row.last_activity, c.row.id);
       return results;
-    }, true);
+    }, "append");
   }
 
   changeMessage(change: MessageChange): Promise<{ msg: Message; updates: LogUpdate[] }> {
@@ -541,7 +557,7 @@ export class SqliteStore implements Store {
         kind,
         seq: raised.seq,
       });
-    });
+    }, "marks");
   }
 
   readUpdates(user: UserId, after: number, limit: number): Promise<LoggedUpdate[]> {
@@ -597,10 +613,21 @@ export class SqliteStore implements Store {
   }
 
   /** Runs `fn` in a write transaction. IMMEDIATE takes the write lock up front, so another
-   * process on the same file makes us wait (busy_timeout) rather than fail halfway. */
-  private write<T>(fn: () => T, deferrable = false): Promise<T> {
+   * process on the same file makes us wait (busy_timeout) rather than fail halfway. `kind` says
+   * what it may change: message appends ("append"), device cursors and receipts ("marks") leave
+   * conversation rows and memberships alone, so appendMessages' cache survives them; any other
+   * write drops it. Both caches (that one and the log's heads) also go when a transaction fails or
+   * another connection has written to the file. */
+  private write<T>(fn: () => T, kind: "append" | "marks" | "other" = "other"): Promise<T> {
     return new Promise<T>((resolve) => {
       this.check();
+      const dataVersion = this.st.dataVersion.get();
+      if (dataVersion !== this.dataVersion) {
+        this.forgetCaches();
+        this.dataVersion = dataVersion;
+      } else if (kind === "other") this.sendCache.clear();
+      if (this.log.size > HEADS_MAX) this.log.forget();
+      const deferrable = kind === "append";
       if (this.unsafeDeferCommitMs > 0) {
         // Test-only fault (message appends only). Any other write commits what is pending first.
         if (!deferrable) this.commitDeferred();
@@ -613,21 +640,31 @@ export class SqliteStore implements Store {
           // it): a savepoint journals every page it first changes, and this fault doubles as the
           // upper bound of a commit log (architecture.md), which would not pay that. A batch that
           // throws rolls back every deferred batch with it.
-          this.log.beginTransaction();
           try {
             resolve(fn());
           } catch (err) {
             clearTimeout(this.deferredCommit);
             this.deferredCommit = undefined;
             if (this.db.inTransaction) this.db.exec("ROLLBACK");
+            this.forgetCaches();
             throw err;
           }
           return;
         }
       }
-      this.log.beginTransaction();
-      resolve(this.txn.immediate(fn) as T);
+      try {
+        resolve(this.txn.immediate(fn) as T);
+      } catch (err) {
+        this.forgetCaches();
+        throw err;
+      }
     });
+  }
+
+  /** Drops what was read or counted in earlier transactions. */
+  private forgetCaches(): void {
+    this.sendCache.clear();
+    this.log.forget();
   }
 
   private commitDeferred(): void {

@@ -14,9 +14,9 @@ import type { Statements, UpdateRow } from "./sqlite-statements.ts";
 
 // The per-user update logs of SqliteStore (tables updates and snapshots). useq is the user's
 // highest useq + 1 at append time (entries are never deleted): gap-free per user because every
-// append runs inside the caller's write transaction. The head is looked up once per user and
-// transaction, then counted here: no per-entry head row to rewrite (that was a second write per
-// member and message). How each kind is stored is in sqlite-schema.ts; append() and
+// append runs inside the caller's write transaction. The head is looked up once per user, then
+// counted here across transactions until SqliteStore calls forget(): no per-entry head row to
+// rewrite (that was a second write per member and message), and no lookup per batch. How each kind is stored is in sqlite-schema.ts; append() and
 // materialize() below are the two directions of that mapping.
 
 /** The key of a large group's log in the updates table (user ids never start with '#'). */
@@ -25,15 +25,21 @@ export function groupLogKey(conv: ConversationId): string {
 }
 
 export class SqliteUpdateLog {
-  /** Heads of the users appended to in the current write transaction. */
+  /** Heads of the users appended to, kept from one write transaction to the next (every append
+   * goes through here): one lookup per user until forget(). */
   private readonly heads = new Map<UserId, number>();
 
   constructor(private readonly st: Statements) {}
 
-  /** Called at the start of every write transaction: what an earlier one counted may have been
-   * rolled back. */
-  beginTransaction(): void {
+  /** Drops the counted heads: a transaction rolled back (what it counted was not written), or
+   * another connection wrote to the file, or there are too many to keep. */
+  forget(): void {
     this.heads.clear();
+  }
+
+  /** How many heads are kept. */
+  get size(): number {
+    return this.heads.size;
   }
 
   /** Appends `u` to a large group's log. Must run inside a write transaction. */

@@ -44,19 +44,31 @@ async function until(check: () => boolean): Promise<void> {
   expect(check()).toBe(true);
 }
 
+/** Admission limits of every test here: batches of 10, sends refused beyond 100 ms of wait. */
+const ADMISSION = {
+  maxCommitQueueMs: 100,
+  maxPendingSends: 1000,
+  commitBatchMax: 10,
+  maxRssBytes: 0,
+  maxFanOutBacklog: 1000,
+};
+
+/** User "u" and conversation "c" with "u" in it, so that item()'s sends are stored. */
+async function addConversation(store: MemoryStore): Promise<void> {
+  await store.createUser({ id: "u", name: "u", passwordHash: "-", createdAt: 0 });
+  await store.createConversation({
+    id: "c",
+    kind: "group",
+    name: "g",
+    createdAt: 0,
+    members: [{ user: "u", role: "owner" }],
+  });
+}
+
 function setup() {
   let now = 0;
   const store = new GatedStore();
-  const admission = new Admission(
-    {
-      maxCommitQueueMs: 100,
-      maxPendingSends: 1000,
-      commitBatchMax: 10,
-      maxRssBytes: 0,
-      maxFanOutBacklog: 1000,
-    },
-    { now: () => now, random: () => 0 },
-  );
+  const admission = new Admission(ADMISSION, { now: () => now, random: () => 0 });
   const committed: AppendResult[] = [];
   const committer = new GroupCommitter(store, (r) => committed.push(...r), 10, admission);
   let n = 0;
@@ -219,30 +231,14 @@ describe("GroupCommitter pipelining", () => {
       }
     }
     const store = new RecordingStore();
-    const admission = new Admission(
-      {
-        maxCommitQueueMs: 100,
-        maxPendingSends: 1000,
-        commitBatchMax: 10,
-        maxRssBytes: 0,
-        maxFanOutBacklog: 1000,
-      },
-      { now: () => 0 },
-    );
+    const admission = new Admission(ADMISSION, { now: () => 0 });
     const committer = new GroupCommitter(
       store,
       (results) => events.push(`publish ${results.map((r) => (r.ok ? r.msg.cid : "?")).join(",")}`),
       10,
       admission,
     );
-    await store.createUser({ id: "u", name: "u", passwordHash: "-", createdAt: 0 });
-    await store.createConversation({
-      id: "c",
-      kind: "group",
-      name: "g",
-      createdAt: 0,
-      members: [{ user: "u", role: "owner" }],
-    });
+    await addConversation(store);
     const first = committer.submit(item("a"));
     await until(() => store.waiting === 1);
     const second = [committer.submit(item("b")), committer.submit(item("c"))];
@@ -260,24 +256,8 @@ describe("GroupCommitter pipelining", () => {
 describe("GroupCommitter when publishing throws", () => {
   it("refuses that batch's sends and goes on committing the next ones", async () => {
     const store = new MemoryStore();
-    await store.createUser({ id: "u", name: "u", passwordHash: "-", createdAt: 0 });
-    await store.createConversation({
-      id: "c",
-      kind: "group",
-      name: "g",
-      createdAt: 0,
-      members: [{ user: "u", role: "owner" }],
-    });
-    const admission = new Admission(
-      {
-        maxCommitQueueMs: 100,
-        maxPendingSends: 1000,
-        commitBatchMax: 10,
-        maxRssBytes: 0,
-        maxFanOutBacklog: 1000,
-      },
-      { now: () => 0 },
-    );
+    await addConversation(store);
+    const admission = new Admission(ADMISSION, { now: () => 0 });
     let calls = 0;
     const committer = new GroupCommitter(
       store,

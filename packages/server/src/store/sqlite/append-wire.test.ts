@@ -93,6 +93,11 @@ function result(item: NewMessage, o: Outcome): AppendResult {
   }
 }
 
+/** A message as sent, from user "a" in conversation "c". */
+function sent(extra: Partial<NewMessage> = {}): NewMessage {
+  return { conv: "c", from: "a", dev: "d", cid: "x", type: "t", body: new Uint8Array([1]), ts: 5, ...extra };
+}
+
 /** Moves `value` as postMessage would (structured clone, `transfer` moved). */
 function travel<T>(value: T, transfer: ArrayBuffer[] = []): T {
   return structuredClone(value, { transfer });
@@ -123,15 +128,7 @@ describe("append-wire", () => {
   });
 
   it("sends a plain fresh result as numbers, anything else whole", () => {
-    const item: NewMessage = {
-      conv: "c",
-      from: "a",
-      dev: "d",
-      cid: "x",
-      type: "t",
-      body: new Uint8Array([1]),
-      ts: 5,
-    };
+    const item = sent();
     const results = [
       result(item, {
         kind: "users",
@@ -154,15 +151,7 @@ describe("append-wire", () => {
   });
 
   it("a stored message that differs from the one sent travels whole", () => {
-    const item: NewMessage = {
-      conv: "c",
-      from: "a",
-      dev: "d",
-      cid: "x",
-      type: "t",
-      body: new Uint8Array([1]),
-      ts: 5,
-    };
+    const item = sent();
     const msg = { ...stored(item, 1), ts: 6 };
     const u = { k: "msg" as const, msg };
     const r: AppendResult = { ok: true, duplicate: false, msg, updates: [{ user: "a", useq: 1, u }] };
@@ -172,15 +161,7 @@ describe("append-wire", () => {
   });
 
   it("a rebuilt message's body is the plain Uint8Array sent, or a plain copy of a Buffer", () => {
-    const plain: NewMessage = {
-      conv: "c",
-      from: "a",
-      dev: "d",
-      cid: "x",
-      type: "t",
-      body: new Uint8Array([1, 2]),
-      ts: 5,
-    };
+    const plain = sent({ body: new Uint8Array([1, 2]) });
     const buffer: NewMessage = { ...plain, cid: "y", body: Buffer.from([3, 4]) };
     const fresh = (item: NewMessage) =>
       result(item, { kind: "users", seq: 1, users: [{ user: "a", useq: 1 }] });
@@ -194,15 +175,7 @@ describe("append-wire", () => {
   });
 
   it("refuses an answer for another number of messages", () => {
-    const item: NewMessage = {
-      conv: "c",
-      from: "a",
-      dev: "d",
-      cid: "x",
-      type: "t",
-      body: new Uint8Array(0),
-      ts: 5,
-    };
+    const item = sent({ body: new Uint8Array(0) });
     const packed = packResults([item], [{ ok: false, code: "E_INVALID", message: "no" }]);
     expect(() => unpackResults([item, item], packed)).toThrow(/1 results for a batch of 2/);
   });

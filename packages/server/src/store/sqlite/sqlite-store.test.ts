@@ -28,6 +28,18 @@ async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), "parley-sqlite-"));
 }
 
+/** A fresh temporary directory for each test of the enclosing describe, removed after it. */
+function useTempDir(): () => string {
+  let dir: string | undefined;
+  beforeEach(async () => {
+    dir = await tempDir();
+  });
+  afterEach(async () => {
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  });
+  return () => dir!;
+}
+
 runStoreConformance("SqliteStore", async () => {
   const dir = await tempDir();
   const store = await SqliteStore.open(join(dir, "parley.db"));
@@ -264,13 +276,7 @@ runStoreConformance("ThreadedSqliteStore", async () => {
 });
 
 describe("device cursors, many to a transaction", () => {
-  let dir: string;
-  beforeEach(async () => {
-    dir = await tempDir();
-  });
-  afterEach(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
+  const dir = useTempDir();
 
   async function addDevices(store: SqliteStore | ThreadedSqliteStore, n: number): Promise<string[]> {
     await addUsers(store, "u");
@@ -285,7 +291,7 @@ describe("device cursors, many to a transaction", () => {
   }
 
   it("SqliteStore.touchDevices applies each in order and refuses the bad ones alone", async () => {
-    const store = await SqliteStore.open(join(dir, "parley.db"));
+    const store = await SqliteStore.open(join(dir(), "parley.db"));
     await addDevices(store, 2);
     const outcomes = await store.touchDevices([
       ["d0", 5, T0 + 1],
@@ -308,7 +314,7 @@ describe("device cursors, many to a transaction", () => {
   });
 
   it("ThreadedSqliteStore sends the saves made while one is on its way together, and settles each alone", async () => {
-    const store = await ThreadedSqliteStore.open(join(dir, "parley.db"));
+    const store = await ThreadedSqliteStore.open(join(dir(), "parley.db"));
     const ids = await addDevices(store, 50);
     // Count what goes to the writer thread.
     const worker = (
@@ -335,23 +341,17 @@ describe("device cursors, many to a transaction", () => {
     await expect(last).resolves.toBeUndefined();
     await expect(more).resolves.toBeUndefined();
     await expect(store.touchDevice("d0", 200, T0 + 30)).rejects.toThrow(/closed/);
-    const reopened = await SqliteStore.open(join(dir, "parley.db"));
+    const reopened = await SqliteStore.open(join(dir(), "parley.db"));
     expect(await reopened.getDevice("d1")).toMatchObject({ cursor: 100 });
     await reopened.close();
   });
 });
 
 describe("what SqliteStore keeps between write transactions", () => {
-  let dir: string;
-  beforeEach(async () => {
-    dir = await tempDir();
-  });
-  afterEach(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
+  const dir = useTempDir();
 
   it("sees a membership change made since the last batch", async () => {
-    const store = await SqliteStore.open(join(dir, "parley.db"));
+    const store = await SqliteStore.open(join(dir(), "parley.db"));
     await addUsers(store, "a", "b", "c");
     await addGroup(store, "g1", ["a", "b"]);
     await sendMsg(store, "g1", "b", "m1");
@@ -369,7 +369,7 @@ describe("what SqliteStore keeps between write transactions", () => {
   });
 
   it("sees what another connection wrote to the file since its last transaction", async () => {
-    const file = join(dir, "parley.db");
+    const file = join(dir(), "parley.db");
     const first = await SqliteStore.open(file);
     await addUsers(first, "a", "b");
     await addGroup(first, "g1", ["a", "b"]);

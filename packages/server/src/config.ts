@@ -39,6 +39,9 @@ export interface ServerConfig {
   largeGroupMembers?: number | undefined;
   /** SQLite page cache of the write connection, MiB; undefined: the store's default (64). */
   sqliteCacheMb?: number | undefined;
+  /** SQLite commits message appends every this many ms, acknowledging them once they are in the
+   * commit log (0: each batch is its own SQLite commit); undefined: DEFAULT_COMMIT_INTERVAL_MS. */
+  commitIntervalMs?: number | undefined;
   /** Open TCP + WebSocket connections per remote address (0: unlimited); undefined: 1000. */
   maxConnectionsPerIp?: number | undefined;
   /** Inbound bytes/s per connection, with a burst of 4x (0: unlimited); undefined: 1 MiB/s. */
@@ -63,6 +66,9 @@ export interface TestFaults {
   /** Core option commitBatchMax (largest group commit): with commitDelayMs, sets the rate. */
   commitBatchMax?: number;
 }
+
+/** See ServerConfig.commitIntervalMs (docs/configuration.md). */
+export const DEFAULT_COMMIT_INTERVAL_MS = 500;
 
 const STORES: readonly StoreKind[] = ["sqlite", "memory"];
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -89,6 +95,7 @@ const SETTINGS = {
   maxCommitQueueMs: { flag: "--max-commit-queue-ms", env: "PARLEY_MAX_COMMIT_QUEUE_MS" },
   maxRssMb: { flag: "--max-rss-mb", env: "PARLEY_MAX_RSS_MB" },
   sqliteCacheMb: { flag: "--sqlite-cache-mb", env: "PARLEY_SQLITE_CACHE_MB" },
+  commitIntervalMs: { flag: "--commit-interval-ms", env: "PARLEY_COMMIT_INTERVAL_MS" },
   largeGroupMembers: { flag: "--large-group-members", env: "PARLEY_LARGE_GROUP_MEMBERS" },
   maxConnectionsPerIp: { flag: "--max-connections-per-ip", env: "PARLEY_MAX_CONNECTIONS_PER_IP" },
   maxBytesPerSecond: { flag: "--max-bytes-per-second", env: "PARLEY_MAX_BYTES_PER_SECOND" },
@@ -131,6 +138,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     maxCommitQueueMs: optionalInteger(raw("maxCommitQueueMs"), 0, 60_000),
     maxRssMb: optionalInteger(raw("maxRssMb"), 0, 1024 * 1024),
     sqliteCacheMb: optionalInteger(raw("sqliteCacheMb"), 1, 64 * 1024),
+    commitIntervalMs: optionalInteger(raw("commitIntervalMs"), 0, 10_000),
     largeGroupMembers: optionalInteger(raw("largeGroupMembers"), 2, 1_000_000),
     ...connectionLimits(raw),
     testFaults: parseTestFaults(env.PARLEY_TEST_FAULTS),

@@ -6,7 +6,7 @@ import type { ServerFrame } from "@parley/protocol";
 import { Argon2Hasher } from "./auth/argon2-hasher.ts";
 import { MemoryBus } from "./bus/memory/memory-bus.ts";
 import { SystemClock } from "./clock/system-clock.ts";
-import type { ServerConfig } from "./config.ts";
+import { DEFAULT_COMMIT_INTERVAL_MS, type ServerConfig } from "./config.ts";
 import { Core } from "./core/core.ts";
 import type { Metrics } from "./core/ports/metrics.ts";
 import type { Store } from "./core/ports/store.ts";
@@ -73,6 +73,7 @@ async function openStore(config: ServerConfig, logger: PinoLogger): Promise<Stor
   const store = await ThreadedSqliteStore.open(join(config.dataDir, DB_FILE), {
     logger: logger.child({ component: "store" }),
     ...(config.sqliteCacheMb !== undefined ? { cacheKib: config.sqliteCacheMb * 1024 } : {}),
+    commitIntervalMs: config.commitIntervalMs ?? DEFAULT_COMMIT_INTERVAL_MS,
     ...(faults?.ackBeforeCommitMs !== undefined ? { unsafeDeferCommitMs: faults.ackBeforeCommitMs } : {}),
   });
   return faults?.commitDelayMs !== undefined ? withCommitDelay(store, faults.commitDelayMs) : store;

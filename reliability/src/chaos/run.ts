@@ -34,6 +34,8 @@ export interface ChaosOptions {
   historyPath?: string;
   /** PARLEY_TEST_FAULTS for the server (a deliberately broken build). */
   serverFaults?: string;
+  /** The server's --commit-interval-ms (default: the server's). */
+  commitIntervalMs?: number;
   /** How long the quiet phase may wait for operations to settle and devices to catch up. */
   settleTimeoutS: number;
   /** The server's --large-group-members (0: its default). 3 makes every group large (groups
@@ -83,8 +85,18 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
 
   const env = { ...process.env, PARLEY_TEST_FAULTS: o.serverFaults ?? "" };
   const storeDir = join(dataDir, "server");
-  const serverArgs = o.largeGroupMembers > 0 ? ["--large-group-members", String(o.largeGroupMembers)] : [];
-  const startServer = () => startServerProcess(serverArgs, storeDir, { env });
+  const serverArgs = [
+    ...(o.largeGroupMembers > 0 ? ["--large-group-members", String(o.largeGroupMembers)] : []),
+    ...(o.commitIntervalMs !== undefined ? ["--commit-interval-ms", String(o.commitIntervalMs)] : []),
+  ];
+  // Starts at which the store applied what its commit log held (acknowledged, uncommitted sends):
+  // SIGKILLs that landed while the log had something to lose.
+  let logReplays = 0;
+  const onLog = (rec: Record<string, unknown>) => {
+    if (typeof rec.msg === "string" && rec.msg.startsWith("sqlite store: applied the commit log"))
+      logReplays++;
+  };
+  const startServer = () => startServerProcess(serverArgs, storeDir, { env, onLog });
   let server: ServerProcess | undefined = await startServer();
   const proxies: FaultProxy[] = [];
   const workers: ChildProcess[] = [];
@@ -224,6 +236,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const line = summaryLine(result, {
     restarts: sigkills + restarts,
     sigkills,
+    logReplays,
     clean_restarts: restarts,
     duration_s: Math.round((Date.now() - started) / 100) / 10,
     seed: o.seed,

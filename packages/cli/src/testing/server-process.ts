@@ -28,6 +28,8 @@ export interface ServerProcessOptions {
   env?: NodeJS.ProcessEnv;
   /** Extra node flags, before the script (e.g. --expose-gc). */
   nodeArgs?: string[];
+  /** Receives every JSON log record the server prints. */
+  onLog?: (rec: Record<string, unknown>) => void;
 }
 
 export async function startServerProcess(
@@ -75,6 +77,7 @@ export async function startServerProcess(
       rl.on("line", (line) => {
         try {
           const rec = JSON.parse(line) as { httpPort?: number; tcpPort?: number; metricsPort?: number };
+          options.onLog?.(rec);
           if (rec.httpPort !== undefined && rec.tcpPort !== undefined) {
             clearTimeout(timer);
             resolvePorts({ httpPort: rec.httpPort, tcpPort: rec.tcpPort, metricsPort: rec.metricsPort });

@@ -3,23 +3,13 @@ import { describe, expect, it } from "vitest";
 import type { Message } from "@parley/protocol";
 import type { AppendResult, LogUpdate, NewMessage } from "../../core/ports/store.ts";
 import { packBatch, packResults, unpackBatch, unpackResults } from "./append-wire.ts";
+import { arbitraryNewMessage } from "../testing/arbitraries.ts";
 
 // The packed form must give back exactly what it was given: the batch on the writer's side, and
 // on the main thread the AppendResult[] the writer's SqliteStore returned, whatever their shape.
 // Each test sends it through structuredClone with the same transfer list as postMessage.
 
-const newMessage: fc.Arbitrary<NewMessage> = fc
-  .record({
-    conv: fc.string({ minLength: 1, unit: "grapheme" }),
-    from: fc.string({ minLength: 1, unit: "grapheme" }),
-    dev: fc.string({ minLength: 1 }),
-    cid: fc.string({ minLength: 1 }),
-    type: fc.string({ minLength: 1 }),
-    body: fc.uint8Array({ maxLength: 64 }),
-    ts: fc.integer({ min: 0, max: 2 ** 52 }),
-    replyTo: fc.option(fc.integer({ min: 1, max: 2 ** 40 }), { nil: undefined }),
-  })
-  .map(({ replyTo, ...m }) => (replyTo === undefined ? m : { ...m, replyTo }));
+const newMessage = arbitraryNewMessage;
 
 /** What SqliteStore.appendMessages stores for `item` at `seq`: a message with its own body. */
 function stored(item: NewMessage, seq: number): Message {

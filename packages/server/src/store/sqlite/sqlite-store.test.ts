@@ -1,10 +1,21 @@
-import { mkdtemp, rm, stat, truncate, writeFile, open as openFile } from "node:fs/promises";
+import {
+  copyFile,
+  mkdir,
+  mkdtemp,
+  readFile,
+  rm,
+  stat,
+  truncate,
+  writeFile,
+  open as openFile,
+} from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { runStoreConformance } from "../store-conformance.ts";
+import type { Store } from "../../core/ports/store.ts";
 import { SqliteStore } from "./sqlite-store.ts";
 import { ThreadedSqliteStore } from "./threaded-sqlite-store.ts";
 import { MIGRATIONS, SCHEMA_VERSION } from "./sqlite-schema.ts";
@@ -269,9 +280,19 @@ describe("SqliteStore on disk", () => {
   });
 });
 
-runStoreConformance("ThreadedSqliteStore", async () => {
+// With a commit interval far longer than any test: appends are committed only when something
+// forces it (another write, or a read of the main thread that must see them). The threaded store
+// runs only this way, as the server runs it (a worker thread costs about a second per test);
+// its path without a commit log is SqliteStore's, above.
+runStoreConformance("SqliteStore with a commit log", async () => {
   const dir = await tempDir();
-  const store = await ThreadedSqliteStore.open(join(dir, "parley.db"));
+  const store = await SqliteStore.open(join(dir, "parley.db"), { commitIntervalMs: 60_000 });
+  return { store, cleanup: () => rm(dir, { recursive: true, force: true }) };
+});
+
+runStoreConformance("ThreadedSqliteStore with a commit log", async () => {
+  const dir = await tempDir();
+  const store = await ThreadedSqliteStore.open(join(dir, "parley.db"), { commitIntervalMs: 60_000 });
   return { store, cleanup: () => rm(dir, { recursive: true, force: true }) };
 });
 
@@ -384,3 +405,170 @@ describe("what SqliteStore keeps between write transactions", () => {
     await first.close();
   });
 });
+
+describe("commit log", () => {
+  const dir = useTempDir();
+  /** Never committed by its timer within a test: only what forces a commit commits. */
+  const LONG = { commitIntervalMs: 60_000 };
+
+  /** What a SIGKILL leaves on disk now: the files copied aside (the writer is synchronous, so
+   * nothing is half-written between two of our calls). */
+  async function crashCopy(file: string, to: string): Promise<string> {
+    const copy = join(to, "parley.db");
+    for (const suffix of ["", "-wal", "-commitlog"]) {
+      await copyFile(file + suffix, copy + suffix).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== "ENOENT") throw e;
+      });
+    }
+    return copy;
+  }
+
+  async function setUp(store: Store): Promise<void> {
+    await addUsers(store, "a", "b", "c");
+    await addGroup(store, "g1", ["a", "b"]);
+    await addGroup(store, "g2", ["a", "b", "c"]);
+  }
+
+  it("acknowledged sends survive a crash before the commit, with the seqs and useqs they were given", async () => {
+    const file = join(dir(), "parley.db");
+    const store = await SqliteStore.open(file, LONG);
+    await setUp(store);
+    const acked = [
+      ...(await store.appendMessages([newMessage("g1", "a", "m1"), newMessage("g2", "b", "m2")])),
+      ...(await store.appendMessages([
+        newMessage("g2", "c", "m3", { replyTo: 1 }),
+        newMessage("g1", "b", "m4"),
+      ])),
+    ];
+    expect(acked.every((r) => r.ok && !r.duplicate)).toBe(true);
+    // Not committed: another connection does not see them.
+    const other = new Database(file, { readonly: true });
+    expect(other.prepare("SELECT count(*) AS n FROM messages").get()).toEqual({ n: 0 });
+    other.close();
+    const before = { a: await readAll(store, "a"), c: await readAll(store, "c") };
+
+    await mkdir(join(dir(), "crash"));
+    const copy = await crashCopy(file, join(dir(), "crash"));
+    await store.close();
+
+    // Reopened without a commit interval: the log is applied all the same, then removed.
+    const reopened = await SqliteStore.open(copy);
+    for (const r of acked) {
+      if (!r.ok) throw new Error("unreachable");
+      expect(await reopened.getMessage(r.msg.conv, r.msg.seq)).toEqual(r.msg);
+    }
+    expect(await readAll(reopened, "a")).toEqual(before.a);
+    expect(await readAll(reopened, "c")).toEqual(before.c);
+    await expect(stat(copy + "-commitlog")).rejects.toThrow(/ENOENT/);
+    // A resend of an acknowledged message is a resend, not a new message.
+    const [again] = await reopened.appendMessages([newMessage("g1", "a", "m1")]);
+    expect(again).toMatchObject({ ok: true, duplicate: true, msg: { seq: 1 } });
+    await reopened.close();
+  });
+
+  it("a log whose batches were committed after all writes nothing when applied", async () => {
+    const file = join(dir(), "parley.db");
+    const store = await SqliteStore.open(file, LONG);
+    await setUp(store);
+    await store.appendMessages([newMessage("g1", "a", "m1"), newMessage("g2", "b", "m2")]);
+    const log = await readFile(file + "-commitlog");
+    await store.close(); // commits, and removes the log
+    await expect(stat(file + "-commitlog")).rejects.toThrow(/ENOENT/);
+    const committed = { a: await readAllOf(file, "a"), b: await readAllOf(file, "b") };
+    // The crash between SQLite's commit and the log's truncation.
+    await writeFile(file + "-commitlog", log);
+    const reopened = await SqliteStore.open(file, LONG);
+    expect(await readAll(reopened, "a")).toEqual(committed.a);
+    expect(await readAll(reopened, "b")).toEqual(committed.b);
+    expect(await sendMsg(reopened, "g1", "b", "m3")).toMatchObject({ seq: 2 });
+    await reopened.close();
+  });
+
+  it("a batch that fails in the open transaction is refused, and the acknowledged ones before it are kept", async () => {
+    const file = join(dir(), "parley.db");
+    const store = await SqliteStore.open(file, LONG);
+    await setUp(store);
+    // A fault SQLite raises in the middle of a batch (a full disk would do the same).
+    const raw = new Database(file);
+    raw.exec(
+      "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.type = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END",
+    );
+    raw.close();
+    const [m1] = await store.appendMessages([newMessage("g1", "a", "m1")]);
+    const [m2] = await store.appendMessages([newMessage("g2", "a", "m2")]);
+    await expect(
+      store.appendMessages([newMessage("g1", "b", "m3"), newMessage("g1", "b", "m4", { type: "boom" })]),
+    ).rejects.toThrow(/boom/);
+    expect(m1).toMatchObject({ ok: true, msg: { seq: 1 } });
+    expect(m2).toMatchObject({ ok: true, msg: { seq: 1 } });
+    // Kept, and already committed by the recovery: visible to another connection.
+    const other = new Database(file, { readonly: true });
+    expect(other.prepare("SELECT conv_id AS conv, seq, cid FROM messages ORDER BY cid").all()).toEqual([
+      { conv: "g1", seq: 1, cid: "m1" },
+      { conv: "g2", seq: 1, cid: "m2" },
+    ]);
+    other.close();
+    // The refused batch's first message was rolled back with it; the next send goes on from
+    // what is kept, and the logs' useqs have no gap.
+    expect(await sendMsg(store, "g1", "b", "m3")).toMatchObject({ seq: 2 });
+    const log = await readAll(store, "b");
+    expect(log.map((e) => e.useq)).toStrictEqual(log.map((_, i) => i + 1));
+    await store.close();
+  });
+
+  it("other writes commit the appends before them; reads of the same store see them before", async () => {
+    const file = join(dir(), "parley.db");
+    const store = await SqliteStore.open(file, LONG);
+    await setUp(store);
+    await sendMsg(store, "g1", "a", "m1");
+    expect(await store.history("g1", { limit: 10 })).toHaveLength(1);
+    expect(committedMessages(file)).toBe(0);
+    await store.changeConversation({ kind: "rename", conv: "g1", name: "renamed" });
+    expect(committedMessages(file)).toBe(1);
+    await sendMsg(store, "g1", "a", "m2");
+    await store.commitNow();
+    expect(committedMessages(file)).toBe(2);
+    await store.close();
+  });
+
+  it("refuses to open next to a commit log that is not one, naming it", async () => {
+    const file = join(dir(), "parley.db");
+    await writeFile(file + "-commitlog", "not a log");
+    await expect(SqliteStore.open(file, LONG)).rejects.toThrow(file + "-commitlog");
+    await expect(SqliteStore.open(file)).rejects.toThrow(file + "-commitlog");
+  });
+
+  it("ThreadedSqliteStore: a read that could show an acknowledged send waits for its commit; others do not ask for one", async () => {
+    const file = join(dir(), "parley.db");
+    const store = await ThreadedSqliteStore.open(file, LONG);
+    await setUp(store);
+    const [r] = await store.appendMessages([newMessage("g1", "a", "m1")]);
+    // Reads that no append changes go straight to the reader: still nothing committed.
+    await store.getUser("c");
+    await store.getRole("g2", "c");
+    await store.readUpdates("c", 0, 10);
+    expect(committedMessages(file)).toBe(0);
+    // One that could show it commits first.
+    expect(await store.getMessage("g1", 1)).toEqual(r!.ok && r!.msg);
+    expect(committedMessages(file)).toBe(1);
+    await store.close();
+  });
+});
+
+function committedMessages(file: string): number {
+  const db = new Database(file, { readonly: true });
+  try {
+    return (db.prepare("SELECT count(*) AS n FROM messages").get() as { n: number }).n;
+  } finally {
+    db.close();
+  }
+}
+
+async function readAllOf(file: string, user: string): Promise<unknown> {
+  const store = await SqliteStore.open(file);
+  try {
+    return await readAll(store, user);
+  } finally {
+    await store.close();
+  }
+}

@@ -1,3 +1,4 @@
+import { existsSync, rmSync } from "node:fs";
 import type BetterSqlite3 from "better-sqlite3";
 import { ParleyError } from "@parley/protocol";
 import type {
@@ -37,6 +38,7 @@ import {
   requireUserId,
 } from "../store-rules.ts";
 import { openDatabase, openReader } from "./sqlite-open.ts";
+import { CommitLog, decodeBatch, encodeBatch } from "./commit-log.ts";
 import {
   prepareStatements,
   toConversation,
@@ -52,18 +54,37 @@ import { SqliteUpdateLog, groupLogKey } from "./sqlite-update-log.ts";
 // SqliteStore: the embedded Store, one SQLite file on better-sqlite3. better-sqlite3 is
 // synchronous, so each method runs its whole transaction in one event-loop turn: nothing
 // interleaves with it in this process, and its promise settles after COMMIT has been fsynced.
+//
+// With a commit interval (commitIntervalMs), message appends are the exception: each batch runs
+// in one long write transaction and is acknowledged once it is also in the commit log
+// (commit-log.ts, `<path>-commitlog`, fdatasynced); SQLite commits every commitIntervalMs, or
+// before any other write, and the log is emptied. What the log holds at open is applied again
+// first. This connection sees its own uncommitted appends; another connection (the main thread's
+// reader in ThreadedSqliteStore) does not, and must ask for a commit first (commitNow, onCommit).
 
 export interface SqliteStoreOptions {
   logger?: Logger;
   /** Page cache of the connection in KiB (default 64 MiB, sqlite-open.ts): under load it keeps
    * the pages every batch touches, at the cost of that much memory. */
   cacheKib?: number;
+  /** Commit message appends every this many ms, acknowledging each batch once it is in the commit
+   * log (see above); 0 or absent: every write is its own commit. Whatever the setting, a commit
+   * log left at `<path>-commitlog` is applied at open. */
+  commitIntervalMs?: number;
+  /** Called after each commit of deferred appends with its epoch (see uncommittedEpoch). */
+  onCommit?: (epoch: number) => void;
   /** TEST ONLY, breaks durability on purpose: message appends run inside one long transaction
    * that is committed this many ms after it began (or by the next other write), while their
    * promises settle at once, i.e. sends are acknowledged before they are committed. A SIGKILL
    * loses them. It exists so that the chaos
-   * checker can be shown to catch acknowledged-but-lost messages (PARLEY_TEST_FAULTS). */
+   * checker can be shown to catch acknowledged-but-lost messages (PARLEY_TEST_FAULTS). It is
+   * the commit log without its log; it wins over commitIntervalMs. */
   unsafeDeferCommitMs?: number;
+}
+
+/** Where the commit log of the database at `path` lives. */
+export function commitLogPath(path: string): string {
+  return `${path}-commitlog`;
 }
 
 /** A conversation as appendMessages reads it: its row (last_seq counted on from batch to batch)
@@ -84,7 +105,16 @@ export class SqliteStore implements Store {
   /** Runs a function inside a transaction (rolled back if it throws). */
   private readonly txn: BetterSqlite3.Transaction<(fn: () => unknown) => unknown>;
   private closed = false;
+  /** Set when a failed commit could not be recovered from: every call fails with it. */
+  private broken: Error | undefined;
   private deferredCommit: NodeJS.Timeout | undefined;
+  /** Appends are deferred (committed every deferMs) when > 0. */
+  private readonly deferMs: number;
+  private commitLog: CommitLog | undefined;
+  /** Numbers the deferred transactions; see uncommittedEpoch. */
+  private epoch = 0;
+  private readonly onCommit: ((epoch: number) => void) | undefined;
+  private readonly logger: Logger;
   /** What appendMessages read of each conversation, kept from one batch to the next (see
    * write() for when it is dropped). Large groups keep only the senders found to be members. */
   private readonly sendCache = new Map<ConversationId, SendTarget | null>();
@@ -93,25 +123,31 @@ export class SqliteStore implements Store {
 
   private constructor(
     private readonly db: BetterSqlite3.Database,
-    private readonly unsafeDeferCommitMs = 0,
+    opts: SqliteStoreOptions = {},
   ) {
     this.st = prepareStatements(db);
     this.log = new SqliteUpdateLog(this.st);
     this.txn = db.transaction((fn: () => unknown) => fn());
+    this.deferMs = opts.unsafeDeferCommitMs || opts.commitIntervalMs || 0;
+    this.onCommit = opts.onCommit;
+    this.logger = opts.logger ?? silentLogger;
   }
 
   /** Opens (creating if absent) and migrates the database at `path`. Rejects with an Error naming
    * the file if it is not a SQLite database, is damaged, belongs to another program, or was
    * written by a newer Parley. The caller owns the store and must close() it. */
   static open(path: string, opts: SqliteStoreOptions = {}): Promise<SqliteStore> {
-    return new Promise((resolve) =>
-      resolve(
-        new SqliteStore(
-          openDatabase(path, opts.logger ?? silentLogger, opts.cacheKib),
-          opts.unsafeDeferCommitMs,
-        ),
-      ),
-    );
+    return new Promise((resolve) => {
+      const store = new SqliteStore(openDatabase(path, opts.logger ?? silentLogger, opts.cacheKib), opts);
+      try {
+        store.openCommitLog(commitLogPath(path), !opts.unsafeDeferCommitMs && !!opts.commitIntervalMs);
+      } catch (err) {
+        store.commitLog?.close();
+        store.db.close();
+        throw err;
+      }
+      resolve(store);
+    });
   }
 
   /** A store over a read-only connection to a database another SqliteStore (the writer) holds
@@ -384,95 +420,109 @@ export class SqliteStore implements Store {
   // ------------------------------------------------------------------ messages
 
   appendMessages(batch: readonly NewMessage[]): Promise<AppendResult[]> {
-    // The whole batch is one transaction, hence one fsync: this is the group commit.
-    return this.write(() => {
-      // Each conversation is read once and kept for the next batches (sendCache): only other
-      // writes change membership, and they drop it. A large group's members are looked up one
-      // sender at a time: its messages go to its own log, so the whole member list is not needed.
-      if (this.sendCache.size > SEND_CACHE_MAX) this.sendCache.clear();
-      const touched = new Set<SendTarget>();
-      const conversation = (id: ConversationId) => {
-        let c = this.sendCache.get(id);
-        if (c === undefined) {
-          const row = this.st.convById.get(id);
-          const members = row && row.large === 0 ? this.st.memberUserIds.all(id) : [];
-          c = row ? { row, members, memberSet: new Set(members) } : null;
-          this.sendCache.set(id, c);
-        }
-        return c;
-      };
-      const isMember = (c: SendTarget, user: UserId): boolean => {
-        if (c.memberSet.has(user)) return true;
-        if (c.row.large === 0 || !this.st.member.get(c.row.id, user)) return false;
-        c.memberSet.add(user);
-        return true;
-      };
-      // The sender's read marks, written once per conversation and sender at the end.
-      const marks = new Map<ConversationId, Map<UserId, number>>();
-      const duplicateOf = (item: NewMessage): AppendResult | undefined => {
-        const dup = this.st.messageByCid.get(item.from, item.cid);
-        return dup && { ok: true, duplicate: true, msg: toMessage(dup), updates: [] };
-      };
-      const results = batch.map((item): AppendResult => {
-        const c = conversation(item.conv);
-        if (!c || !isMember(c, item.from)) {
-          return duplicateOf(item) ?? { ok: false, code: "E_NOT_FOUND", message: "no such conversation" };
-        }
-        const seq = c.row.last_seq + 1;
-        const problem = replyToProblem(item.replyTo, seq);
-        if (problem) return duplicateOf(item) ?? { ok: false, code: "E_INVALID", message: problem };
+    // The whole batch is one transaction, hence one fsync: this is the group commit. With a commit
+    // interval, one record of the commit log instead (see write()).
+    return this.write(
+      () => this.append(batch),
+      "append",
+      () => encodeBatch(batch),
+    );
+  }
 
-        const { from, dev, cid, type, ts } = item;
-        const replyTo = item.replyTo ?? null;
-        // The unique (from_user, cid) key finds a resend: nothing is inserted, and it is answered
-        // with the message stored first. One statement for the usual case instead of a lookup
-        // before every insert.
-        const inserted = this.st.insertMessage.run(
-          c.row.id,
-          seq,
-          from,
-          dev,
-          cid,
-          type,
-          item.body,
-          ts,
-          replyTo,
-        );
-        if (inserted.changes === 0) return duplicateOf(item)!;
-        touched.add(c);
-        let senders = marks.get(c.row.id);
-        if (!senders) marks.set(c.row.id, (senders = new Map<UserId, number>()));
-        senders.set(from, seq);
-        c.row.last_seq = seq;
-        c.row.last_activity = Math.max(c.row.last_activity, ts);
-        const msg: Message = {
-          conv: c.row.id,
-          seq,
-          from,
-          dev,
-          cid,
-          type,
-          body: new Uint8Array(item.body),
-          ts,
-        };
-        if (item.replyTo !== undefined) msg.replyTo = item.replyTo;
-        return {
-          ok: true,
-          duplicate: false,
-          msg,
-          updates:
-            c.row.large === 1
-              ? this.log.appendToGroup(c.row.id, { k: "msg", msg })
-              : this.log.append(c.members, { k: "msg", msg }),
-        };
-      });
-      // The sender has read what they sent (and everything before it).
-      for (const [conv, senders] of marks) {
-        for (const [user, seq] of senders) this.st.setMarks.run(seq, seq, conv, user);
+  /** The epoch of the deferred transaction holding acknowledged appends, 0 when none is open;
+   * onCommit(epoch) tells when it is committed. */
+  get uncommittedEpoch(): number {
+    return this.deferredCommit !== undefined ? this.epoch : 0;
+  }
+
+  /** Commits the deferred appends now (no-op when there are none). */
+  commitNow(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.check();
+      this.commitDeferred();
+      this.check();
+      resolve();
+    });
+  }
+
+  /** appendMessages' work, in the caller's transaction (also the commit log's replay). */
+  private append(batch: readonly NewMessage[]): AppendResult[] {
+    // Each conversation is read once and kept for the next batches (sendCache): only other
+    // writes change membership, and they drop it. A large group's members are looked up one
+    // sender at a time: its messages go to its own log, so the whole member list is not needed.
+    if (this.sendCache.size > SEND_CACHE_MAX) this.sendCache.clear();
+    const touched = new Set<SendTarget>();
+    const conversation = (id: ConversationId) => {
+      let c = this.sendCache.get(id);
+      if (c === undefined) {
+        const row = this.st.convById.get(id);
+        const members = row && row.large === 0 ? this.st.memberUserIds.all(id) : [];
+        c = row ? { row, members, memberSet: new Set(members) } : null;
+        this.sendCache.set(id, c);
       }
-      for (const c of touched) this.st.advanceConversation.run(c.row.last_seq, c.row.last_activity, c.row.id);
-      return results;
-    }, "append");
+      return c;
+    };
+    const isMember = (c: SendTarget, user: UserId): boolean => {
+      if (c.memberSet.has(user)) return true;
+      if (c.row.large === 0 || !this.st.member.get(c.row.id, user)) return false;
+      c.memberSet.add(user);
+      return true;
+    };
+    // The sender's read marks, written once per conversation and sender at the end.
+    const marks = new Map<ConversationId, Map<UserId, number>>();
+    const duplicateOf = (item: NewMessage): AppendResult | undefined => {
+      const dup = this.st.messageByCid.get(item.from, item.cid);
+      return dup && { ok: true, duplicate: true, msg: toMessage(dup), updates: [] };
+    };
+    const results = batch.map((item): AppendResult => {
+      const c = conversation(item.conv);
+      if (!c || !isMember(c, item.from)) {
+        return duplicateOf(item) ?? { ok: false, code: "E_NOT_FOUND", message: "no such conversation" };
+      }
+      const seq = c.row.last_seq + 1;
+      const problem = replyToProblem(item.replyTo, seq);
+      if (problem) return duplicateOf(item) ?? { ok: false, code: "E_INVALID", message: problem };
+
+      const { from, dev, cid, type, ts } = item;
+      const replyTo = item.replyTo ?? null;
+      // The unique (from_user, cid) key finds a resend: nothing is inserted, and it is answered
+      // with the message stored first. One statement for the usual case instead of a lookup
+      // before every insert.
+      const inserted = this.st.insertMessage.run(c.row.id, seq, from, dev, cid, type, item.body, ts, replyTo);
+      if (inserted.changes === 0) return duplicateOf(item)!;
+      touched.add(c);
+      let senders = marks.get(c.row.id);
+      if (!senders) marks.set(c.row.id, (senders = new Map<UserId, number>()));
+      senders.set(from, seq);
+      c.row.last_seq = seq;
+      c.row.last_activity = Math.max(c.row.last_activity, ts);
+      const msg: Message = {
+        conv: c.row.id,
+        seq,
+        from,
+        dev,
+        cid,
+        type,
+        body: new Uint8Array(item.body),
+        ts,
+      };
+      if (item.replyTo !== undefined) msg.replyTo = item.replyTo;
+      return {
+        ok: true,
+        duplicate: false,
+        msg,
+        updates:
+          c.row.large === 1
+            ? this.log.appendToGroup(c.row.id, { k: "msg", msg })
+            : this.log.append(c.members, { k: "msg", msg }),
+      };
+    });
+    // The sender has read what they sent (and everything before it).
+    for (const [conv, senders] of marks) {
+      for (const [user, seq] of senders) this.st.setMarks.run(seq, seq, conv, user);
+    }
+    for (const c of touched) this.st.advanceConversation.run(c.row.last_seq, c.row.last_activity, c.row.id);
+    return results;
   }
 
   changeMessage(change: MessageChange): Promise<{ msg: Message; updates: LogUpdate[] }> {
@@ -599,6 +649,7 @@ export class SqliteStore implements Store {
     if (!this.closed) {
       this.closed = true;
       this.commitDeferred();
+      this.commitLog?.close(this.broken === undefined);
       this.db.close();
     }
     return Promise.resolve();
@@ -617,40 +668,30 @@ export class SqliteStore implements Store {
    * what it may change: message appends ("append"), device cursors and receipts ("marks") leave
    * conversation rows and memberships alone, so appendMessages' cache survives them; any other
    * write drops it. Both caches (that one and the log's heads) also go when a transaction fails or
-   * another connection has written to the file. */
-  private write<T>(fn: () => T, kind: "append" | "marks" | "other" = "other"): Promise<T> {
+   * another connection has written to the file. With a commit interval, an append runs in the
+   * open deferred transaction and `record` goes to the commit log; any other write commits that
+   * transaction first, so that the log only ever holds appends made on the last commit's state
+   * (which is what makes its replay give the same seqs). */
+  private write<T>(
+    fn: () => T,
+    kind: "append" | "marks" | "other" = "other",
+    record?: () => Uint8Array,
+  ): Promise<T> {
     return new Promise<T>((resolve) => {
       this.check();
+      if (this.deferMs > 0 && kind !== "append") {
+        this.commitDeferred();
+        this.check();
+      }
       const dataVersion = this.st.dataVersion.get();
       if (dataVersion !== this.dataVersion) {
         this.forgetCaches();
         this.dataVersion = dataVersion;
       } else if (kind === "other") this.sendCache.clear();
       if (this.log.size > HEADS_MAX) this.log.forget();
-      const deferrable = kind === "append";
-      if (this.unsafeDeferCommitMs > 0) {
-        // Test-only fault (message appends only). Any other write commits what is pending first.
-        if (!deferrable) this.commitDeferred();
-        else {
-          if (!this.db.inTransaction) {
-            this.db.exec("BEGIN IMMEDIATE");
-            this.deferredCommit = setTimeout(() => this.commitDeferred(), this.unsafeDeferCommitMs);
-          }
-          // Run straight in the open transaction, not as a savepoint (what txn() would make of
-          // it): a savepoint journals every page it first changes, and this fault doubles as the
-          // upper bound of a commit log (architecture.md), which would not pay that. A batch that
-          // throws rolls back every deferred batch with it.
-          try {
-            resolve(fn());
-          } catch (err) {
-            clearTimeout(this.deferredCommit);
-            this.deferredCommit = undefined;
-            if (this.db.inTransaction) this.db.exec("ROLLBACK");
-            this.forgetCaches();
-            throw err;
-          }
-          return;
-        }
+      if (this.deferMs > 0 && kind === "append") {
+        resolve(this.appendDeferred(fn, record));
+        return;
       }
       try {
         resolve(this.txn.immediate(fn) as T);
@@ -661,16 +702,117 @@ export class SqliteStore implements Store {
     });
   }
 
+  /** An append in the deferred transaction (opened if need be, with its commit timer). Runs
+   * straight in it, not as a savepoint (what txn() would make of it): a savepoint journals every
+   * page it first changes, which is the cost the deferral exists to save. So a batch that fails
+   * rolls back the whole transaction, and recover() applies the commit log again. */
+  private appendDeferred<T>(fn: () => T, record: (() => Uint8Array) | undefined): T {
+    if (!this.db.inTransaction) {
+      this.db.exec("BEGIN IMMEDIATE");
+      this.epoch++;
+      this.deferredCommit = setTimeout(() => this.commitDeferred(), this.deferMs);
+    }
+    try {
+      const result = fn();
+      if (this.commitLog && record) this.commitLog.append(record());
+      return result;
+    } catch (err) {
+      this.recover();
+      throw err;
+    }
+  }
+
+  /** Commits the deferred transaction, if one is open, and empties the commit log. Never throws
+   * (it runs from a timer): a failed commit goes to recover(). */
+  private commitDeferred(): void {
+    clearTimeout(this.deferredCommit);
+    this.deferredCommit = undefined;
+    if (!this.db.inTransaction) return;
+    try {
+      this.db.exec("COMMIT");
+    } catch (err) {
+      this.logger.error({ err }, "sqlite store: a commit failed; applying the commit log again");
+      this.recover();
+      return;
+    }
+    this.committed();
+  }
+
+  /** After a commit of deferred appends: the log is no longer needed. */
+  private committed(): void {
+    try {
+      this.commitLog?.reset();
+    } catch (err) {
+      // It still holds committed batches: applied again, they write nothing.
+      this.logger.warn({ err }, "sqlite store: could not empty the commit log");
+    }
+    this.onCommit?.(this.epoch);
+  }
+
+  /** After a failed batch or commit in the deferred transaction: rolls it back, then applies and
+   * commits what the commit log holds (the batches already acknowledged), on the last committed
+   * state, as at open. If even that fails, the store is broken: every call fails until it is
+   * reopened, which replays the log once more. Without a log (the test fault) the rolled back
+   * appends are lost. */
+  private recover(): void {
+    clearTimeout(this.deferredCommit);
+    this.deferredCommit = undefined;
+    this.forgetCaches();
+    try {
+      if (this.db.inTransaction) this.db.exec("ROLLBACK");
+      if (this.commitLog) {
+        this.commitLog.truncateTail();
+        this.replay(CommitLog.read(this.commitLog.path));
+      }
+      this.committed();
+    } catch (err) {
+      this.forgetCaches();
+      this.broken = new Error(`the SQLite store failed and must be reopened: ${(err as Error).message}`, {
+        cause: err,
+      });
+      this.logger.error({ err }, "sqlite store: could not apply the commit log again; the store is stopped");
+    }
+  }
+
+  /** Opens the commit log at `path` (keeping it open when `keep`), applying what it holds. */
+  private openCommitLog(path: string, keep: boolean): void {
+    if (keep) {
+      const { log, records } = CommitLog.open(path);
+      this.commitLog = log;
+      this.replay(records);
+      log.reset();
+      return;
+    }
+    const records = CommitLog.read(path);
+    if (records.length === 0 && !existsSync(path)) return;
+    this.replay(records);
+    rmSync(path, { force: true });
+  }
+
+  /** Applies the batches of `records` in order, in one transaction, and commits it. */
+  private replay(records: readonly Uint8Array[]): void {
+    if (records.length === 0) return;
+    let messages = 0;
+    let fresh = 0;
+    this.txn.immediate(() => {
+      for (const r of records) {
+        for (const res of this.append(decodeBatch(r))) {
+          messages++;
+          if (res.ok && !res.duplicate) fresh++;
+        }
+      }
+    });
+    this.forgetCaches();
+    this.logger.info(
+      { batches: records.length, messages, stored: fresh },
+      "sqlite store: applied the commit log (acknowledged sends not yet committed)",
+    );
+  }
+
   /** Drops what was read or counted in earlier transactions. */
   private forgetCaches(): void {
     this.sendCache.clear();
     this.log.forget();
-  }
-
-  private commitDeferred(): void {
-    clearTimeout(this.deferredCommit);
-    this.deferredCommit = undefined;
-    if (this.db.inTransaction) this.db.exec("COMMIT");
   }
 
   /** Runs `fn` in a read transaction, so its queries see one snapshot. */
@@ -683,6 +825,7 @@ export class SqliteStore implements Store {
 
   private check(): void {
     if (this.closed) throw new Error("SqliteStore is closed");
+    if (this.broken) throw this.broken;
   }
 
   /** The conversation's state; for a large group with only its owner and admins listed (in join

@@ -9,11 +9,14 @@ import { APPEND_PACKED, packResults, unpackBatch, type PackedBatch } from "./app
 // while the main thread goes on with sockets and reads. Protocol: the main thread posts
 // { id, method, args }; this thread answers { id, result } or { id, error }. Message batches
 // travel packed (APPEND_PACKED, append-wire.ts); device cursors are saved many to a transaction
-// (touchDevices).
+// (touchDevices). With a commit interval, an append's reply carries the epoch of the deferred
+// transaction holding it (0: committed), and { committed: epoch } follows once it is committed;
+// "commitNow" commits at once (a read on the main thread that must see those appends).
 
 export interface WorkerInit {
   path: string;
   cacheKib?: number;
+  commitIntervalMs?: number;
   unsafeDeferCommitMs?: number;
 }
 
@@ -26,7 +29,8 @@ export interface WireError {
 }
 
 export type WorkerReply =
-  | { id: number; result: unknown }
+  | { id: number; result: unknown; epoch?: number }
+  | { committed: number }
   | { id: number; error: WireError }
   | { ready: true }
   | { failed: string }
@@ -57,6 +61,8 @@ try {
   const store = await SqliteStore.open(init.path, {
     logger,
     ...(init.cacheKib !== undefined ? { cacheKib: init.cacheKib } : {}),
+    ...(init.commitIntervalMs !== undefined ? { commitIntervalMs: init.commitIntervalMs } : {}),
+    onCommit: (epoch) => port.postMessage({ committed: epoch } satisfies WorkerReply),
     ...(init.unsafeDeferCommitMs !== undefined ? { unsafeDeferCommitMs: init.unsafeDeferCommitMs } : {}),
   });
   const methods = store as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
@@ -76,7 +82,8 @@ try {
     const reply = (r: WorkerReply) => port.postMessage(r);
     run(msg.method, msg.args).then(
       (result) => {
-        reply({ id: msg.id, result });
+        if (msg.method === APPEND_PACKED) reply({ id: msg.id, result, epoch: store.uncommittedEpoch });
+        else reply({ id: msg.id, result });
         if (msg.method === "close") port.close();
       },
       (err: unknown) => reply({ id: msg.id, error: wireError(err) }),

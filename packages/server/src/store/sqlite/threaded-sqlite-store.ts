@@ -38,10 +38,19 @@ import type { WireError, WorkerInit, WorkerReply } from "./sqlite-worker.ts";
 // (WAL: readers never wait for the writer, and see a commit once it is durable). A write resolves
 // after its commit, so a read issued after it sees it. Same contract as SqliteStore: the store
 // conformance suite runs against both.
+//
+// With a commit interval (SqliteStore's commit log), an append resolves before its commit, and the
+// reader does not see it until then. So this side notes which conversations and users (and
+// whether any large group's log) have acknowledged appends not yet committed, and a read that
+// could show them asks the writer to commit first ("commitNow"); any other read goes straight
+// on. An append's reply carries the epoch of the transaction holding it; { committed: epoch }
+// arrives once it is committed, and an entry noted with an epoch at or below that is settled.
 
 interface Pending {
   resolve(value: unknown): void;
   reject(err: Error): void;
+  /** Append replies: resolve with the epoch too (see the header). */
+  withEpoch?: boolean;
 }
 
 export interface ThreadedSqliteStoreOptions {
@@ -49,6 +58,8 @@ export interface ThreadedSqliteStoreOptions {
   logger?: Logger;
   /** See SqliteStoreOptions.cacheKib (the writer's connection). */
   cacheKib?: number;
+  /** See SqliteStoreOptions.commitIntervalMs. */
+  commitIntervalMs?: number;
   /** Test only: see SqliteStoreOptions.unsafeDeferCommitMs. */
   unsafeDeferCommitMs?: number;
 }
@@ -61,18 +72,30 @@ export class ThreadedSqliteStore implements Store {
   private touching: Promise<void> | undefined;
   private nextId = 1;
   private closed: Promise<void> | undefined;
+  /** Acknowledged appends not yet committed, by epoch (see the header): conversations, users,
+   * and the latest epoch holding an entry of any large group's log. */
+  private readonly unsettledConvs = new Map<ConversationId, number>();
+  private readonly unsettledUsers = new Map<UserId, number>();
+  private unsettledGroupLogs = 0;
+  /** The highest epoch noted, and the highest committed. */
+  private latestEpoch = 0;
+  private committedEpoch = 0;
+  /** The commit asked for by reads, while on its way. */
+  private committing: Promise<void> | undefined;
 
   private constructor(
     private readonly worker: Worker,
     private readonly reader: SqliteStore,
   ) {
     worker.on("message", (msg: WorkerReply) => {
+      if ("committed" in msg) return this.settle(msg.committed);
       if (!("id" in msg)) return;
       const p = this.pending.get(msg.id);
       if (!p) return;
       this.pending.delete(msg.id);
-      if ("result" in msg) p.resolve(msg.result);
-      else p.reject(toError(msg.error));
+      if ("result" in msg) {
+        p.resolve(p.withEpoch ? { result: msg.result, epoch: msg.epoch ?? 0 } : msg.result);
+      } else p.reject(toError(msg.error));
     });
     worker.on("error", (err) => this.failAll(err));
     worker.on("exit", () => this.failAll(new Error("the SQLite writer thread exited")));
@@ -84,6 +107,7 @@ export class ThreadedSqliteStore implements Store {
     const init: WorkerInit = {
       path,
       ...(opts.cacheKib !== undefined ? { cacheKib: opts.cacheKib } : {}),
+      ...(opts.commitIntervalMs !== undefined ? { commitIntervalMs: opts.commitIntervalMs } : {}),
       ...(opts.unsafeDeferCommitMs !== undefined ? { unsafeDeferCommitMs: opts.unsafeDeferCommitMs } : {}),
     };
     // The worker runs TypeScript: a small bootstrap registers tsx's loader in the thread (a
@@ -156,9 +180,17 @@ export class ThreadedSqliteStore implements Store {
   appendMessages(batch: readonly NewMessage[]): Promise<AppendResult[]> {
     // The hot path: the batch and its results travel packed (append-wire.ts).
     const { packed, transfer } = packBatch(batch);
-    return this.callWith<PackedResults>(APPEND_PACKED, [packed], transfer).then((r) =>
-      unpackResults(batch, r),
-    );
+    return this.callWith<{ result: PackedResults; epoch: number }>(
+      APPEND_PACKED,
+      [packed],
+      transfer,
+      false,
+      true,
+    ).then(({ result, epoch }) => {
+      const results = unpackResults(batch, result);
+      if (epoch > 0) this.note(results, epoch);
+      return results;
+    });
   }
   changeMessage(change: MessageChange): Promise<{ msg: Message; updates: LogUpdate[] }> {
     return this.call("changeMessage", change);
@@ -168,6 +200,8 @@ export class ThreadedSqliteStore implements Store {
   }
 
   // ------------------------------------------------------------------ reads (this thread)
+  // Those that may show a message append wait for its commit (settled, see the header); users,
+  // devices, tokens and roles are written by other writes only, which resolve after their commit.
 
   findUserByName(name: string): Promise<UserRecord | undefined> {
     return this.reader.findUserByName(name);
@@ -185,46 +219,50 @@ export class ThreadedSqliteStore implements Store {
     return this.reader.findToken(hash);
   }
   getConversation(id: ConversationId): Promise<Conversation | undefined> {
-    return this.reader.getConversation(id);
+    return this.when(this.settled(id, undefined), () => this.reader.getConversation(id));
   }
   getRole(conv: ConversationId, user: UserId): Promise<Role | undefined> {
     return this.reader.getRole(conv, user);
   }
 
   getMember(conv: ConversationId, user: UserId): Promise<Member | undefined> {
-    return this.reader.getMember(conv, user);
+    return this.when(this.settled(conv, undefined), () => this.reader.getMember(conv, user));
   }
 
   listMembers(conv: ConversationId, after: UserId | undefined, limit: number): Promise<Member[]> {
-    return this.reader.listMembers(conv, after, limit);
+    return this.when(this.settled(conv, undefined), () => this.reader.listMembers(conv, after, limit));
   }
 
   eldestMember(conv: ConversationId, except: UserId): Promise<UserId | undefined> {
     return this.reader.eldestMember(conv, except);
   }
   listConversations(user: UserId): Promise<Conversation[]> {
-    return this.reader.listConversations(user);
+    // The user's own log has an entry for every message to a conversation they are in, except
+    // a large group's.
+    return this.when(this.settled(undefined, user, true), () => this.reader.listConversations(user));
   }
   getMessage(conv: ConversationId, seq: number): Promise<Message | undefined> {
-    return this.reader.getMessage(conv, seq);
+    return this.when(this.settled(conv, undefined), () => this.reader.getMessage(conv, seq));
   }
   history(conv: ConversationId, query: HistoryQuery): Promise<Message[]> {
-    return this.reader.history(conv, query);
+    return this.when(this.settled(conv, undefined), () => this.reader.history(conv, query));
   }
   readUpdates(user: UserId, after: number, limit: number): Promise<LoggedUpdate[]> {
-    return this.reader.readUpdates(user, after, limit);
+    return this.when(this.settled(undefined, user), () => this.reader.readUpdates(user, after, limit));
   }
   head(user: UserId): Promise<number> {
-    return this.reader.head(user);
+    return this.when(this.settled(undefined, user), () => this.reader.head(user));
   }
   readConversationLog(conv: ConversationId, after: number, limit: number): Promise<LoggedUpdate[]> {
-    return this.reader.readConversationLog(conv, after, limit);
+    return this.when(this.settled(conv, undefined), () =>
+      this.reader.readConversationLog(conv, after, limit),
+    );
   }
   conversationLogHead(conv: ConversationId): Promise<number> {
-    return this.reader.conversationLogHead(conv);
+    return this.when(this.settled(conv, undefined), () => this.reader.conversationLogHead(conv));
   }
   largeConversations(user: UserId): Promise<Array<{ conv: ConversationId; head: number }>> {
-    return this.reader.largeConversations(user);
+    return this.when(this.settled(undefined, undefined, true), () => this.reader.largeConversations(user));
   }
 
   /** Waits for the writes already sent, closes both connections and ends the thread. */
@@ -271,13 +309,69 @@ export class ThreadedSqliteStore implements Store {
     args: unknown[],
     transfer: ArrayBuffer[],
     whileClosing = false,
+    withEpoch = false,
   ): Promise<T> {
     if (this.closed && !whileClosing) return Promise.reject(new Error("SqliteStore is closed"));
     return new Promise<T>((resolve, reject) => {
       const id = this.nextId++;
-      this.pending.set(id, { resolve: resolve, reject });
+      this.pending.set(id, { resolve, reject, withEpoch });
       this.worker.postMessage({ id, method, args }, transfer);
     });
+  }
+
+  /** `read()`, after `settled` if there is something to wait for. */
+  private when<T>(settled: Promise<void> | undefined, read: () => Promise<T>): Promise<T> {
+    return settled ? settled.then(read) : read();
+  }
+
+  /** Notes what acknowledged appends of `epoch` change, until it is committed. */
+  private note(results: readonly AppendResult[], epoch: number): void {
+    if (epoch <= this.committedEpoch) return;
+    if (epoch > this.latestEpoch) this.latestEpoch = epoch;
+    for (const r of results) {
+      if (!r.ok) continue;
+      // A resend's original may be uncommitted too.
+      this.unsettledConvs.set(r.msg.conv, epoch);
+      for (const u of r.updates) {
+        if (u.user !== undefined) this.unsettledUsers.set(u.user, epoch);
+        else this.unsettledGroupLogs = epoch;
+      }
+    }
+  }
+
+  /** The writer committed everything up to `epoch`. */
+  private settle(epoch: number): void {
+    if (epoch > this.committedEpoch) this.committedEpoch = epoch;
+    if (this.committedEpoch >= this.latestEpoch) {
+      this.unsettledConvs.clear();
+      this.unsettledUsers.clear();
+    }
+  }
+
+  /** Resolves once nothing noted for these keys is uncommitted: undefined (go on at once) if
+   * nothing is, else a promise that asks the writer to commit. `groupLogs`: any large group's
+   * log. */
+  private settled(
+    conv: ConversationId | undefined,
+    user: UserId | undefined,
+    groupLogs = false,
+  ): Promise<void> | undefined {
+    const need = Math.max(
+      conv === undefined ? 0 : (this.unsettledConvs.get(conv) ?? 0),
+      user === undefined ? 0 : (this.unsettledUsers.get(user) ?? 0),
+      groupLogs ? this.unsettledGroupLogs : 0,
+    );
+    return need > this.committedEpoch ? this.commitThrough(need) : undefined;
+  }
+
+  /** Asks the writer to commit until `epoch` is. A commit already on its way may have been asked
+   * before that epoch's appends reached the writer: then another one follows. Each answer comes
+   * after the writer's { committed } (one port, in order). */
+  private async commitThrough(epoch: number): Promise<void> {
+    while (this.committedEpoch < epoch) {
+      this.committing ??= this.call<void>("commitNow").finally(() => (this.committing = undefined));
+      await this.committing;
+    }
   }
 
   private failAll(err: Error): void {

@@ -1,0 +1,246 @@
+import {
+  closeSync,
+  constants,
+  fdatasyncSync,
+  fstatSync,
+  ftruncateSync,
+  openSync,
+  readSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
+import { crc32 } from "node:zlib";
+import type { NewMessage } from "../../core/ports/store.ts";
+
+// The commit log: an append-only file in front of SQLite (architecture.md, "Storage"). A batch of
+// sends is acknowledged once it is applied to SQLite's open transaction AND appended here and
+// fdatasynced; SQLite commits later, many batches at a time, so that each page it writes carries
+// many messages. After each SQLite commit the log is emptied. At start, what the log still holds
+// was acknowledged but perhaps not committed: it is applied again, in order, to the last committed
+// state, which gives every message the seq and useqs it was acknowledged with (appendMessages
+// depends only on the batch and the database), and a batch that was committed after all is
+// answered as resends (the unique (from_user, cid) key) and writes nothing.
+//
+// Our own format rather than a library: it is a few lines of framing, and it is the durability
+// of every acknowledged message, so we want to know exactly what is on disk.
+//
+// File: HEADER, then records. A record is [payload length u32 LE][crc32 of payload u32 LE]
+// [payload]; the payload is one batch (encodeBatch). A record cut short or whose checksum fails
+// ends the log: it is the write a crash interrupted, which was never acknowledged (the
+// acknowledgement waits for fdatasync), and it is cut off when the log is opened.
+
+const HEADER = Buffer.from("PARLEY-COMMIT-LOG 1\n", "latin1");
+const RECORD_HEAD = 8;
+/** A record longer than this is taken as damage, not as a batch (a batch is a few MB at most). */
+const MAX_RECORD = 1 << 30;
+
+export class CommitLog {
+  private constructor(
+    readonly path: string,
+    private fd: number,
+    /** Where the next record goes (the end of the last whole record). */
+    private end: number,
+    /** Records appended since the last reset. */
+    private count: number,
+  ) {}
+
+  /** Opens the log at `path`, creating it if absent, and returns it with the payloads of the
+   * whole records it holds, in order (a torn last record is cut off). Throws an Error naming the
+   * file if it is not a Parley commit log. */
+  static open(path: string): { log: CommitLog; records: Uint8Array[] } {
+    // Not "a+": Linux ignores the position of a write to a file opened for appending.
+    const fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o600);
+    try {
+      const { records, end } = readRecords(fd, path);
+      if (end === 0) {
+        writeAll(fd, HEADER, 0);
+        fdatasyncSync(fd);
+      } else if (end < fstatSync(fd).size) {
+        ftruncateSync(fd, end);
+        fdatasyncSync(fd);
+      }
+      return { log: new CommitLog(path, fd, Math.max(end, HEADER.length), records.length), records };
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+  }
+
+  /** The payloads of the whole records in the file at `path` ([] if there is none), without
+   * changing it. */
+  static read(path: string): Uint8Array[] {
+    let fd: number;
+    try {
+      fd = openSync(path, "r");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw err;
+    }
+    try {
+      return readRecords(fd, path).records;
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** Records appended since the last reset (including those found at open). */
+  get records(): number {
+    return this.count;
+  }
+
+  /** Appends one record and makes it durable (fdatasync) before returning. If it throws, the
+   * record may be partly written: the caller must not acknowledge it, and truncateTail() drops it. */
+  append(payload: Uint8Array): void {
+    if (payload.byteLength === 0 || payload.byteLength > MAX_RECORD) {
+      throw new Error(`commit log: a record of ${payload.byteLength} bytes`);
+    }
+    const head = Buffer.allocUnsafe(RECORD_HEAD);
+    head.writeUInt32LE(payload.byteLength, 0);
+    head.writeUInt32LE(crc32(payload), 4);
+    writeAll(this.fd, head, this.end);
+    writeAll(this.fd, payload, this.end + RECORD_HEAD);
+    fdatasyncSync(this.fd);
+    this.end += RECORD_HEAD + payload.byteLength;
+    this.count++;
+  }
+
+  /** Cuts off anything after the last record append() completed (after it threw halfway). */
+  truncateTail(): void {
+    ftruncateSync(this.fd, this.end);
+  }
+
+  /** Empties the log: everything in it is committed to SQLite. Not fsynced: a crash that undoes
+   * the truncation replays batches that are already committed, which write nothing. */
+  reset(): void {
+    if (this.count === 0) return;
+    ftruncateSync(this.fd, HEADER.length);
+    this.end = HEADER.length;
+    this.count = 0;
+  }
+
+  /** Closes the file; with `remove`, deletes it (it must be empty: everything is committed). */
+  close(remove = false): void {
+    if (this.fd < 0) return;
+    closeSync(this.fd);
+    this.fd = -1;
+    if (remove) unlinkSync(this.path);
+  }
+}
+
+function readRecords(fd: number, path: string): { records: Uint8Array[]; end: number } {
+  const size = fstatSync(fd).size;
+  if (size === 0) return { records: [], end: 0 };
+  const file = Buffer.allocUnsafe(size);
+  let got = 0;
+  while (got < size) {
+    const n = readSync(fd, file, got, size - got, got);
+    if (n === 0) break;
+    got += n;
+  }
+  if (got < HEADER.length || !file.subarray(0, HEADER.length).equals(HEADER)) {
+    throw new Error(`${path} is not a Parley commit log (or was written by another version)`);
+  }
+  const records: Uint8Array[] = [];
+  let at = HEADER.length;
+  while (at + RECORD_HEAD <= got) {
+    const len = file.readUInt32LE(at);
+    const sum = file.readUInt32LE(at + 4);
+    const start = at + RECORD_HEAD;
+    if (len === 0 || len > MAX_RECORD || start + len > got) break;
+    const payload = file.subarray(start, start + len);
+    if (crc32(payload) !== sum) break;
+    records.push(payload);
+    at = start + len;
+  }
+  return { records, end: at };
+}
+
+function writeAll(fd: number, data: Uint8Array, position: number): void {
+  let done = 0;
+  while (done < data.byteLength) {
+    done += writeSync(fd, data, done, data.byteLength - done, position + done);
+  }
+}
+
+// ------------------------------------------------------------------ batch codec
+
+/** One batch of sends as a log record: count u32, then per message conv, from, dev, cid, type
+ * (each u32 length + UTF-8, as SQLite keeps them), ts f64, whether replyTo is set (u8) and
+ * replyTo f64, body (u32 length + bytes). */
+export function encodeBatch(batch: readonly NewMessage[]): Uint8Array {
+  const strings: Buffer[] = [];
+  let size = 4;
+  for (const m of batch) {
+    for (const s of [m.conv, m.from, m.dev, m.cid, m.type]) {
+      const b = Buffer.from(s, "utf8");
+      strings.push(b);
+      size += 4 + b.byteLength;
+    }
+    size += 8 + 1 + 8 + 4 + m.body.byteLength;
+  }
+  const out = Buffer.allocUnsafe(size);
+  let at = out.writeUInt32LE(batch.length, 0);
+  let s = 0;
+  for (const m of batch) {
+    for (let i = 0; i < 5; i++) {
+      const b = strings[s++]!;
+      at = out.writeUInt32LE(b.byteLength, at);
+      at += b.copy(out, at);
+    }
+    at = out.writeDoubleLE(m.ts, at);
+    at = out.writeUInt8(m.replyTo === undefined ? 0 : 1, at);
+    at = out.writeDoubleLE(m.replyTo ?? 0, at);
+    at = out.writeUInt32LE(m.body.byteLength, at);
+    out.set(m.body, at);
+    at += m.body.byteLength;
+  }
+  return out;
+}
+
+/** The batch encodeBatch wrote (bodies are copies). Throws on a payload it did not write. */
+export function decodeBatch(payload: Uint8Array): NewMessage[] {
+  const buf = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  let at = 0;
+  const need = (n: number) => {
+    if (at + n > buf.byteLength) throw new Error("commit log: a batch record is cut short");
+  };
+  const u32 = () => {
+    need(4);
+    const v = buf.readUInt32LE(at);
+    at += 4;
+    return v;
+  };
+  const f64 = () => {
+    need(8);
+    const v = buf.readDoubleLE(at);
+    at += 8;
+    return v;
+  };
+  const bytes = () => {
+    const n = u32();
+    need(n);
+    const b = buf.subarray(at, at + n);
+    at += n;
+    return b;
+  };
+  const str = () => bytes().toString("utf8");
+  const n = u32();
+  const batch: NewMessage[] = [];
+  for (let i = 0; i < n; i++) {
+    const conv = str();
+    const from = str();
+    const dev = str();
+    const cid = str();
+    const type = str();
+    const ts = f64();
+    need(1);
+    const hasReply = buf.readUInt8(at++) === 1;
+    const replyTo = f64();
+    const body = new Uint8Array(bytes());
+    const m: NewMessage = { conv, from, dev, cid, type, body, ts };
+    if (hasReply) m.replyTo = replyTo;
+    batch.push(m);
+  }
+  if (at !== buf.byteLength) throw new Error("commit log: trailing bytes after a batch record");
+  return batch;
+}

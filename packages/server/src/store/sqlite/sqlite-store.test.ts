@@ -531,6 +531,65 @@ describe("commit log", () => {
     await store.close();
   });
 
+  it("device cursors saved while appends wait for their commit ride in it, and settle with it", async () => {
+    const file = join(dir(), "parley.db");
+    const store = await SqliteStore.open(file, LONG);
+    await setUp(store);
+    await store.createDevice(
+      { id: "d1", userId: "a", name: "d1", createdAt: T0, cursor: 0, lastSeenAt: T0 },
+      { hash: "h-d1", userId: "a", deviceId: "d1", createdAt: T0, expiresAt: T0 + 1000 },
+    );
+    // No deferred transaction open: a cursor save is its own commit.
+    await store.touchDevice("d1", 1, T0 + 1);
+    await sendMsg(store, "g1", "a", "m1");
+    let settled = false;
+    const saved = store.touchDevice("d1", 2, T0 + 2).then(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 20));
+    // It did not commit the append, and is not done until the append's commit.
+    expect(settled).toBe(false);
+    expect(committedMessages(file)).toBe(0);
+    await store.commitNow();
+    await saved;
+    expect(committedMessages(file)).toBe(1);
+    const other = new Database(file, { readonly: true });
+    expect(other.prepare("SELECT cursor FROM devices WHERE id = 'd1'").get()).toEqual({ cursor: 2 });
+    other.close();
+    // One refused inside the transaction is refused alone (touchDevices' per-item outcome).
+    await sendMsg(store, "g1", "a", "m2");
+    const outcomes = store.touchDevices([
+      ["d1", 3, T0 + 3],
+      ["nope", 1, T0 + 3],
+    ]);
+    await store.commitNow();
+    expect((await outcomes).map((e) => e?.code ?? null)).toEqual([null, "E_NOT_FOUND"]);
+    await store.close();
+  });
+
+  it("a cursor save rolled back with a failed batch is refused, not reported saved", async () => {
+    const file = join(dir(), "parley.db");
+    const store = await SqliteStore.open(file, LONG);
+    await setUp(store);
+    await store.createDevice(
+      { id: "d1", userId: "a", name: "d1", createdAt: T0, cursor: 0, lastSeenAt: T0 },
+      { hash: "h-d1", userId: "a", deviceId: "d1", createdAt: T0, expiresAt: T0 + 1000 },
+    );
+    const raw = new Database(file);
+    raw.exec(
+      "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.type = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END",
+    );
+    raw.close();
+    await sendMsg(store, "g1", "a", "m1");
+    const saved = store.touchDevice("d1", 5, T0 + 5);
+    await expect(store.appendMessages([newMessage("g1", "b", "m2", { type: "boom" })])).rejects.toThrow(
+      /boom/,
+    );
+    await expect(saved).rejects.toThrow(/boom/);
+    expect((await store.getDevice("d1"))?.cursor).toBe(0);
+    // The acknowledged append before it is kept.
+    expect(committedMessages(file)).toBe(1);
+    await store.close();
+  });
+
   it("refuses to open next to a commit log that is not one, naming it", async () => {
     const file = join(dir(), "parley.db");
     await writeFile(file + "-commitlog", "not a log");

@@ -114,6 +114,8 @@ export class SqliteStore implements Store {
   /** Numbers the deferred transactions; see uncommittedEpoch. */
   private epoch = 0;
   private readonly onCommit: ((epoch: number) => void) | undefined;
+  /** Writes run in the deferred transaction that settle when it commits (device cursors). */
+  private readonly awaitingCommit: Array<{ settle(): void; reject(err: Error): void }> = [];
   private readonly logger: Logger;
   /** What appendMessages read of each conversation, kept from one batch to the next (see
    * write() for when it is dropped). Large groups keep only the senders found to be members. */
@@ -224,7 +226,7 @@ export class SqliteStore implements Store {
   }
 
   touchDevice(device: DeviceId, cursor: number, at: number): Promise<void> {
-    return this.write(() => this.touch(device, cursor, at), "marks");
+    return this.write(() => this.touch(device, cursor, at), "cursor");
   }
 
   /** touchDevice for each of `touches`, in order, in one transaction (one fsync instead of one
@@ -245,7 +247,7 @@ export class SqliteStore implements Store {
             throw err;
           }
         }),
-      "marks",
+      "cursor",
     );
   }
 
@@ -665,20 +667,28 @@ export class SqliteStore implements Store {
 
   /** Runs `fn` in a write transaction. IMMEDIATE takes the write lock up front, so another
    * process on the same file makes us wait (busy_timeout) rather than fail halfway. `kind` says
-   * what it may change: message appends ("append"), device cursors and receipts ("marks") leave
+   * what it may change: message appends ("append"), device cursors ("cursor") and receipts ("marks") leave
    * conversation rows and memberships alone, so appendMessages' cache survives them; any other
    * write drops it. Both caches (that one and the log's heads) also go when a transaction fails or
    * another connection has written to the file. With a commit interval, an append runs in the
    * open deferred transaction and `record` goes to the commit log; any other write commits that
    * transaction first, so that the log only ever holds appends made on the last commit's state
-   * (which is what makes its replay give the same seqs). */
+   * (which is what makes its replay give the same seqs). Except device cursors: they change no
+   * seq or log, so they run in the open transaction too, and settle when it commits (a crash loses
+   * them unsettled; they are advisory anyway, client-session.ts). Saved every few seconds by
+   * every connection, they would otherwise commit the appends many times a second. */
   private write<T>(
     fn: () => T,
-    kind: "append" | "marks" | "other" = "other",
+    kind: "append" | "cursor" | "marks" | "other" = "other",
     record?: () => Uint8Array,
   ): Promise<T> {
-    return new Promise<T>((resolve) => {
+    return new Promise<T>((resolve, reject) => {
       this.check();
+      if (kind === "cursor" && this.deferredCommit !== undefined) {
+        const result = this.inDeferred(fn);
+        this.awaitingCommit.push({ settle: () => resolve(result), reject });
+        return;
+      }
       if (this.deferMs > 0 && kind !== "append") {
         this.commitDeferred();
         this.check();
@@ -712,12 +722,19 @@ export class SqliteStore implements Store {
       this.epoch++;
       this.deferredCommit = setTimeout(() => this.commitDeferred(), this.deferMs);
     }
-    try {
+    return this.inDeferred(() => {
       const result = fn();
       if (this.commitLog && record) this.commitLog.append(record());
       return result;
+    });
+  }
+
+  /** Runs `fn` in the open deferred transaction; if it throws, recovers (see recover()). */
+  private inDeferred<T>(fn: () => T): T {
+    try {
+      return fn();
     } catch (err) {
-      this.recover();
+      this.recover(err as Error);
       throw err;
     }
   }
@@ -732,14 +749,16 @@ export class SqliteStore implements Store {
       this.db.exec("COMMIT");
     } catch (err) {
       this.logger.error({ err }, "sqlite store: a commit failed; applying the commit log again");
-      this.recover();
+      this.recover(err as Error);
       return;
     }
     this.committed();
   }
 
-  /** After a commit of deferred appends: the log is no longer needed. */
+  /** After a commit of deferred appends: the log is no longer needed, and the writes that waited
+   * for it are done. */
   private committed(): void {
+    for (const w of this.awaitingCommit.splice(0)) w.settle();
     try {
       this.commitLog?.reset();
     } catch (err) {
@@ -754,10 +773,12 @@ export class SqliteStore implements Store {
    * state, as at open. If even that fails, the store is broken: every call fails until it is
    * reopened, which replays the log once more. Without a log (the test fault) the rolled back
    * appends are lost. */
-  private recover(): void {
+  private recover(cause: Error): void {
     clearTimeout(this.deferredCommit);
     this.deferredCommit = undefined;
     this.forgetCaches();
+    // Rolled back with the transaction, and not in the log.
+    for (const w of this.awaitingCommit.splice(0)) w.reject(cause);
     try {
       if (this.db.inTransaction) this.db.exec("ROLLBACK");
       if (this.commitLog) {

@@ -2,6 +2,7 @@ import {
   closeSync,
   constants,
   fdatasyncSync,
+  fsyncSync,
   fstatSync,
   ftruncateSync,
   openSync,
@@ -9,6 +10,7 @@ import {
   unlinkSync,
   writeSync,
 } from "node:fs";
+import { dirname } from "node:path";
 import { crc32 } from "node:zlib";
 import type { NewMessage } from "../../core/ports/store.ts";
 
@@ -55,6 +57,8 @@ export class CommitLog {
       if (end === 0) {
         writeAll(fd, HEADER, 0);
         fdatasyncSync(fd);
+        // The file's name must be durable too, or a power loss could take the whole log.
+        syncDirectory(dirname(path));
       } else if (end < fstatSync(fd).size) {
         ftruncateSync(fd, end);
         fdatasyncSync(fd);
@@ -153,6 +157,15 @@ function readRecords(fd: number, path: string): { records: Uint8Array[]; end: nu
     at = start + len;
   }
   return { records, end: at };
+}
+
+function syncDirectory(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function writeAll(fd: number, data: Uint8Array, position: number): void {

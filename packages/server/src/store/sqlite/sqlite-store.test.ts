@@ -17,6 +17,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { runStoreConformance } from "../store-conformance.ts";
 import type { Store } from "../../core/ports/store.ts";
 import { SqliteStore } from "./sqlite-store.ts";
+import { CommitLog } from "./commit-log.ts";
 import { ThreadedSqliteStore } from "./threaded-sqlite-store.ts";
 import { MIGRATIONS, SCHEMA_VERSION } from "./sqlite-schema.ts";
 import { T0, addGroup, addUsers, bytes, newMessage, readAll, sendMsg } from "../conformance/fixtures.ts";
@@ -588,6 +589,19 @@ describe("commit log", () => {
     // The acknowledged append before it is kept.
     expect(committedMessages(file)).toBe(1);
     await store.close();
+  });
+
+  it("refuses to open when a record of the commit log cannot be applied, and keeps the log", async () => {
+    const file = join(dir(), "parley.db");
+    await (await SqliteStore.open(file)).close();
+    const { log } = CommitLog.open(file + "-commitlog");
+    log.append(new Uint8Array([1, 2, 3])); // whole and checksummed, but not a batch
+    log.close();
+    await expect(SqliteStore.open(file, LONG)).rejects.toThrow(
+      `cannot apply the commit log ${file}-commitlog`,
+    );
+    await expect(SqliteStore.open(file)).rejects.toThrow(/cut short/);
+    expect(CommitLog.read(file + "-commitlog")).toHaveLength(1);
   });
 
   it("refuses to open next to a commit log that is not one, naming it", async () => {

@@ -797,16 +797,24 @@ export class SqliteStore implements Store {
 
   /** Opens the commit log at `path` (keeping it open when `keep`), applying what it holds. */
   private openCommitLog(path: string, keep: boolean): void {
+    const apply = (records: readonly Uint8Array[]) => {
+      try {
+        this.replay(records);
+      } catch (err) {
+        // Left as it is: nothing acknowledged is dropped, and the next start tries again.
+        throw new Error(`cannot apply the commit log ${path}: ${(err as Error).message}`, { cause: err });
+      }
+    };
     if (keep) {
       const { log, records } = CommitLog.open(path);
       this.commitLog = log;
-      this.replay(records);
+      apply(records);
       log.reset();
       return;
     }
     const records = CommitLog.read(path);
     if (records.length === 0 && !existsSync(path)) return;
-    this.replay(records);
+    apply(records);
     rmSync(path, { force: true });
   }
 

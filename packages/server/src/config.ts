@@ -138,7 +138,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     maxCommitQueueMs: optionalInteger(raw("maxCommitQueueMs"), 0, 60_000),
     maxRssMb: optionalInteger(raw("maxRssMb"), 0, 1024 * 1024),
     sqliteCacheMb: optionalInteger(raw("sqliteCacheMb"), 1, 64 * 1024),
-    commitIntervalMs: optionalInteger(raw("commitIntervalMs"), 0, 10_000),
+    // Below the 5 s another process's write waits for the lock the open transaction holds.
+    commitIntervalMs: optionalInteger(raw("commitIntervalMs"), 0, 2_000),
     largeGroupMembers: optionalInteger(raw("largeGroupMembers"), 2, 1_000_000),
     ...connectionLimits(raw),
     testFaults: parseTestFaults(env.PARLEY_TEST_FAULTS),

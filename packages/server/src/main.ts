@@ -54,7 +54,7 @@ export interface OfflineCore {
 
 /** Opens the configured store. A damaged or foreign data file rejects with an Error naming it
  * (the SQLite writer checks the file before serving it; writes run on its own thread). */
-async function openStore(config: ServerConfig, logger: PinoLogger): Promise<Store> {
+async function openStore(config: ServerConfig, logger: PinoLogger, owner = true): Promise<Store> {
   if (config.testFaults) {
     logger.warn(
       { testFaults: config.testFaults },
@@ -73,8 +73,12 @@ async function openStore(config: ServerConfig, logger: PinoLogger): Promise<Stor
   const store = await ThreadedSqliteStore.open(join(config.dataDir, DB_FILE), {
     logger: logger.child({ component: "store" }),
     ...(config.sqliteCacheMb !== undefined ? { cacheKib: config.sqliteCacheMb * 1024 } : {}),
-    commitIntervalMs: config.commitIntervalMs ?? DEFAULT_COMMIT_INTERVAL_MS,
-    ...(faults?.ackBeforeCommitMs !== undefined ? { unsafeDeferCommitMs: faults.ackBeforeCommitMs } : {}),
+    // Not the server (`parley user add`, which may run beside it): the commit log is the
+    // server's, and this store only applies it (SqliteStoreOptions.commitIntervalMs).
+    ...(owner ? { commitIntervalMs: config.commitIntervalMs ?? DEFAULT_COMMIT_INTERVAL_MS } : {}),
+    ...(owner && faults?.ackBeforeCommitMs !== undefined
+      ? { unsafeDeferCommitMs: faults.ackBeforeCommitMs }
+      : {}),
   });
   return faults?.commitDelayMs !== undefined ? withCommitDelay(store, faults.commitDelayMs) : store;
 }
@@ -113,7 +117,7 @@ function createCore(config: ServerConfig, store: Store, logger: PinoLogger, metr
 /** Opens a Core on the configured data without listening anywhere. */
 export async function openOfflineCore(config: ServerConfig): Promise<OfflineCore> {
   const logger = createLogger(config);
-  const store = await openStore(config, logger);
+  const store = await openStore(config, logger, false);
   const core = createCore(config, store, logger);
   return { core, close: () => core.shutdown() };
 }

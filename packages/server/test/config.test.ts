@@ -72,6 +72,17 @@ describe("loadConfig", () => {
     }
   });
 
+  it("reads the commit interval in ms: 0 turns the commit log off; above 2 s is refused", () => {
+    expect(loadConfig([], {}).commitIntervalMs).toBeUndefined();
+    expect(loadConfig([], { PARLEY_COMMIT_INTERVAL_MS: "0" }).commitIntervalMs).toBe(0);
+    expect(
+      loadConfig(["--commit-interval-ms", "250"], { PARLEY_COMMIT_INTERVAL_MS: "0" }).commitIntervalMs,
+    ).toBe(250);
+    for (const bad of ["-1", "1.5", "soon", "2001"]) {
+      expect(() => loadConfig(["--commit-interval-ms", bad], {})).toThrow(/commit-interval-ms/);
+    }
+  });
+
   it("reads the large-group threshold, refusing groups of fewer than 2 and nonsense", () => {
     expect(loadConfig([], {}).largeGroupMembers).toBeUndefined();
     expect(loadConfig([], { PARLEY_LARGE_GROUP_MEMBERS: "100" }).largeGroupMembers).toBe(100);

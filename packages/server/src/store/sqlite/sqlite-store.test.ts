@@ -452,8 +452,9 @@ describe("commit log", () => {
     const copy = await crashCopy(file, join(dir(), "crash"));
     await store.close();
 
-    // Reopened without a commit interval: the log is applied all the same, then removed.
-    const reopened = await SqliteStore.open(copy);
+    // Reopened by a server without a commit interval: the log is applied all the same, then
+    // removed.
+    const reopened = await SqliteStore.open(copy, { commitIntervalMs: 0 });
     for (const r of acked) {
       if (!r.ok) throw new Error("unreachable");
       expect(await reopened.getMessage(r.msg.conv, r.msg.seq)).toEqual(r.msg);
@@ -589,6 +590,30 @@ describe("commit log", () => {
     // The acknowledged append before it is kept.
     expect(committedMessages(file)).toBe(1);
     await store.close();
+  });
+
+  it("a store that does not own the log (a tool beside the server) applies it and leaves the file alone", async () => {
+    const file = join(dir(), "parley.db");
+    const store = await SqliteStore.open(file, LONG);
+    await setUp(store);
+    await store.appendMessages([newMessage("g1", "a", "m1"), newMessage("g2", "b", "m2")]);
+    await mkdir(join(dir(), "crash"));
+    const copy = await crashCopy(file, join(dir(), "crash"));
+    await store.close();
+    const log = await readFile(copy + "-commitlog");
+    const tool = await SqliteStore.open(copy);
+    expect(await tool.getMessage("g2", 1)).toMatchObject({ cid: "m2" });
+    await tool.close();
+    // The server may be appending to it: not truncated, not removed.
+    expect(await readFile(copy + "-commitlog")).toEqual(log);
+    // Its owner, opening next, finds the batches already stored and empties it.
+    const owner = await SqliteStore.open(copy, LONG);
+    const entries = await readAll(owner, "a");
+    expect(entries.filter((e) => e.u.k === "msg")).toHaveLength(2);
+    expect(entries.map((e) => e.useq)).toStrictEqual(entries.map((_, i) => i + 1));
+    expect(CommitLog.read(copy + "-commitlog")).toEqual([]);
+    expect(await sendMsg(owner, "g1", "b", "m3")).toMatchObject({ seq: 2 });
+    await owner.close();
   });
 
   it("refuses to open when a record of the commit log cannot be applied, and keeps the log", async () => {

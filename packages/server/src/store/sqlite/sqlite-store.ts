@@ -69,7 +69,10 @@ export interface SqliteStoreOptions {
   cacheKib?: number;
   /** Commit message appends every this many ms, acknowledging each batch once it is in the commit
    * log (see above); 0 or absent: every write is its own commit. Whatever the setting, a commit
-   * log left at `<path>-commitlog` is applied at open. */
+   * log left at `<path>-commitlog` is applied at open. Set (even to 0), this store owns the log:
+   * it empties it after applying it (0: removes it). Absent, it is a tool beside a server that may
+   * be running (`parley user add`): it applies the log, which writes nothing the server has
+   * committed, and never changes the file, which the server may be writing. */
   commitIntervalMs?: number;
   /** Called after each commit of deferred appends with its epoch (see uncommittedEpoch). */
   onCommit?: (epoch: number) => void;
@@ -142,7 +145,11 @@ export class SqliteStore implements Store {
     return new Promise((resolve) => {
       const store = new SqliteStore(openDatabase(path, opts.logger ?? silentLogger, opts.cacheKib), opts);
       try {
-        store.openCommitLog(commitLogPath(path), !opts.unsafeDeferCommitMs && !!opts.commitIntervalMs);
+        const owner = opts.commitIntervalMs !== undefined || opts.unsafeDeferCommitMs !== undefined;
+        store.openCommitLog(
+          commitLogPath(path),
+          !owner ? "leave" : !opts.unsafeDeferCommitMs && opts.commitIntervalMs ? "keep" : "remove",
+        );
       } catch (err) {
         store.commitLog?.close();
         store.db.close();
@@ -795,8 +802,10 @@ export class SqliteStore implements Store {
     }
   }
 
-  /** Opens the commit log at `path` (keeping it open when `keep`), applying what it holds. */
-  private openCommitLog(path: string, keep: boolean): void {
+  /** Applies what the commit log at `path` holds; then keeps it open for appends ("keep"),
+   * removes it ("remove"), or leaves the file as it is ("leave": not this store's, see
+   * commitIntervalMs). */
+  private openCommitLog(path: string, mode: "keep" | "remove" | "leave"): void {
     const apply = (records: readonly Uint8Array[]) => {
       try {
         this.replay(records);
@@ -805,7 +814,7 @@ export class SqliteStore implements Store {
         throw new Error(`cannot apply the commit log ${path}: ${(err as Error).message}`, { cause: err });
       }
     };
-    if (keep) {
+    if (mode === "keep") {
       const { log, records } = CommitLog.open(path);
       this.commitLog = log;
       apply(records);
@@ -815,7 +824,7 @@ export class SqliteStore implements Store {
     const records = CommitLog.read(path);
     if (records.length === 0 && !existsSync(path)) return;
     apply(records);
-    rmSync(path, { force: true });
+    if (mode === "remove") rmSync(path, { force: true });
   }
 
   /** Applies the batches of `records` in order, in one transaction, and commits it. */

@@ -14,11 +14,14 @@ import { Provisioner } from "./provision.ts";
 /** The options every scenario receives: `npm run bench -- <scenario> --name value ...`. */
 export type BenchFlags = ReadonlyMap<string, string>;
 
-export function numberFlag(flags: BenchFlags, name: string, fallback: number): number {
+/** The number given as --name (fallback if absent); positive, or also 0 with `zero`. */
+export function numberFlag(flags: BenchFlags, name: string, fallback: number, zero = false): number {
   const raw = flags.get(name);
   if (raw === undefined) return fallback;
   const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got "${raw}"`);
+  if (!Number.isFinite(n) || n < 0 || (n === 0 && !zero)) {
+    throw new Error(`--${name} must be a ${zero ? "non-negative" : "positive"} number, got "${raw}"`);
+  }
   return n;
 }
 

@@ -23,8 +23,7 @@ async function run(flags: ReadonlyMap<string, string>): Promise<BenchResult[]> {
   const pairs = numberFlag(flags, "pairs", 1000);
   const batchSize = numberFlag(flags, "batch", 1000);
   const total = numberFlag(flags, "messages", 200_000);
-  const commitIntervalMs =
-    flags.get("commit-interval-ms") === "0" ? 0 : numberFlag(flags, "commit-interval-ms", 0);
+  const commitIntervalMs = numberFlag(flags, "commit-interval-ms", 0, true);
   const dir = mkdtempSync(join(tmpdir(), "parley-store-append-"));
   try {
     const prov = await Provisioner.open(dir);

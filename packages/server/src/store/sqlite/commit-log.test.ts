@@ -18,18 +18,20 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 const payload = fc.uint8Array({ minLength: 1, maxLength: 200 });
 
-function fill(path: string, payloads: readonly Uint8Array[]): void {
+/** A new log file holding `payloads`; its path. */
+function filled(payloads: readonly Uint8Array[]): string {
+  const path = join(dir, `log-${Math.random()}`);
   const { log } = CommitLog.open(path);
   for (const p of payloads) log.append(p);
   log.close();
+  return path;
 }
 
 describe("commit log records", () => {
   it("gives back every appended record, in order, after a reopen", () => {
     fc.assert(
       fc.property(fc.array(payload, { maxLength: 20 }), (payloads) => {
-        const path = join(dir, `log-${Math.random()}`);
-        fill(path, payloads);
+        const path = filled(payloads);
         const { log, records } = CommitLog.open(path);
         expect(records.map((r) => Array.from(r))).toEqual(payloads.map((p) => Array.from(p)));
         expect(log.records).toBe(payloads.length);
@@ -46,8 +48,7 @@ describe("commit log records", () => {
         fc.nat(),
         payload,
         (payloads, at, next) => {
-          const path = join(dir, `log-${Math.random()}`);
-          fill(path, payloads);
+          const path = filled(payloads);
           const size = statSync(path).size;
           const cut = at % (size + 1);
           truncateSync(path, cut);
@@ -82,8 +83,7 @@ describe("commit log records", () => {
         fc.nat(),
         fc.nat(),
         (payloads, which, where) => {
-          const path = join(dir, `log-${Math.random()}`);
-          fill(path, payloads);
+          const path = filled(payloads);
           const i = which % payloads.length;
           const ends = endsOf(payloads);
           const start = (i === 0 ? HEADER_BYTES : ends[i - 1]!) + 8;

@@ -181,24 +181,18 @@ function writeAll(fd: number, data: Uint8Array, position: number): void {
  * (each u32 length + UTF-8, as SQLite keeps them), ts f64, whether replyTo is set (u8) and
  * replyTo f64, body (u32 length + bytes). */
 export function encodeBatch(batch: readonly NewMessage[]): Uint8Array {
-  const strings: Buffer[] = [];
   let size = 4;
   for (const m of batch) {
-    for (const s of [m.conv, m.from, m.dev, m.cid, m.type]) {
-      const b = Buffer.from(s, "utf8");
-      strings.push(b);
-      size += 4 + b.byteLength;
-    }
-    size += 8 + 1 + 8 + 4 + m.body.byteLength;
+    size += 5 * 4 + 8 + 1 + 8 + 4 + m.body.byteLength;
+    for (const s of [m.conv, m.from, m.dev, m.cid, m.type]) size += Buffer.byteLength(s, "utf8");
   }
   const out = Buffer.allocUnsafe(size);
   let at = out.writeUInt32LE(batch.length, 0);
-  let s = 0;
   for (const m of batch) {
-    for (let i = 0; i < 5; i++) {
-      const b = strings[s++]!;
-      at = out.writeUInt32LE(b.byteLength, at);
-      at += b.copy(out, at);
+    for (const s of [m.conv, m.from, m.dev, m.cid, m.type]) {
+      const n = out.write(s, at + 4, "utf8");
+      out.writeUInt32LE(n, at);
+      at += 4 + n;
     }
     at = out.writeDoubleLE(m.ts, at);
     at = out.writeUInt8(m.replyTo === undefined ? 0 : 1, at);

@@ -303,12 +303,7 @@ describe("device cursors, many to a transaction", () => {
   async function addDevices(store: SqliteStore | ThreadedSqliteStore, n: number): Promise<string[]> {
     await addUsers(store, "u");
     const ids = Array.from({ length: n }, (_, i) => `d${i}`);
-    for (const id of ids) {
-      await store.createDevice(
-        { id, userId: "u", name: id, createdAt: T0, cursor: 0, lastSeenAt: T0 },
-        { hash: `h-${id}`, userId: "u", deviceId: id, createdAt: T0, expiresAt: T0 + 1000 },
-      );
-    }
+    for (const id of ids) await addDevice(store, "u", id);
     return ids;
   }
 
@@ -443,9 +438,7 @@ describe("commit log", () => {
     ];
     expect(acked.every((r) => r.ok && !r.duplicate)).toBe(true);
     // Not committed: another connection does not see them.
-    const other = new Database(file, { readonly: true });
-    expect(other.prepare("SELECT count(*) AS n FROM messages").get()).toEqual({ n: 0 });
-    other.close();
+    expect(committedMessages(file)).toBe(0);
     const before = { a: await readAll(store, "a"), c: await readAll(store, "c") };
 
     await mkdir(join(dir(), "crash"));
@@ -491,11 +484,7 @@ describe("commit log", () => {
     const store = await SqliteStore.open(file, LONG);
     await setUp(store);
     // A fault SQLite raises in the middle of a batch (a full disk would do the same).
-    const raw = new Database(file);
-    raw.exec(
-      "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.type = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END",
-    );
-    raw.close();
+    failInsertsOfType(file, "boom");
     const [m1] = await store.appendMessages([newMessage("g1", "a", "m1")]);
     const [m2] = await store.appendMessages([newMessage("g2", "a", "m2")]);
     await expect(
@@ -504,12 +493,10 @@ describe("commit log", () => {
     expect(m1).toMatchObject({ ok: true, msg: { seq: 1 } });
     expect(m2).toMatchObject({ ok: true, msg: { seq: 1 } });
     // Kept, and already committed by the recovery: visible to another connection.
-    const other = new Database(file, { readonly: true });
-    expect(other.prepare("SELECT conv_id AS conv, seq, cid FROM messages ORDER BY cid").all()).toEqual([
+    expect(committed(file, "SELECT conv_id AS conv, seq, cid FROM messages ORDER BY cid")).toEqual([
       { conv: "g1", seq: 1, cid: "m1" },
       { conv: "g2", seq: 1, cid: "m2" },
     ]);
-    other.close();
     // The refused batch's first message was rolled back with it; the next send goes on from
     // what is kept, and the logs' useqs have no gap.
     expect(await sendMsg(store, "g1", "b", "m3")).toMatchObject({ seq: 2 });
@@ -537,10 +524,7 @@ describe("commit log", () => {
     const file = join(dir(), "parley.db");
     const store = await SqliteStore.open(file, LONG);
     await setUp(store);
-    await store.createDevice(
-      { id: "d1", userId: "a", name: "d1", createdAt: T0, cursor: 0, lastSeenAt: T0 },
-      { hash: "h-d1", userId: "a", deviceId: "d1", createdAt: T0, expiresAt: T0 + 1000 },
-    );
+    await addDevice(store, "a", "d1");
     // No deferred transaction open: a cursor save is its own commit.
     await store.touchDevice("d1", 1, T0 + 1);
     await sendMsg(store, "g1", "a", "m1");
@@ -553,9 +537,7 @@ describe("commit log", () => {
     await store.commitNow();
     await saved;
     expect(committedMessages(file)).toBe(1);
-    const other = new Database(file, { readonly: true });
-    expect(other.prepare("SELECT cursor FROM devices WHERE id = 'd1'").get()).toEqual({ cursor: 2 });
-    other.close();
+    expect(committed(file, "SELECT cursor FROM devices WHERE id = 'd1'")).toEqual([{ cursor: 2 }]);
     // One refused inside the transaction is refused alone (touchDevices' per-item outcome).
     await sendMsg(store, "g1", "a", "m2");
     const outcomes = store.touchDevices([
@@ -571,15 +553,8 @@ describe("commit log", () => {
     const file = join(dir(), "parley.db");
     const store = await SqliteStore.open(file, LONG);
     await setUp(store);
-    await store.createDevice(
-      { id: "d1", userId: "a", name: "d1", createdAt: T0, cursor: 0, lastSeenAt: T0 },
-      { hash: "h-d1", userId: "a", deviceId: "d1", createdAt: T0, expiresAt: T0 + 1000 },
-    );
-    const raw = new Database(file);
-    raw.exec(
-      "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.type = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END",
-    );
-    raw.close();
+    await addDevice(store, "a", "d1");
+    failInsertsOfType(file, "boom");
     await sendMsg(store, "g1", "a", "m1");
     const saved = store.touchDevice("d1", 5, T0 + 5);
     await expect(store.appendMessages([newMessage("g1", "b", "m2", { type: "boom" })])).rejects.toThrow(
@@ -653,13 +628,35 @@ describe("commit log", () => {
   });
 });
 
-function committedMessages(file: string): number {
+/** What another connection to `file` sees (only committed rows): the rows `sql` selects. */
+function committed(file: string, sql: string): unknown[] {
   const db = new Database(file, { readonly: true });
   try {
-    return (db.prepare("SELECT count(*) AS n FROM messages").get() as { n: number }).n;
+    return db.prepare(sql).all();
   } finally {
     db.close();
   }
+}
+
+function committedMessages(file: string): number {
+  return (committed(file, "SELECT count(*) AS n FROM messages")[0] as { n: number }).n;
+}
+
+/** Makes SQLite fail, mid-batch, every insert of a message of `type` (as a full disk would). */
+function failInsertsOfType(file: string, type: string): void {
+  const raw = new Database(file);
+  raw.exec(
+    `CREATE TRIGGER fail_${type} BEFORE INSERT ON messages WHEN NEW.type = '${type}' ` +
+      `BEGIN SELECT RAISE(ABORT, '${type}'); END`,
+  );
+  raw.close();
+}
+
+async function addDevice(store: Store, user: string, id: string): Promise<void> {
+  await store.createDevice(
+    { id, userId: user, name: id, createdAt: T0, cursor: 0, lastSeenAt: T0 },
+    { hash: `h-${id}`, userId: user, deviceId: id, createdAt: T0, expiresAt: T0 + 1000 },
+  );
 }
 
 async function readAllOf(file: string, user: string): Promise<unknown> {

@@ -85,6 +85,10 @@ export interface SqliteStoreOptions {
   unsafeDeferCommitMs?: number;
 }
 
+/** The log message of a start that applied a non-empty commit log (the chaos run counts them). */
+export const COMMIT_LOG_APPLIED =
+  "sqlite store: applied the commit log (acknowledged sends not yet committed)";
+
 /** Where the commit log of the database at `path` lives. */
 export function commitLogPath(path: string): string {
   return `${path}-commitlog`;
@@ -841,10 +845,7 @@ export class SqliteStore implements Store {
       }
     });
     this.forgetCaches();
-    this.logger.info(
-      { batches: records.length, messages, stored: fresh },
-      "sqlite store: applied the commit log (acknowledged sends not yet committed)",
-    );
+    this.logger.info({ batches: records.length, messages, stored: fresh }, COMMIT_LOG_APPLIED);
   }
 
   /** Drops what was read or counted in earlier transactions. */

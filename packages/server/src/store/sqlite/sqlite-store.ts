@@ -90,7 +90,7 @@ export const COMMIT_LOG_APPLIED =
   "sqlite store: applied the commit log (acknowledged sends not yet committed)";
 
 /** Where the commit log of the database at `path` lives. */
-export function commitLogPath(path: string): string {
+function commitLogPath(path: string): string {
   return `${path}-commitlog`;
 }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { PrometheusMetrics } from "../../packages/server/src/metrics/prometheus/prometheus-metrics.ts";
-import { ServerMetricsWindow, parsePrometheus } from "./server-metrics.ts";
+import { ServerMetricsWindow, loopDelayMs, parsePrometheus } from "./server-metrics.ts";
 
 describe("ServerMetricsWindow", () => {
   it("parses the text format, keeping labels in the key", () => {
@@ -9,6 +9,13 @@ describe("ServerMetricsWindow", () => {
       ["x", 3],
       ['y_bucket{le="0.5",kind="a"}', 2],
     ]);
+  });
+
+  it("takes the sampling interval off the event-loop lag (an idle loop reads about 10 ms)", () => {
+    expect(loopDelayMs(0.0123)).toBe(2.3);
+    expect(loopDelayMs(0.0101)).toBe(0.1);
+    expect(loopDelayMs(0.009)).toBe(0); // a sample that came early is not negative delay
+    expect(loopDelayMs(undefined)).toBeUndefined();
   });
 
   it("reports only what happened between start() and stop(), from a real metrics listener", async () => {

@@ -1,3 +1,5 @@
+import { EVENT_LOOP_SAMPLE_MS } from "../../packages/server/src/metrics/prometheus/prometheus-metrics.ts";
+
 // The server's own view of a measured window, from its Prometheus endpoint (--metrics-port,
 // docs/operations.md "Metrics"): how long its group commits took, how big they were, how late
 // its event loop ran and how long GC paused it. Scraped when the window starts (which also
@@ -99,14 +101,19 @@ export class ServerMetricsWindow {
       server_commits_over_10ms_per_s: Number(
         ((commits - d('parley_commit_seconds_bucket{le="0.01",outcome="ok"}')) / seconds).toFixed(2),
       ),
-      server_loop_delay_p99_ms: ms(b.get("nodejs_eventloop_lag_p99_seconds")),
-      server_loop_delay_max_ms: ms(b.get("nodejs_eventloop_lag_max_seconds")),
+      server_loop_delay_p99_ms: loopDelayMs(b.get("nodejs_eventloop_lag_p99_seconds")),
+      server_loop_delay_max_ms: loopDelayMs(b.get("nodejs_eventloop_lag_max_seconds")),
       server_gc_ms_per_s: Number(((gcSeconds * 1000) / seconds).toFixed(1)),
       server_gc_pauses_over_10ms_per_s: Number(((gcCount - gcUnder10ms) / seconds).toFixed(2)),
     };
   }
 }
 
-function ms(seconds: number | undefined): number | undefined {
-  return seconds === undefined ? undefined : Number((seconds * 1000).toFixed(1));
+/** How late the event loop ran, from prom-client's lag gauge, which holds the whole time between
+ * two samples: the sampling interval is taken off (an idle loop reads 10.1 ms, i.e. 0.1 ms late).
+ * Figures before 2026-11-28 in docs/benchmarks.md include the 10 ms. */
+export function loopDelayMs(seconds: number | undefined): number | undefined {
+  return seconds === undefined
+    ? undefined
+    : Math.max(0, Number((seconds * 1000 - EVENT_LOOP_SAMPLE_MS).toFixed(1)));
 }

@@ -8,6 +8,9 @@ import type { Metrics } from "../../core/ports/metrics.ts";
 
 /** Seconds: from well under one fsync to the admission bound and beyond. */
 const COMMIT_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+/** How often prom-client samples the event loop (its default). Node records the time between two
+ * samples, so nodejs_eventloop_lag_* include this interval: an idle loop reads about 10 ms. */
+export const EVENT_LOOP_SAMPLE_MS = 10;
 /** Sends per group commit, up to the largest batch (commitBatchMax, 4,000 by default). */
 const BATCH_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 4000];
 
@@ -21,7 +24,7 @@ export class PrometheusMetrics implements Metrics {
   /** `connections` reads the number of open client connections when scraped, `fanOutBacklog`
    * the pushes of large groups waiting to go out. */
   constructor(connections: () => number, fanOutBacklog: () => number = () => 0) {
-    collectDefaultMetrics({ register: this.registry });
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
     this.commitSeconds = new Histogram({
       name: "parley_commit_seconds",
       help: "Duration of group commits (transaction, fsync, writer-thread round trip), by outcome",

@@ -1,10 +1,11 @@
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { SERVER_NODE_FLAGS } from "../src/node-flags.ts";
 
 // `parley` as a user runs it: a separate process, a real data directory, real ports (0).
 
@@ -50,6 +51,16 @@ describe("parley CLI", () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toContain("Usage: parley <command>");
     expect(r.stdout).toContain("--tcp-port");
+  });
+
+  it("npm start runs the server with the server's Node.js flags", () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as {
+      scripts: { start: string };
+    };
+    expect(SERVER_NODE_FLAGS.length).toBeGreaterThan(0);
+    expect(pkg.scripts.start).toBe(
+      `node ${SERVER_NODE_FLAGS.join(" ")} --import tsx packages/cli/src/main.ts serve`,
+    );
   });
 
   it("refuses an unknown command with status 2", async () => {

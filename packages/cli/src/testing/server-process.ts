@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { SERVER_NODE_FLAGS } from "../node-flags.ts";
 
 // Starts `parley serve` as a separate process (for end-to-end tests and the benchmark) on a fresh data dir (durable SQLite), and learns
 // its ports from its log line "listening".
@@ -41,6 +42,7 @@ export async function startServerProcess(
   const child = spawn(
     process.execPath,
     [
+      ...SERVER_NODE_FLAGS,
       ...(options.nodeArgs ?? []),
       // PARLEY_PROFILE_DIR=<dir>: write a V8 CPU profile of the server there when it stops.
       ...(process.env.PARLEY_PROFILE_DIR

@@ -21,7 +21,9 @@ import { profileArgs } from "../proc-stats.ts";
 // the same window: [measureFrom, measureTo) on performance.timeOrigin + performance.now(), the
 // clock the driver and the server meter use too.
 //
-// Latency: each message body carries its intended send time (float64 at offset 0): in open loop
+// Latency: each message body carries its intended send time (float64 at offset 0; then the
+// sender's index and the send's request id, u32 each, which name it for the acked-not-delivered
+// count without a set of cids: two sets of 300,000 strings were a load process's garbage): in open loop
 // its slot on the schedule, so a late send (a slow client, a full socket) counts against the
 // latency instead of silently moving the schedule (no coordinated omission); in closed loop the
 // moment the previous reply freed the slot. The latency is from that time to the receiver's
@@ -516,16 +518,32 @@ async function main(): Promise<void> {
     reqId: number;
     /** Frames sent and not yet answered, by request id (resent after an error). */
     inflight: Map<number, SendFrame>;
+    /** By request id, for the window's messages: ACKED and DELIVERED bits. */
+    marks: Uint8Array;
   }
+  const ACKED = 1;
+  const DELIVERED = 2;
+  const mark = (s: Sender, id: number, bit: number): void => {
+    if (id >= s.marks.length) {
+      const grown = new Uint8Array(Math.max(2 * s.marks.length, id + 1));
+      grown.set(s.marks);
+      s.marks = grown;
+    }
+    s.marks[id]! |= bit;
+  };
   const senders: Sender[] = [];
   const conns: Conn[] = [];
 
   const sendMessage = (s: Sender, intended: number): void => {
     const body = new Uint8Array(cfg.bodyBytes);
-    new DataView(body.buffer).setFloat64(0, intended);
+    const id = ++s.reqId;
+    const view = new DataView(body.buffer);
+    view.setFloat64(0, intended);
+    view.setUint32(8, s.index);
+    view.setUint32(12, id);
     const frame: SendFrame = {
       t: "send",
-      id: ++s.reqId,
+      id,
       conv: s.conv,
       // As the SDK makes them (time-ordered UUIDv7), since the server's resend index favours them.
       cid: newCid(),
@@ -537,17 +555,15 @@ async function main(): Promise<void> {
     s.conn!.send(frame);
   };
 
-  // Messages of the window (by cid) acknowledged to their sender, and delivered to their
-  // receiver: a pair's two ends are in the same process.
-  const ackedInWindow = new Set<string>();
-  const deliveredInWindow = new Set<string>();
+  // Messages of the window acknowledged to their sender and delivered to their receiver are
+  // marked in the sender's `marks`: a pair's two ends are in the same process.
   const intendedOf = (body: Uint8Array): number =>
     new DataView(body.buffer, body.byteOffset, body.byteLength).getFloat64(0);
 
   const senderFrame = (s: Sender, f: ServerFrame): void => {
     if (f.t === "sent") {
       const frame = s.inflight.get(f.id);
-      if (frame && inWindow(intendedOf(frame.body))) ackedInWindow.add(frame.cid);
+      if (frame && inWindow(intendedOf(frame.body))) mark(s, f.id, ACKED);
       s.inflight.delete(f.id);
       if (inWindow(now())) r.sent++;
       if (cfg.mode === "closed" && !stopping) sendMessage(s, now());
@@ -564,10 +580,13 @@ async function main(): Promise<void> {
     if (f.t !== "push" || f.u.k !== "msg") return;
     const t = now();
     if (inWindow(t)) r.delivered++;
-    const intended = intendedOf(f.u.msg.body);
+    const body = f.u.msg.body;
+    const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+    const intended = view.getFloat64(0);
     if (inWindow(intended)) {
       r.latUs.push(Math.round((t - intended) * 1000));
-      deliveredInWindow.add(f.u.msg.cid);
+      const s = senders[view.getUint32(8)];
+      if (s) mark(s, view.getUint32(12), DELIVERED);
     }
   };
 
@@ -581,7 +600,13 @@ async function main(): Promise<void> {
       const pair = cfg.pairs[i]!;
       const receiver = await open(cfg.target, pair.receiverToken, addr(), receiverFrame, onClose);
       // Created first: frames may follow `welcome` in the same read.
-      const s: Sender = { index: i, conv: pair.conv, reqId: 0, inflight: new Map() };
+      const s: Sender = {
+        index: i,
+        conv: pair.conv,
+        reqId: 0,
+        inflight: new Map(),
+        marks: new Uint8Array(64),
+      };
       s.conn = await open(cfg.target, pair.senderToken, addr(), (f) => senderFrame(s, f), onClose);
       senders[i] = s;
       conns.push(receiver, s.conn);
@@ -654,7 +679,7 @@ async function main(): Promise<void> {
   while (r.latUs.length < expected && now() < drainEnd)
     await new Promise((resolve) => setTimeout(resolve, 10));
   r.lost = expected - r.latUs.length;
-  for (const cid of ackedInWindow) if (!deliveredInWindow.has(cid)) r.ackedNotDelivered++;
+  for (const s of senders) for (const m of s.marks) if (m === ACKED) r.ackedNotDelivered++;
   clearInterval(ackTimer);
   process.stdout.write(JSON.stringify(r) + "\n", () => {
     for (const c of conns) c.close();

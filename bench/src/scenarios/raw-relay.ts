@@ -47,7 +47,7 @@ export function directFlags(flags: BenchFlags): DirectFlags {
     warmupS: numberFlag(flags, "warmup", 2),
     durationS: numberFlag(flags, "duration", 10),
     loadProcs: numberFlag(flags, "load-procs", 1),
-    bodyBytes: Math.max(8, numberFlag(flags, "body-bytes", 32)),
+    bodyBytes: Math.max(16, numberFlag(flags, "body-bytes", 32)),
     // 127.0.0.1-127.0.0.N all reach the loopback listener; with one, the OS picks.
     sourceAddrs: addrs > 1 ? Array.from({ length: addrs }, (_, i) => `127.0.0.${i + 1}`) : [],
     transports: transport === "both" ? ["tcp", "ws"] : [transport],

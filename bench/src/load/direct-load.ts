@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -576,6 +576,11 @@ async function main(): Promise<void> {
     }
   };
 
+  // PARLEY_LATENCY_TRACE=<prefix>: this process also writes <prefix>-<pid>.tsv, one line per
+  // message of the window: its intended send time (ms after the window's start) and its latency
+  // (ms). `bench/src/latency-trace.ts` shows when in the window the slow ones were sent.
+  const traceTo = process.env.PARLEY_LATENCY_TRACE;
+  const trace: string[] = [];
   const receiverFrame = (f: ServerFrame): void => {
     if (f.t !== "push" || f.u.k !== "msg") return;
     const t = now();
@@ -585,6 +590,7 @@ async function main(): Promise<void> {
     const intended = view.getFloat64(0);
     if (inWindow(intended)) {
       r.latUs.push(Math.round((t - intended) * 1000));
+      if (traceTo) trace.push(`${(intended - go.measureFrom).toFixed(3)}\t${(t - intended).toFixed(3)}`);
       const s = senders[view.getUint32(8)];
       if (s) mark(s, view.getUint32(12), DELIVERED);
     }
@@ -679,6 +685,7 @@ async function main(): Promise<void> {
   while (r.latUs.length < expected && now() < drainEnd)
     await new Promise((resolve) => setTimeout(resolve, 10));
   r.lost = expected - r.latUs.length;
+  if (traceTo) writeFileSync(`${traceTo}-${process.pid}.tsv`, trace.join("\n") + "\n");
   for (const s of senders) for (const m of s.marks) if (m === ACKED) r.ackedNotDelivered++;
   clearInterval(ackTimer);
   process.stdout.write(JSON.stringify(r) + "\n", () => {

@@ -41,7 +41,11 @@ export function parseTrace(text: string): Array<[number, number]> {
   return out;
 }
 
-export function summariseTrace(points: ReadonlyArray<[number, number]>, bucketMs: number, overMs: number) {
+export function summariseTrace(
+  points: ReadonlyArray<[number, number]>,
+  bucketMs: number,
+  overMs: number,
+): TraceSummary {
   const buckets = new Map<number, number[]>();
   for (const [at, lat] of points) {
     const k = Math.floor(at / bucketMs);
@@ -63,7 +67,7 @@ export function summariseTrace(points: ReadonlyArray<[number, number]>, bucketMs
       max_ms: max,
     });
   }
-  const summary: TraceSummary = {
+  return {
     messages: points.length,
     bucket_ms: bucketMs,
     over_ms: overMs,
@@ -71,7 +75,6 @@ export function summariseTrace(points: ReadonlyArray<[number, number]>, bucketMs
     in_slow_buckets_share: points.length > 0 ? Number((inSlow / points.length).toFixed(3)) : 0,
     slow_buckets: slow,
   };
-  return summary;
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

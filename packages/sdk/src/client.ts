@@ -669,7 +669,6 @@ export class ParleyClient extends Emitter<ClientEvents> {
   }
 }
 
-/** A fresh client message id: a UUID where crypto.randomUUID exists, else 128 random bits. */
 /** Random bytes for newCid, drawn from the CSPRNG a pool at a time: a getRandomValues call for
  * every cid was 12% of a load process's CPU at 30,000 sends a second (docs/benchmarks.md). */
 const CID_RANDOM_POOL = 4096;
@@ -679,6 +678,7 @@ let cidRandom = new Uint8Array(0);
 let cidRandomAt = 0;
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 
+/** A fresh client message id: a UUIDv7, time-ordered and unique without coordination. */
 export function newCid(now: number = Date.now()): string {
   // A UUIDv7 (RFC 9562): 48 bits of Unix time in ms, then 74 random bits. Time-ordered ids land
   // at the end of the server's resend index (cid first), so a batch of sends dirties a few of its

@@ -18,6 +18,9 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 const payload = fc.uint8Array({ minLength: 1, maxLength: 200 });
 
+/** Records as plain arrays, so that toEqual compares their bytes. */
+const arrays = (records: readonly Uint8Array[]): number[][] => records.map((r) => Array.from(r));
+
 /** A new log file holding `payloads`; its path. */
 function filled(payloads: readonly Uint8Array[]): string {
   const path = join(dir, `log-${Math.random()}`);
@@ -33,7 +36,7 @@ describe("commit log records", () => {
       fc.property(fc.array(payload, { maxLength: 20 }), (payloads) => {
         const path = filled(payloads);
         const { log, records } = CommitLog.open(path);
-        expect(records.map((r) => Array.from(r))).toEqual(payloads.map((p) => Array.from(p)));
+        expect(arrays(records)).toEqual(arrays(payloads));
         expect(log.records).toBe(payloads.length);
         log.close();
       }),
@@ -61,15 +64,11 @@ describe("commit log records", () => {
           const ends = endsOf(payloads);
           const kept = ends.filter((e) => e <= cut).length;
           const { log, records } = CommitLog.open(path);
-          expect(records.map((r) => Array.from(r))).toEqual(
-            payloads.slice(0, kept).map((p) => Array.from(p)),
-          );
+          expect(arrays(records)).toEqual(arrays(payloads.slice(0, kept)));
           log.append(next);
           log.close();
           const again = CommitLog.read(path);
-          expect(again.map((r) => Array.from(r))).toEqual(
-            [...payloads.slice(0, kept), next].map((p) => Array.from(p)),
-          );
+          expect(arrays(again)).toEqual(arrays([...payloads.slice(0, kept), next]));
         },
       ),
       { numRuns: 100 },
@@ -91,9 +90,7 @@ describe("commit log records", () => {
           const at = start + (where % payloads[i]!.byteLength);
           file[at] = file[at]! ^ 0xff;
           writeFileSync(path, file);
-          expect(CommitLog.read(path).map((r) => Array.from(r))).toEqual(
-            payloads.slice(0, i).map((p) => Array.from(p)),
-          );
+          expect(arrays(CommitLog.read(path))).toEqual(arrays(payloads.slice(0, i)));
         },
       ),
       { numRuns: 100 },
@@ -108,7 +105,7 @@ describe("commit log records", () => {
     expect(log.records).toBe(0);
     expect(CommitLog.read(path)).toEqual([]);
     log.append(new Uint8Array([4]));
-    expect(CommitLog.read(path).map((r) => Array.from(r))).toEqual([[4]]);
+    expect(arrays(CommitLog.read(path))).toEqual([[4]]);
     log.reset();
     log.close(true);
     expect(() => statSync(path)).toThrow(/ENOENT/);

@@ -425,12 +425,21 @@ describe("commit log", () => {
     await addGroup(store, "g2", ["a", "b", "c"]);
   }
 
-  it("acknowledged sends survive a crash before the commit, with the seqs and useqs they were given", async () => {
-    const file = join(dir(), "parley.db");
+  /** A store on `file` that only commits when forced, with setUp's users and groups. */
+  async function openSetUp(file: string): Promise<SqliteStore> {
     const store = await SqliteStore.open(file, LONG);
     await setUp(store);
+    return store;
+  }
+
+  /** One send to each group, as most of these tests make before the crash. */
+  const twoSends = () => [newMessage("g1", "a", "m1"), newMessage("g2", "b", "m2")];
+
+  it("acknowledged sends survive a crash before the commit, with the seqs and useqs they were given", async () => {
+    const file = join(dir(), "parley.db");
+    const store = await openSetUp(file);
     const acked = [
-      ...(await store.appendMessages([newMessage("g1", "a", "m1"), newMessage("g2", "b", "m2")])),
+      ...(await store.appendMessages(twoSends())),
       ...(await store.appendMessages([
         newMessage("g2", "c", "m3", { replyTo: 1 }),
         newMessage("g1", "b", "m4"),
@@ -463,9 +472,8 @@ describe("commit log", () => {
 
   it("a log whose batches were committed after all writes nothing when applied", async () => {
     const file = join(dir(), "parley.db");
-    const store = await SqliteStore.open(file, LONG);
-    await setUp(store);
-    await store.appendMessages([newMessage("g1", "a", "m1"), newMessage("g2", "b", "m2")]);
+    const store = await openSetUp(file);
+    await store.appendMessages(twoSends());
     const log = await readFile(file + "-commitlog");
     await store.close(); // commits, and removes the log
     await expect(stat(file + "-commitlog")).rejects.toThrow(/ENOENT/);
@@ -481,8 +489,7 @@ describe("commit log", () => {
 
   it("a batch that fails in the open transaction is refused, and the acknowledged ones before it are kept", async () => {
     const file = join(dir(), "parley.db");
-    const store = await SqliteStore.open(file, LONG);
-    await setUp(store);
+    const store = await openSetUp(file);
     // A fault SQLite raises in the middle of a batch (a full disk would do the same).
     failInsertsOfType(file, "boom");
     const [m1] = await store.appendMessages([newMessage("g1", "a", "m1")]);
@@ -507,8 +514,7 @@ describe("commit log", () => {
 
   it("other writes commit the appends before them; reads of the same store see them before", async () => {
     const file = join(dir(), "parley.db");
-    const store = await SqliteStore.open(file, LONG);
-    await setUp(store);
+    const store = await openSetUp(file);
     await sendMsg(store, "g1", "a", "m1");
     expect(await store.history("g1", { limit: 10 })).toHaveLength(1);
     expect(committedMessages(file)).toBe(0);
@@ -522,8 +528,7 @@ describe("commit log", () => {
 
   it("device cursors saved while appends wait for their commit ride in it, and settle with it", async () => {
     const file = join(dir(), "parley.db");
-    const store = await SqliteStore.open(file, LONG);
-    await setUp(store);
+    const store = await openSetUp(file);
     await addDevice(store, "a", "d1");
     // No deferred transaction open: a cursor save is its own commit.
     await store.touchDevice("d1", 1, T0 + 1);
@@ -551,8 +556,7 @@ describe("commit log", () => {
 
   it("a cursor save rolled back with a failed batch is refused, not reported saved", async () => {
     const file = join(dir(), "parley.db");
-    const store = await SqliteStore.open(file, LONG);
-    await setUp(store);
+    const store = await openSetUp(file);
     await addDevice(store, "a", "d1");
     failInsertsOfType(file, "boom");
     await sendMsg(store, "g1", "a", "m1");
@@ -569,9 +573,8 @@ describe("commit log", () => {
 
   it("a store that does not own the log (a tool beside the server) applies it and leaves the file alone", async () => {
     const file = join(dir(), "parley.db");
-    const store = await SqliteStore.open(file, LONG);
-    await setUp(store);
-    await store.appendMessages([newMessage("g1", "a", "m1"), newMessage("g2", "b", "m2")]);
+    const store = await openSetUp(file);
+    await store.appendMessages(twoSends());
     await mkdir(join(dir(), "crash"));
     const copy = await crashCopy(file, join(dir(), "crash"));
     await store.close();

@@ -39,6 +39,7 @@ const MAX_RECORD = 1 << 30;
 export class CommitLog {
   private constructor(
     readonly path: string,
+    private readonly header: Buffer,
     private fd: number,
     /** Where the next record goes (the end of the last whole record). */
     private end: number,
@@ -48,14 +49,15 @@ export class CommitLog {
 
   /** Opens the log at `path`, creating it if absent, and returns it with the payloads of the
    * whole records it holds, in order (a torn last record is cut off). Throws an Error naming the
-   * file if it is not a Parley commit log. */
-  static open(path: string): { log: CommitLog; records: Uint8Array[] } {
+   * file if it does not begin with `header`: another format with the same framing (the numbered
+   * log's segments, numbered-log.ts) has its own, so that neither is ever read as the other. */
+  static open(path: string, header: Buffer = HEADER): { log: CommitLog; records: Uint8Array[] } {
     // Not "a+": Linux ignores the position of a write to a file opened for appending.
     const fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o600);
     try {
-      const { records, end } = readRecords(fd, path);
+      const { records, end } = readRecords(fd, path, header);
       if (end === 0) {
-        writeAll(fd, HEADER, 0);
+        writeAll(fd, header, 0);
         fdatasyncSync(fd);
         // The file's name must be durable too, or a power loss could take the whole log.
         syncDirectory(dirname(path));
@@ -63,7 +65,10 @@ export class CommitLog {
         ftruncateSync(fd, end);
         fdatasyncSync(fd);
       }
-      return { log: new CommitLog(path, fd, Math.max(end, HEADER.length), records.length), records };
+      return {
+        log: new CommitLog(path, header, fd, Math.max(end, header.length), records.length),
+        records,
+      };
     } catch (err) {
       closeSync(fd);
       throw err;
@@ -72,7 +77,7 @@ export class CommitLog {
 
   /** The payloads of the whole records in the file at `path` ([] if there is none), without
    * changing it. */
-  static read(path: string): Uint8Array[] {
+  static read(path: string, header: Buffer = HEADER): Uint8Array[] {
     let fd: number;
     try {
       fd = openSync(path, "r");
@@ -81,7 +86,7 @@ export class CommitLog {
       throw err;
     }
     try {
-      return readRecords(fd, path).records;
+      return readRecords(fd, path, header).records;
     } finally {
       closeSync(fd);
     }
@@ -117,8 +122,8 @@ export class CommitLog {
    * the truncation replays batches that are already committed, which write nothing. */
   reset(): void {
     if (this.count === 0) return;
-    ftruncateSync(this.fd, HEADER.length);
-    this.end = HEADER.length;
+    ftruncateSync(this.fd, this.header.length);
+    this.end = this.header.length;
     this.count = 0;
   }
 
@@ -131,7 +136,7 @@ export class CommitLog {
   }
 }
 
-function readRecords(fd: number, path: string): { records: Uint8Array[]; end: number } {
+function readRecords(fd: number, path: string, header: Buffer): { records: Uint8Array[]; end: number } {
   const size = fstatSync(fd).size;
   if (size === 0) return { records: [], end: 0 };
   const file = Buffer.allocUnsafe(size);
@@ -141,11 +146,11 @@ function readRecords(fd: number, path: string): { records: Uint8Array[]; end: nu
     if (n === 0) break;
     got += n;
   }
-  if (got < HEADER.length || !file.subarray(0, HEADER.length).equals(HEADER)) {
+  if (got < header.length || !file.subarray(0, header.length).equals(header)) {
     throw new Error(`${path} is not a Parley commit log (or was written by another version)`);
   }
   const records: Uint8Array[] = [];
-  let at = HEADER.length;
+  let at = header.length;
   while (at + RECORD_HEAD <= got) {
     const len = file.readUInt32LE(at);
     const sum = file.readUInt32LE(at + 4);
@@ -177,77 +182,151 @@ function writeAll(fd: number, data: Uint8Array, position: number): void {
 
 // ------------------------------------------------------------------ batch codec
 
-/** One batch of sends as a log record: count u32, then per message conv, from, dev, cid, type
- * (each u32 length + UTF-8, as SQLite keeps them), ts f64, whether replyTo is set (u8) and
- * replyTo f64, body (u32 length + bytes). */
+/** One batch of sends as a log record: count u32, then each message (writeMessage). */
 export function encodeBatch(batch: readonly NewMessage[]): Uint8Array {
   let size = 4;
-  for (const m of batch) {
-    size += 5 * 4 + 8 + 1 + 8 + 4 + m.body.byteLength;
-    for (const s of [m.conv, m.from, m.dev, m.cid, m.type]) size += Buffer.byteLength(s, "utf8");
-  }
+  for (const m of batch) size += messageSize(m);
   const out = Buffer.allocUnsafe(size);
   let at = out.writeUInt32LE(batch.length, 0);
-  for (const m of batch) {
-    for (const s of [m.conv, m.from, m.dev, m.cid, m.type]) {
-      const n = out.write(s, at + 4, "utf8");
-      out.writeUInt32LE(n, at);
-      at += 4 + n;
-    }
-    at = out.writeDoubleLE(m.ts, at);
-    at = out.writeUInt8(m.replyTo === undefined ? 0 : 1, at);
-    at = out.writeDoubleLE(m.replyTo ?? 0, at);
-    at = out.writeUInt32LE(m.body.byteLength, at);
-    out.set(m.body, at);
-    at += m.body.byteLength;
-  }
+  for (const m of batch) at = writeMessage(out, at, m);
   return out;
 }
 
 /** The batch encodeBatch wrote (bodies are copies). Throws on a payload it did not write. */
 export function decodeBatch(payload: Uint8Array): NewMessage[] {
-  const buf = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
-  let at = 0;
-  const need = (n: number) => {
-    if (at + n > buf.byteLength) throw new Error("commit log: a batch record is cut short");
-  };
-  const u32 = () => {
-    need(4);
-    const v = buf.readUInt32LE(at);
-    at += 4;
-    return v;
-  };
-  const f64 = () => {
-    need(8);
-    const v = buf.readDoubleLE(at);
-    at += 8;
-    return v;
-  };
-  const bytes = () => {
-    const n = u32();
-    need(n);
-    const b = buf.subarray(at, at + n);
-    at += n;
-    return b;
-  };
-  const str = () => bytes().toString("utf8");
-  const n = u32();
+  const r = new RecordReader(payload, "a batch record");
+  const n = r.u32();
   const batch: NewMessage[] = [];
-  for (let i = 0; i < n; i++) {
-    const conv = str();
-    const from = str();
-    const dev = str();
-    const cid = str();
-    const type = str();
-    const ts = f64();
-    need(1);
-    const hasReply = buf.readUInt8(at++) === 1;
-    const replyTo = f64();
-    const body = new Uint8Array(bytes());
+  for (let i = 0; i < n; i++) batch.push(r.message());
+  r.end();
+  return batch;
+}
+
+// One message as the records of both logs hold it (this one's batches, and the numbered log's,
+// numbered-log.ts): conv, from, dev, cid, type (each u32 length + UTF-8, as SQLite keeps them),
+// ts f64, whether replyTo is set (u8) and replyTo f64, body (u32 length + bytes). Written field by
+// field, without a temporary array per message: both encoders are on the path of every send.
+
+/** The fixed part of a message: five string lengths, ts, the replyTo flag and value, body length. */
+const MESSAGE_FIXED = 5 * 4 + 8 + 1 + 8 + 4;
+
+/** Bytes writeMessage writes for `m`. */
+export function messageSize(m: NewMessage): number {
+  return (
+    MESSAGE_FIXED +
+    Buffer.byteLength(m.conv, "utf8") +
+    Buffer.byteLength(m.from, "utf8") +
+    Buffer.byteLength(m.dev, "utf8") +
+    Buffer.byteLength(m.cid, "utf8") +
+    Buffer.byteLength(m.type, "utf8") +
+    m.body.byteLength
+  );
+}
+
+/** Writes `m` into `out` at `at` (which has messageSize(m) bytes there); the offset after it. */
+export function writeMessage(out: Buffer, at: number, m: NewMessage): number {
+  at = writeString(out, at, m.conv);
+  at = writeString(out, at, m.from);
+  at = writeString(out, at, m.dev);
+  at = writeString(out, at, m.cid);
+  at = writeString(out, at, m.type);
+  at = out.writeDoubleLE(m.ts, at);
+  at = out.writeUInt8(m.replyTo === undefined ? 0 : 1, at);
+  at = out.writeDoubleLE(m.replyTo ?? 0, at);
+  at = out.writeUInt32LE(m.body.byteLength, at);
+  out.set(m.body, at);
+  return at + m.body.byteLength;
+}
+
+/** Writes `s` as u32 length + UTF-8 at `at` (room counted with Buffer.byteLength); the offset
+ * after it. */
+export function writeString(out: Buffer, at: number, s: string): number {
+  const n = out.write(s, at + 4, "utf8");
+  out.writeUInt32LE(n, at);
+  return at + 4 + n;
+}
+
+/** Reads a record's fields in order. Every read checks that the bytes are there, and throws
+ * "commit log: <what> is cut short" if not; end() throws if bytes are left over. */
+export class RecordReader {
+  private readonly buf: Buffer;
+  private at = 0;
+
+  constructor(
+    payload: Uint8Array,
+    /** The record, as the errors name it ("a batch record"). */
+    private readonly what: string,
+  ) {
+    this.buf = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  }
+
+  /** Bytes not read yet. */
+  get left(): number {
+    return this.buf.byteLength - this.at;
+  }
+
+  /** Throws unless `n` more bytes are there. */
+  need(n: number): void {
+    if (this.at + n > this.buf.byteLength) throw new Error(`commit log: ${this.what} is cut short`);
+  }
+
+  u8(): number {
+    this.need(1);
+    return this.buf.readUInt8(this.at++);
+  }
+
+  u32(): number {
+    this.need(4);
+    const v = this.buf.readUInt32LE(this.at);
+    this.at += 4;
+    return v;
+  }
+
+  f64(): number {
+    this.need(8);
+    const v = this.buf.readDoubleLE(this.at);
+    this.at += 8;
+    return v;
+  }
+
+  /** A u32 length + UTF-8 string. */
+  str(): string {
+    const n = this.u32();
+    this.need(n);
+    const s = this.buf.toString("utf8", this.at, this.at + n);
+    this.at += n;
+    return s;
+  }
+
+  /** A u32 length + bytes, copied: a record's buffer is the whole file read at open, which a
+   * message kept in a cache must not hold on to. */
+  bytes(): Uint8Array {
+    const n = this.u32();
+    this.need(n);
+    const b = new Uint8Array(n);
+    this.buf.copy(b, 0, this.at, this.at + n);
+    this.at += n;
+    return b;
+  }
+
+  /** A message as writeMessage wrote it. */
+  message(): NewMessage {
+    const conv = this.str();
+    const from = this.str();
+    const dev = this.str();
+    const cid = this.str();
+    const type = this.str();
+    const ts = this.f64();
+    const hasReply = this.u8() === 1;
+    const replyTo = this.f64();
+    const body = this.bytes();
     const m: NewMessage = { conv, from, dev, cid, type, body, ts };
     if (hasReply) m.replyTo = replyTo;
-    batch.push(m);
+    return m;
   }
-  if (at !== buf.byteLength) throw new Error("commit log: trailing bytes after a batch record");
-  return batch;
+
+  /** Throws if bytes are left after the record. */
+  end(): void {
+    if (this.at !== this.buf.byteLength) throw new Error(`commit log: trailing bytes after ${this.what}`);
+  }
 }

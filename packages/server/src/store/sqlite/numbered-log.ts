@@ -1,0 +1,303 @@
+import { existsSync, readdirSync, unlinkSync } from "node:fs";
+import { basename, dirname } from "node:path";
+import type { NewMessage } from "../../core/ports/store.ts";
+import { CommitLog, RecordReader, messageSize, writeMessage, writeString } from "./commit-log.ts";
+
+// The numbered log: acknowledging ahead of SQLite (architecture.md). The sequencer gives each send
+// its seq and its useqs from counters in memory, appends the batch, NUMBERED, here (fdatasynced)
+// and acknowledges; the applier applies the numbered batches to SQLite later and commits every
+// ~500 ms. A batch carries every number it was acknowledged with, so replaying it writes exactly
+// those numbers whatever SQLite holds; a batch SQLite has committed (its number is at most the
+// last committed batch) is skipped.
+//
+// Files: segments `<db>-commitlog.<n>`, n = 1, 2, ... in decimal, each in commit-log.ts's framing
+// (a torn record ends its segment) under its own header, so that neither the old single-file log
+// `<db>-commitlog` nor a segment is ever read as the other. The log goes on into a new segment at
+// rotate(); a closed segment is deleted once a SQLite commit covers every batch in it, so the log
+// on disk stays a few commit intervals long without ever truncating the file being appended to.
+
+const SEGMENT_HEADER = Buffer.from("PARLEY-COMMIT-LOG 2\n", "latin1");
+
+/** A send with the numbers it was acknowledged with. */
+export interface NumberedMessage {
+  msg: NewMessage;
+  /** Its seq in its conversation (positive safe integer). */
+  seq: number;
+  /** The logs it was appended to: user ids, or "#<conv>" for a large group's own log. */
+  logs: string[];
+  /** Its useq in each of `logs` (same length). */
+  useqs: number[];
+}
+
+/** One batch of the sequencer; `batch` is a positive safe integer, increasing along the log. */
+export interface NumberedBatch {
+  batch: number;
+  messages: NumberedMessage[];
+}
+
+// ------------------------------------------------------------------ codec
+
+// Record: magic u8, batch f64, count u32, then per message the message as in encodeBatch
+// (writeMessage), seq f64, log count u32, and per log its key (u32 length + UTF-8) and useq f64.
+// Keys and useqs alternate, so a record cannot hold more of one than of the other.
+
+/** First byte of a numbered batch record (format 1); not a likely first byte of anything else. */
+const NUMBERED_MAGIC = 0xa1;
+/** Bytes of a message with empty strings and body, and no logs. */
+const MIN_MESSAGE = messageSize({
+  conv: "",
+  from: "",
+  dev: "",
+  cid: "",
+  type: "",
+  body: new Uint8Array(0),
+  ts: 0,
+});
+/** Bytes of a log entry with an empty key. */
+const MIN_LOG = 4 + 8;
+const WHAT = "a numbered batch record";
+
+/** The record of `b`. Throws if a number is not a positive safe integer or a message has not
+ * one useq per log. The bytes own their ArrayBuffer (not Node's shared pool), so they can be
+ * transferred to another thread. */
+export function encodeNumbered(b: NumberedBatch): Uint8Array {
+  positive(b.batch, "batch");
+  let size = 1 + 8 + 4;
+  for (const m of b.messages) {
+    const n = m.logs.length;
+    if (m.useqs.length !== n) {
+      throw new Error(`numbered log: a message with ${n} logs and ${m.useqs.length} useqs`);
+    }
+    size += messageSize(m.msg) + 8 + 4 + n * MIN_LOG;
+    for (let i = 0; i < n; i++) size += Buffer.byteLength(m.logs[i]!, "utf8");
+  }
+  // allocUnsafeSlow: a small allocUnsafe is a view of an 8 KB pool, which structured clone would
+  // copy whole and which cannot be transferred.
+  const out = Buffer.allocUnsafeSlow(size);
+  let at = out.writeUInt8(NUMBERED_MAGIC, 0);
+  at = out.writeDoubleLE(b.batch, at);
+  at = out.writeUInt32LE(b.messages.length, at);
+  for (const m of b.messages) {
+    at = writeMessage(out, at, m.msg);
+    at = out.writeDoubleLE(positive(m.seq, "seq"), at);
+    const n = m.logs.length;
+    at = out.writeUInt32LE(n, at);
+    for (let i = 0; i < n; i++) {
+      at = writeString(out, at, m.logs[i]!);
+      at = out.writeDoubleLE(positive(m.useqs[i]!, "useq"), at);
+    }
+  }
+  return out;
+}
+
+/** The batch encodeNumbered wrote; bodies are copies, not views of `payload`. Throws on anything
+ * it did not write: a payload cut short or with bytes after it, another first byte, a number
+ * that is not a positive safe integer. */
+export function decodeNumbered(payload: Uint8Array): NumberedBatch {
+  const r = new RecordReader(payload, WHAT);
+  const magic = r.u8();
+  if (magic !== NUMBERED_MAGIC) {
+    throw new Error(`numbered log: not a numbered batch record (first byte ${magic})`);
+  }
+  const batch = positive(r.f64(), "batch");
+  const count = r.u32();
+  // A damaged count must fail here, not after allocating for billions of messages.
+  r.need(count * MIN_MESSAGE);
+  const messages = new Array<NumberedMessage>(count);
+  for (let i = 0; i < count; i++) {
+    const msg = r.message();
+    const seq = positive(r.f64(), "seq");
+    const n = r.u32();
+    r.need(n * MIN_LOG);
+    const logs = new Array<string>(n);
+    const useqs = new Array<number>(n);
+    for (let j = 0; j < n; j++) {
+      logs[j] = r.str();
+      useqs[j] = positive(r.f64(), "useq");
+    }
+    messages[i] = { msg, seq, logs, useqs };
+  }
+  r.end();
+  return { batch, messages };
+}
+
+function positive(v: number, what: string): number {
+  if (!Number.isSafeInteger(v) || v < 1)
+    throw new Error(`numbered log: ${what} ${v} is not a positive integer`);
+  return v;
+}
+
+// ------------------------------------------------------------------ segments
+
+interface Segment {
+  n: number;
+  path: string;
+}
+
+/** The numbered log of one database, as its sequencer writes it: one open segment, appended to,
+ * and the closed segments of this log not yet released. Not shared between threads or processes:
+ * the applier reads the segments with readAll. */
+export class NumberedLog {
+  /** Closed segments still on disk, oldest first, with the highest batch each holds. */
+  private readonly closed: Array<Segment & { last: number }> = [];
+  /** Highest batch appended to the current segment (0: none). */
+  private last = 0;
+  /** Whether close(true) deleted the files. */
+  private removed = false;
+
+  private constructor(
+    private readonly dbPath: string,
+    private current: Segment,
+    private log: CommitLog | undefined,
+  ) {}
+
+  /** The segment files of `dbPath`'s log, by n ascending. Other files (`<db>-commitlog`,
+   * `<db>-wal`, `<db>-commitlog.7.tmp`...) are not segments. */
+  static segments(dbPath: string): Array<{ n: number; path: string }> {
+    const prefix = `${basename(dbPath)}-commitlog.`;
+    let names: string[];
+    try {
+      names = readdirSync(dirname(dbPath));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw err;
+    }
+    const found: Segment[] = [];
+    for (const name of names) {
+      if (!name.startsWith(prefix)) continue;
+      const digits = name.slice(prefix.length);
+      // Only the names we write (no sign, no leading zero), so that n names exactly one file.
+      if (!/^[1-9][0-9]*$/.test(digits)) continue;
+      const n = Number(digits);
+      if (Number.isSafeInteger(n)) found.push({ n, path: segmentPath(dbPath, n) });
+    }
+    return found.sort((a, b) => a.n - b.n);
+  }
+
+  /** The payloads of every whole record of every segment, segment by segment, in order. A torn
+   * record ends its own segment only: it is an append that failed (appends are durable before
+   * they return), never acknowledged, and the segments after it hold later batches that were.
+   * Leaves the files as they are. Throws an Error naming the file if a segment is not a numbered
+   * log segment. */
+  static readAll(dbPath: string): Uint8Array[] {
+    const records: Uint8Array[] = [];
+    for (const s of NumberedLog.segments(dbPath)) {
+      // An empty file is a segment whose header a crash cut off: it holds nothing.
+      for (const r of CommitLog.read(s.path, SEGMENT_HEADER)) records.push(r);
+    }
+    return records;
+  }
+
+  /** Deletes every segment of `dbPath` (after a replay committed them all). Not fsynced: a
+   * segment a crash brings back holds committed batches only, which replay skips. */
+  static removeAll(dbPath: string): void {
+    for (const s of NumberedLog.segments(dbPath)) unlinkQuietly(s.path);
+  }
+
+  /** Starts a new log of `dbPath` in a new segment numbered after every existing one, durably
+   * created (file and directory synced) before it returns. */
+  static create(dbPath: string): NumberedLog {
+    const existing = NumberedLog.segments(dbPath);
+    const n = existing.length === 0 ? 1 : existing[existing.length - 1]!.n + 1;
+    const path = segmentPath(dbPath, n);
+    return new NumberedLog(dbPath, { n, path }, openSegment(path));
+  }
+
+  /** Appends the record of batch `batch` to the current segment and makes it durable (fdatasync)
+   * before returning. If it throws, the record may be partly written: the caller must not
+   * acknowledge it, and truncateTail() drops it. */
+  append(payload: Uint8Array, batch: number): void {
+    this.open().append(payload);
+    if (batch > this.last) this.last = batch;
+  }
+
+  /** Cuts off anything after the last record append() completed (after it threw halfway). */
+  truncateTail(): void {
+    this.open().truncateTail();
+  }
+
+  /** Closes the current segment and goes on in a new one, if the current one holds a record;
+   * otherwise does nothing. The new segment is durable before the old one is closed, and if it
+   * cannot be created the log goes on in the old one. */
+  rotate(): void {
+    const log = this.open();
+    if (log.records === 0) return;
+    const n = this.current.n + 1;
+    const path = segmentPath(this.dbPath, n);
+    const next = openSegment(path);
+    log.close();
+    this.closed.push({ ...this.current, last: this.last });
+    this.current = { n, path };
+    this.log = next;
+    this.last = 0;
+  }
+
+  /** Deletes every closed segment (never the current one) whose batches are all at most
+   * `committed`, i.e. committed to SQLite; how many it deleted. Not fsynced: a segment a crash
+   * brings back holds committed batches only, which replay skips. */
+  release(committed: number): number {
+    let deleted = 0;
+    for (let i = 0; i < this.closed.length;) {
+      const s = this.closed[i]!;
+      if (s.last > committed) {
+        i++;
+        continue;
+      }
+      unlinkQuietly(s.path);
+      this.closed.splice(i, 1);
+      deleted++;
+    }
+    return deleted;
+  }
+
+  /** Closes the current segment. With `removeAll` (everything is committed), deletes every
+   * segment of this log, the current one included. Once closed, append and rotate throw. */
+  close(removeAll = false): void {
+    if (this.log === undefined) return;
+    this.log.close();
+    this.log = undefined;
+    if (!removeAll) return;
+    this.removed = true;
+    for (const s of this.closed) unlinkQuietly(s.path);
+    this.closed.length = 0;
+    unlinkQuietly(this.current.path);
+  }
+
+  /** Segment files of this log on disk: the closed ones not released, and the current one
+   * (0 after close(true)). Segments of an earlier log of the same database are not counted. */
+  get segmentCount(): number {
+    return this.removed ? 0 : this.closed.length + 1;
+  }
+
+  private open(): CommitLog {
+    if (this.log === undefined) throw new Error(`numbered log of ${this.dbPath} is closed`);
+    return this.log;
+  }
+}
+
+/** A new segment at `path`, durably created (CommitLog.open syncs the file and its directory).
+ * If that fails, the file is deleted: it holds no record, and a header cut short would make
+ * readAll refuse the whole log. */
+function openSegment(path: string): CommitLog {
+  // Never another writer's segment (nor one this log would then delete).
+  if (existsSync(path)) throw new Error(`${path} exists already: is another process writing this log?`);
+  try {
+    return CommitLog.open(path, SEGMENT_HEADER).log;
+  } catch (err) {
+    unlinkQuietly(path);
+    throw err;
+  }
+}
+
+function segmentPath(dbPath: string, n: number): string {
+  return `${dbPath}-commitlog.${n}`;
+}
+
+/** Deletes the file at `path`; one already gone is fine (deleting it was the point). */
+function unlinkQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+}

@@ -1,7 +1,7 @@
 // The public entry of @parley/server: start a server from a configuration, or embed the Core.
 
 export { startServer, openOfflineCore, DB_FILE } from "./main.ts";
-export { COMMIT_LOG_APPLIED } from "./store/sqlite/sqlite-store.ts";
+export { COMMIT_LOG_APPLIED, NUMBERED_LOG_APPLIED } from "./store/sqlite/sqlite-store.ts";
 export type { RunningServer, OfflineCore } from "./main.ts";
 export { loadConfig, CONFIG_FLAGS } from "./config.ts";
 export type { ServerConfig, StoreKind, LogLevel } from "./config.ts";

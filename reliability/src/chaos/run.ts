@@ -3,7 +3,7 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startServerProcess, type ServerProcess } from "@parley/cli/src/testing/server-process.ts";
-import { COMMIT_LOG_APPLIED } from "@parley/server";
+import { COMMIT_LOG_APPLIED, NUMBERED_LOG_APPLIED } from "@parley/server";
 import { ParleyClient } from "@parley/sdk/node";
 import { check, summaryLine, type CheckResult } from "./checker.ts";
 import type { ChaosEvent, FaultKind } from "./events.ts";
@@ -94,7 +94,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   // SIGKILLs that landed while the log had something to lose.
   let logReplays = 0;
   const onLog = (rec: Record<string, unknown>) => {
-    if (rec.msg === COMMIT_LOG_APPLIED) logReplays++;
+    if (rec.msg === COMMIT_LOG_APPLIED || rec.msg === NUMBERED_LOG_APPLIED) logReplays++;
   };
   const startServer = () => startServerProcess(serverArgs, storeDir, { env, onLog });
   let server: ServerProcess | undefined = await startServer();

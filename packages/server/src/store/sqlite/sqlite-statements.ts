@@ -256,6 +256,9 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     ),
     messageBySeq: s<[string, number], MessageRow>(`${SELECT_MESSAGE} WHERE m.conv_id = ? AND m.seq = ?`),
     messageByCid: s<[string, string], MessageRow>(`${SELECT_MESSAGE} WHERE m.from_user = ? AND m.cid = ?`),
+    messageExists: s<[string, number], number>(
+      "SELECT 1 FROM messages WHERE conv_id = ? AND seq = ?",
+    ).pluck(),
     historyForward: s<[string, number, number, number], MessageRow>(
       `${SELECT_MESSAGE} WHERE m.conv_id = ? AND m.seq > ? AND m.seq < ? ORDER BY m.seq LIMIT ?`,
     ),

@@ -16,8 +16,10 @@ import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { runStoreConformance } from "../store-conformance.ts";
 import type { Store } from "../../core/ports/store.ts";
-import { SqliteStore } from "./sqlite-store.ts";
+import { NUMBERED_LOG_APPLIED, SqliteStore } from "./sqlite-store.ts";
 import { CommitLog } from "./commit-log.ts";
+import { NumberedLog } from "./numbered-log.ts";
+import type { Logger } from "../../core/ports/logger.ts";
 import { ThreadedSqliteStore } from "./threaded-sqlite-store.ts";
 import { MIGRATIONS, SCHEMA_VERSION } from "./sqlite-schema.ts";
 import { T0, addGroup, addUsers, bytes, newMessage, readAll, sendMsg } from "../conformance/fixtures.ts";
@@ -628,6 +630,136 @@ describe("commit log", () => {
     expect(await store.getMessage("g1", 1)).toEqual(r!.ok && r!.msg);
     expect(committedMessages(file)).toBe(1);
     await store.close();
+  });
+});
+
+describe("numbered log (ThreadedSqliteStore: acknowledged ahead of SQLite)", () => {
+  const dir = useTempDir();
+  /** The applier never commits by its timer within a test. */
+  const LONG = { commitIntervalMs: 60_000 };
+
+  async function openSetUp(file: string, logger?: Logger): Promise<ThreadedSqliteStore> {
+    const store = await ThreadedSqliteStore.open(file, { ...LONG, ...(logger ? { logger } : {}) });
+    await addUsers(store, "a", "b", "c");
+    await addGroup(store, "g1", ["a", "b"]);
+    await addGroup(store, "g2", ["a", "b", "c"]);
+    return store;
+  }
+
+  /** The files a SIGKILL would leave now: the database, its WAL and the log's segments. What the
+   * sequencer acknowledged is in the segments already (it writes them before it answers); the
+   * database copy holds whatever SQLite had committed. */
+  async function crashCopy(file: string): Promise<string> {
+    const to = join(dir(), "crash");
+    await mkdir(to, { recursive: true });
+    const copy = join(to, "parley.db");
+    const suffixes = ["", "-wal", ...NumberedLog.segments(file).map((s) => s.path.slice(file.length))];
+    for (const suffix of suffixes) {
+      await copyFile(file + suffix, copy + suffix).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== "ENOENT") throw e;
+      });
+    }
+    return copy;
+  }
+
+  /** Records the messages a store logs. */
+  function recording(): { logger: Logger; messages: string[] } {
+    const messages: string[] = [];
+    const note = (_: object, msg?: string) => void (msg !== undefined && messages.push(msg));
+    return { logger: { debug: note, info: note, warn: note, error: note }, messages };
+  }
+
+  it("acknowledged sends survive a crash before the applier commits, with the seqs and useqs they were given", async () => {
+    const file = join(dir(), "parley.db");
+    const store = await openSetUp(file);
+    const acked = [
+      ...(await store.appendMessages([newMessage("g1", "a", "m1"), newMessage("g2", "b", "m2")])),
+      ...(await store.appendMessages([
+        newMessage("g2", "c", "m3", { replyTo: 1 }),
+        newMessage("g1", "b", "m4"),
+      ])),
+    ];
+    expect(acked.map((r) => r.ok && !r.duplicate && r.msg.seq)).toEqual([1, 1, 2, 2]);
+    expect(NumberedLog.readAll(file)).toHaveLength(2);
+    const copy = await crashCopy(file);
+    expect(committedMessages(copy)).toBe(0);
+    // What the running store shows (its reads commit first).
+    const before = { a: await readAll(store, "a"), c: await readAll(store, "c") };
+    expect(before.a.at(-1)).toMatchObject({ u: { k: "msg", msg: { conv: "g1", seq: 2, cid: "m4" } } });
+    await store.close();
+    expect(NumberedLog.segments(file)).toEqual([]);
+
+    const { logger, messages } = recording();
+    const reopened = await SqliteStore.open(copy, { ...LONG, logger });
+    expect(messages).toContain(NUMBERED_LOG_APPLIED);
+    expect(NumberedLog.segments(copy)).toEqual([]);
+    expect(committedMessages(copy)).toBe(4);
+    expect(await readAll(reopened, "a")).toEqual(before.a);
+    expect(await readAll(reopened, "c")).toEqual(before.c);
+    // Counting goes on from there.
+    expect(await sendMsg(reopened, "g2", "a", "m5")).toMatchObject({ seq: 3 });
+    await reopened.close();
+  });
+
+  it("a threaded store reopened on a crash copy gives resends their original, and numbers on", async () => {
+    const file = join(dir(), "parley.db");
+    const store = await openSetUp(file);
+    const [m1] = await store.appendMessages([newMessage("g1", "a", "m1")]);
+    const copy = await crashCopy(file);
+    await store.close();
+    const reopened = await ThreadedSqliteStore.open(copy, LONG);
+    expect(await reopened.appendMessages([newMessage("g1", "a", "m1"), newMessage("g1", "b", "m2")])).toEqual(
+      [
+        { ok: true, duplicate: true, msg: m1!.ok && m1!.msg, updates: [] },
+        expect.objectContaining({ ok: true, duplicate: false, msg: expect.objectContaining({ seq: 2 }) }),
+      ],
+    );
+    await reopened.close();
+  });
+
+  it("segments whose batches are committed write nothing when applied again", async () => {
+    const file = join(dir(), "parley.db");
+    const store = await openSetUp(file);
+    await store.appendMessages([newMessage("g1", "a", "m1"), newMessage("g2", "b", "m2")]);
+    const segments = await Promise.all(
+      NumberedLog.segments(file).map(async (s) => ({ path: s.path, data: await readFile(s.path) })),
+    );
+    await store.close(); // commits, and removes the segments
+    const committedLogs = { a: await readAllOf(file, "a"), c: await readAllOf(file, "c") };
+    // A crash between SQLite's commit and the segments' removal.
+    for (const s of segments) await writeFile(s.path, s.data);
+    const reopened = await SqliteStore.open(file, LONG);
+    expect(await readAll(reopened, "a")).toEqual(committedLogs.a);
+    expect(await readAll(reopened, "c")).toEqual(committedLogs.c);
+    expect(await sendMsg(reopened, "g1", "b", "m3")).toMatchObject({ seq: 2 });
+    await reopened.close();
+  });
+
+  it("an acknowledged batch SQLite refuses stops the store, and the log keeps it for the next start", async () => {
+    const file = join(dir(), "parley.db");
+    const store = await openSetUp(file);
+    failInsertsOfType(file, "boom");
+    // The sequencer cannot know: it acknowledges, and the applier fails behind it.
+    const [boom] = await store.appendMessages([newMessage("g1", "a", "m1", { type: "boom" })]);
+    expect(boom).toMatchObject({ ok: true, msg: { seq: 1 } });
+    // Once the applier has stopped, so does everything else: nothing more is acknowledged.
+    let refusal: unknown;
+    for (let i = 0; i < 200 && refusal === undefined; i++) {
+      refusal = await store.appendMessages([newMessage("g1", "b", `after-${i}`)]).then(
+        () => new Promise((r) => setTimeout(() => r(undefined), 10)),
+        (err: unknown) => err,
+      );
+    }
+    expect(String(refusal)).toMatch(/must be reopened/);
+    await store.close();
+    expect(NumberedLog.readAll(file).length).toBeGreaterThan(0);
+    // Fixed (the trigger gone), the next start applies what was acknowledged.
+    const raw = new Database(file);
+    raw.exec("DROP TRIGGER fail_boom");
+    raw.close();
+    const reopened = await SqliteStore.open(file, LONG);
+    expect(await reopened.getMessage("g1", 1)).toMatchObject({ cid: "m1", type: "boom" });
+    await reopened.close();
   });
 });
 

@@ -39,6 +39,7 @@ import {
 } from "../store-rules.ts";
 import { openDatabase, openReader } from "./sqlite-open.ts";
 import { CommitLog, decodeBatch, encodeBatch } from "./commit-log.ts";
+import { NumberedLog, decodeNumbered, type NumberedBatch } from "./numbered-log.ts";
 import {
   prepareStatements,
   toConversation,
@@ -74,8 +75,15 @@ export interface SqliteStoreOptions {
    * be running (`parley user add`): it applies the log, which writes nothing the server has
    * committed, and never changes the file, which the server may be writing. */
   commitIntervalMs?: number;
-  /** Called after each commit of deferred appends with its epoch (see uncommittedEpoch). */
+  /** Called after each commit of deferred appends with its epoch (see uncommittedEpoch); in an
+   * applier, with the last numbered batch applied. */
   onCommit?: (epoch: number) => void;
+  /** This store is the applier of a Sequencer's numbered batches (ThreadedSqliteStore,
+   * architecture.md "Acknowledging ahead of SQLite"): appends arrive numbered (applyNumbered)
+   * and are committed every commitIntervalMs (required, > 0); appendMessages is refused. The
+   * numbered log's segments are the sequencer's: this store only reads them, to replay them at
+   * open and after a failed commit. */
+  applier?: boolean;
   /** TEST ONLY, breaks durability on purpose: message appends run inside one long transaction
    * that is committed this many ms after it began (or by the next other write), while their
    * promises settle at once, i.e. sends are acknowledged before they are committed. A SIGKILL
@@ -88,6 +96,9 @@ export interface SqliteStoreOptions {
 /** The log message of a start that applied a non-empty commit log (the chaos run counts them). */
 export const COMMIT_LOG_APPLIED =
   "sqlite store: applied the commit log (acknowledged sends not yet committed)";
+/** The same, for the numbered log of a sequencer (ThreadedSqliteStore). */
+export const NUMBERED_LOG_APPLIED =
+  "sqlite store: applied the numbered commit log (acknowledged sends not yet committed)";
 
 /** Where the commit log of the database at `path` lives. */
 function commitLogPath(path: string): string {
@@ -129,10 +140,15 @@ export class SqliteStore implements Store {
   private readonly sendCache = new Map<ConversationId, SendTarget | null>();
   /** PRAGMA data_version when the caches were last known good. */
   private dataVersion: number | undefined;
+  /** Set in an applier (options.applier): the database's path, where the numbered log is. */
+  private readonly numberedLog: string | undefined;
+  /** In an applier, the last numbered batch applied (0 after open: the sequencer counts anew). */
+  private appliedBatch = 0;
 
   private constructor(
     private readonly db: BetterSqlite3.Database,
     opts: SqliteStoreOptions = {},
+    path?: string,
   ) {
     this.st = prepareStatements(db);
     this.log = new SqliteUpdateLog(this.st);
@@ -140,6 +156,10 @@ export class SqliteStore implements Store {
     this.deferMs = opts.unsafeDeferCommitMs || opts.commitIntervalMs || 0;
     this.onCommit = opts.onCommit;
     this.logger = opts.logger ?? silentLogger;
+    if (opts.applier) {
+      if (!(this.deferMs > 0)) throw new Error("an applier needs a commit interval");
+      this.numberedLog = path;
+    }
   }
 
   /** Opens (creating if absent) and migrates the database at `path`. Rejects with an Error naming
@@ -147,13 +167,25 @@ export class SqliteStore implements Store {
    * written by a newer Parley. The caller owns the store and must close() it. */
   static open(path: string, opts: SqliteStoreOptions = {}): Promise<SqliteStore> {
     return new Promise((resolve) => {
-      const store = new SqliteStore(openDatabase(path, opts.logger ?? silentLogger, opts.cacheKib), opts);
+      const db = openDatabase(path, opts.logger ?? silentLogger, opts.cacheKib);
+      let store: SqliteStore;
+      try {
+        store = new SqliteStore(db, opts, path);
+      } catch (err) {
+        db.close();
+        throw err;
+      }
       try {
         const owner = opts.commitIntervalMs !== undefined || opts.unsafeDeferCommitMs !== undefined;
-        store.openCommitLog(
-          commitLogPath(path),
-          !owner ? "leave" : !opts.unsafeDeferCommitMs && opts.commitIntervalMs ? "keep" : "remove",
-        );
+        const keep = !opts.applier && !opts.unsafeDeferCommitMs && opts.commitIntervalMs;
+        store.openCommitLog(commitLogPath(path), !owner ? "leave" : keep ? "keep" : "remove");
+        // A sequencer's numbered log (a ThreadedSqliteStore that stopped): applied and removed by
+        // whichever store owns the file next. Not by a tool beside a running server, which may be
+        // writing it.
+        if (owner) {
+          store.replayNumbered(path, false);
+          NumberedLog.removeAll(path);
+        }
       } catch (err) {
         store.commitLog?.close();
         store.db.close();
@@ -433,6 +465,9 @@ export class SqliteStore implements Store {
   // ------------------------------------------------------------------ messages
 
   appendMessages(batch: readonly NewMessage[]): Promise<AppendResult[]> {
+    if (this.numberedLog !== undefined) {
+      return Promise.reject(new Error("an applier takes numbered batches only (applyNumbered)"));
+    }
     // The whole batch is one transaction, hence one fsync: this is the group commit. With a commit
     // interval, one record of the commit log instead (see write()).
     return this.write(
@@ -442,10 +477,33 @@ export class SqliteStore implements Store {
     );
   }
 
+  /** Applies numbered batches (encodeNumbered) of the sequencer, in order, in the deferred
+   * transaction (applier only). A batch at or below the last one applied is skipped: after a
+   * failed commit the applier applied it again from the log, before it arrived. SQLite refusing a batch is a
+   * bug (the sequencer checked everything): the transaction is rolled back and the log applied
+   * again, and if that fails too the store stops (recover()). */
+  applyNumbered(records: readonly Uint8Array[]): Promise<void> {
+    return this.write(() => {
+      if (this.numberedLog === undefined) throw new Error("not an applier");
+      for (const payload of records) {
+        const b = decodeNumbered(payload);
+        if (b.batch <= this.appliedBatch) continue;
+        this.applyBatch(b);
+        this.appliedBatch = b.batch;
+      }
+    }, "append");
+  }
+
   /** The epoch of the deferred transaction holding acknowledged appends, 0 when none is open;
    * onCommit(epoch) tells when it is committed. */
   get uncommittedEpoch(): number {
     return this.deferredCommit !== undefined ? this.epoch : 0;
+  }
+
+  /** Set once a failure could not be recovered from: every call fails until the store is
+   * reopened (which applies the commit log again). */
+  get stopped(): Error | undefined {
+    return this.broken;
   }
 
   /** Commits the deferred appends now (no-op when there are none). */
@@ -776,7 +834,7 @@ export class SqliteStore implements Store {
       // It still holds committed batches: applied again, they write nothing.
       this.logger.warn({ err }, "sqlite store: could not empty the commit log");
     }
-    this.onCommit?.(this.epoch);
+    this.onCommit?.(this.numberedLog !== undefined ? this.appliedBatch : this.epoch);
   }
 
   /** After a failed batch or commit in the deferred transaction: rolls it back, then applies and
@@ -796,6 +854,7 @@ export class SqliteStore implements Store {
         this.commitLog.truncateTail();
         this.replay(CommitLog.read(this.commitLog.path));
       }
+      if (this.numberedLog !== undefined) this.replayNumbered(this.numberedLog, true);
       this.committed();
     } catch (err) {
       this.forgetCaches();
@@ -846,6 +905,67 @@ export class SqliteStore implements Store {
     });
     this.forgetCaches();
     this.logger.info({ batches: records.length, messages, stored: fresh }, COMMIT_LOG_APPLIED);
+  }
+
+  /** Applies the batches of the numbered log of the database at `path` that SQLite does not hold
+   * yet, in order, in one transaction, and commits it. A batch is committed whole or not at all,
+   * so its first message tells. `resume`: after a failed commit, the sequencer goes on numbering
+   * from these (appliedBatch); at open it starts anew. */
+  private replayNumbered(path: string, resume: boolean): void {
+    const records = NumberedLog.readAll(path);
+    if (records.length === 0) return;
+    let last = 0;
+    let applied = 0;
+    let messages = 0;
+    this.txn.immediate(() => {
+      for (const r of records) {
+        const b = decodeNumbered(r);
+        last = Math.max(last, b.batch);
+        const first = b.messages[0];
+        if (first === undefined || this.st.messageExists.get(first.msg.conv, first.seq) !== undefined)
+          continue;
+        this.applyBatch(b);
+        applied++;
+        messages += b.messages.length;
+      }
+    });
+    this.forgetCaches();
+    if (resume) this.appliedBatch = Math.max(this.appliedBatch, last);
+    this.logger.info({ batches: records.length, applied, stored: messages }, NUMBERED_LOG_APPLIED);
+  }
+
+  /** Writes a numbered batch as the sequencer numbered it. */
+  private applyBatch(b: NumberedBatch): void {
+    const advanced = new Map<ConversationId, { seq: number; ts: number; senders: Map<UserId, number> }>();
+    for (const { msg, seq, logs, useqs } of b.messages) {
+      const { conv, from } = msg;
+      const replyTo = msg.replyTo ?? null;
+      const inserted = this.st.insertMessage.run(
+        conv,
+        seq,
+        from,
+        msg.dev,
+        msg.cid,
+        msg.type,
+        msg.body,
+        msg.ts,
+        replyTo,
+      );
+      if (inserted.changes === 0) {
+        throw new Error(`numbered batch ${b.batch}: ${from}'s message ${msg.cid} is stored already`);
+      }
+      for (let i = 0; i < logs.length; i++) this.log.appendNumbered(logs[i]!, useqs[i]!, conv, seq);
+      let a = advanced.get(conv);
+      if (!a) advanced.set(conv, (a = { seq, ts: msg.ts, senders: new Map() }));
+      a.seq = seq;
+      a.ts = Math.max(a.ts, msg.ts);
+      a.senders.set(from, seq);
+    }
+    // The sender has read what they sent (and everything before it), as append() does.
+    for (const [conv, a] of advanced) {
+      for (const [user, seq] of a.senders) this.st.setMarks.run(seq, seq, conv, user);
+      this.st.advanceConversation.run(a.seq, a.ts, conv);
+    }
   }
 
   /** Drops what was read or counted in earlier transactions. */

@@ -91,6 +91,13 @@ export class SqliteUpdateLog {
     });
   }
 
+  /** Writes a "msg" entry numbered elsewhere (the sequencer): `useq` must be the log's head + 1.
+   * Must run inside a write transaction. */
+  appendNumbered(user: string, useq: number, conv: ConversationId, seq: number): void {
+    this.st.insertUpdate.run(user, useq, "msg", conv, seq, null, null);
+    if (this.heads.has(user)) this.heads.set(user, useq);
+  }
+
   /** Entries after `after` (exclusive), at most `limit` (> 0), message entries in the message's
    * current state. A range scan of the (user_id, useq) key joined with one key lookup per message
    * entry, in one statement: cost follows the entries returned, not the history. */

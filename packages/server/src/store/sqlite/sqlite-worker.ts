@@ -1,4 +1,5 @@
-import { parentPort, workerData } from "node:worker_threads";
+import { setPriority } from "node:os";
+import { parentPort, workerData, type MessagePort } from "node:worker_threads";
 import { ParleyError, type DeviceId } from "@parley/protocol";
 import type { Logger } from "../../core/ports/logger.ts";
 import { SqliteStore } from "./sqlite-store.ts";
@@ -12,12 +13,23 @@ import { APPEND_PACKED, packResults, unpackBatch, type PackedBatch } from "./app
 // (touchDevices). With a commit interval, an append's reply carries the epoch of the deferred
 // transaction holding it (0: committed), and { committed: epoch } follows once it is committed;
 // "commitNow" commits at once (a read on the main thread that must see those appends).
+//
+// As the applier of a sequencer (init.applier, sequencer-worker.ts), it serves the sequencer's
+// thread on init.port instead, in the same protocol, plus { apply: records }: numbered batches,
+// already acknowledged, to apply (no reply; a failure is logged, and the store recovers from the
+// log or stops, SqliteStore.applyNumbered). { committed } then carries the last batch committed.
+
+/** The applier thread's nice value (see below). */
+const APPLIER_NICE = 10;
 
 export interface WorkerInit {
   path: string;
   cacheKib?: number;
   commitIntervalMs?: number;
   unsafeDeferCommitMs?: number;
+  /** The applier of a sequencer: serve it on `port` (see the header). */
+  applier?: boolean;
+  port?: MessagePort;
 }
 
 /** An error as it crosses to the main thread (structured clone keeps no Error subclass). */
@@ -31,6 +43,8 @@ export interface WireError {
 export type WorkerReply =
   | { id: number; result: unknown; epoch?: number }
   | { committed: number }
+  /** An applier could not apply an acknowledged batch, nor recover: it refuses everything. */
+  | { stopped: WireError }
   | { id: number; error: WireError }
   | { ready: true }
   | { failed: string }
@@ -47,14 +61,27 @@ function wireError(err: unknown): WireError {
   };
 }
 
-const port = parentPort!;
 const init = workerData as WorkerInit;
+// An applier's work is off every send's path: it yields the cores to the threads on it (the main
+// thread and the sequencer) when they are busy, and takes what they leave. On Linux this sets
+// the calling thread's nice value only.
+if (init.applier) {
+  try {
+    setPriority(0, APPLIER_NICE);
+  } catch {
+    // Not allowed here: it runs at the same priority, which is correct, only less smooth.
+  }
+}
+/** Where the requests come from: the main thread, or the sequencer's thread. */
+const port = init.port ?? parentPort!;
 
 /** Log records go to the main thread's logger (objects are copied, so keep them plain). */
 const log =
   (level: "debug" | "info" | "warn" | "error") =>
   (obj: object, msg?: string): void =>
-    port.postMessage({ log: { level, obj, ...(msg !== undefined ? { msg } : {}) } } satisfies WorkerReply);
+    parentPort!.postMessage({
+      log: { level, obj, ...(msg !== undefined ? { msg } : {}) },
+    } satisfies WorkerReply);
 const logger: Logger = { debug: log("debug"), info: log("info"), warn: log("warn"), error: log("error") };
 
 try {
@@ -64,6 +91,7 @@ try {
     ...(init.commitIntervalMs !== undefined ? { commitIntervalMs: init.commitIntervalMs } : {}),
     onCommit: (epoch) => port.postMessage({ committed: epoch } satisfies WorkerReply),
     ...(init.unsafeDeferCommitMs !== undefined ? { unsafeDeferCommitMs: init.unsafeDeferCommitMs } : {}),
+    ...(init.applier ? { applier: true } : {}),
   });
   const methods = store as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
   const appendPacked = async (packed: PackedBatch) => {
@@ -78,7 +106,15 @@ try {
     if (method === "touchDevices") return touchDevices(args[0] as Array<[DeviceId, number, number]>);
     return methods[method]!.apply(store, args);
   };
-  port.on("message", (msg: { id: number; method: string; args: unknown[] }) => {
+  port.on("message", (msg: { id: number; method: string; args: unknown[] } | { apply: Uint8Array[] }) => {
+    if ("apply" in msg) {
+      store.applyNumbered(msg.apply).catch((err: unknown) => {
+        logger.error({ err: wireError(err) }, "sqlite applier: a numbered batch failed");
+        // The sequencer must stop acknowledging what can no longer be applied or read.
+        if (store.stopped) port.postMessage({ stopped: wireError(store.stopped) } satisfies WorkerReply);
+      });
+      return;
+    }
     const reply = (r: WorkerReply) => port.postMessage(r);
     run(msg.method, msg.args).then(
       (result) => {
@@ -89,8 +125,8 @@ try {
       (err: unknown) => reply({ id: msg.id, error: wireError(err) }),
     );
   });
-  port.postMessage({ ready: true } satisfies WorkerReply);
+  parentPort!.postMessage({ ready: true } satisfies WorkerReply);
 } catch (err) {
-  port.postMessage({ failed: err instanceof Error ? err.message : String(err) } satisfies WorkerReply);
+  parentPort!.postMessage({ failed: err instanceof Error ? err.message : String(err) } satisfies WorkerReply);
   port.close();
 }

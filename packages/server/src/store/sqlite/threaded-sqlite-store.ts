@@ -1,4 +1,4 @@
-import { Worker } from "node:worker_threads";
+import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
 import { ParleyError } from "@parley/protocol";
 import type {
   ConversationId,
@@ -30,6 +30,7 @@ import type { Logger } from "../../core/ports/logger.ts";
 import { SqliteStore } from "./sqlite-store.ts";
 import { APPEND_PACKED, packBatch, unpackResults, type PackedResults } from "./append-wire.ts";
 import type { WireError, WorkerInit, WorkerReply } from "./sqlite-worker.ts";
+import type { SequencerInit } from "./sequencer-worker.ts";
 
 // SqliteStore with its writes on a worker thread. better-sqlite3 is synchronous: in the main
 // thread, every commit (and its fsync) stops the event loop, which is about a third of the
@@ -45,6 +46,11 @@ import type { WireError, WorkerInit, WorkerReply } from "./sqlite-worker.ts";
 // could show them asks the writer to commit first ("commitNow"); any other read goes straight
 // on. An append's reply carries the epoch of the transaction holding it; { committed: epoch }
 // arrives once it is committed, and an entry noted with an epoch at or below that is settled.
+//
+// With a commit interval, the writer is two threads: a sequencer (sequencer-worker.ts) that
+// numbers each batch of sends, logs it and acknowledges it, and behind it an applier
+// (sqlite-worker.ts) that writes the numbered batches to SQLite and commits every interval. This
+// side talks to the sequencer only, in the same protocol; an epoch is then a batch number.
 
 interface Pending {
   resolve(value: unknown): void;
@@ -86,6 +92,8 @@ export class ThreadedSqliteStore implements Store {
   private constructor(
     private readonly worker: Worker,
     private readonly reader: SqliteStore,
+    /** The applier thread behind the sequencer (`worker`), if there is one. */
+    private readonly applier?: Worker,
   ) {
     worker.on("message", (msg: WorkerReply) => {
       if ("committed" in msg) return this.settle(msg.committed);
@@ -99,51 +107,39 @@ export class ThreadedSqliteStore implements Store {
     });
     worker.on("error", (err) => this.failAll(err));
     worker.on("exit", () => this.failAll(new Error("the SQLite writer thread exited")));
+    applier?.on("error", (err) => this.failAll(err));
   }
 
   /** Opens the database at `path` (the writer checks and migrates it, as SqliteStore.open does;
    * a damaged or foreign file rejects with an Error naming it). */
   static async open(path: string, opts: ThreadedSqliteStoreOptions = {}): Promise<ThreadedSqliteStore> {
+    const interval = opts.unsafeDeferCommitMs || opts.commitIntervalMs || 0;
     const init: WorkerInit = {
       path,
       ...(opts.cacheKib !== undefined ? { cacheKib: opts.cacheKib } : {}),
       ...(opts.commitIntervalMs !== undefined ? { commitIntervalMs: opts.commitIntervalMs } : {}),
-      ...(opts.unsafeDeferCommitMs !== undefined ? { unsafeDeferCommitMs: opts.unsafeDeferCommitMs } : {}),
     };
-    // The worker runs TypeScript: a small bootstrap registers tsx's loader in the thread (a
-    // loader given by --import to the main thread does not apply to a worker's entry), then
-    // imports the worker module.
-    const tsx = import.meta.resolve("tsx/esm/api");
-    const entry = new URL("./sqlite-worker.ts", import.meta.url).href;
-    const boot =
-      `import(${JSON.stringify(tsx)})` +
-      `.then((api) => { api.register(); return import(${JSON.stringify(entry)}); })`;
-    const worker = new Worker(boot, { eval: true, workerData: init });
-    const logger = opts.logger;
-    worker.on("message", (msg: WorkerReply) => {
-      if ("log" in msg) logger?.[msg.log.level](msg.log.obj, msg.log.msg);
-    });
-    await new Promise<void>((resolve, reject) => {
-      const onMessage = (msg: WorkerReply) => {
-        if ("ready" in msg) resolve();
-        else if ("failed" in msg) reject(new Error(msg.failed));
-        else return;
-        worker.off("message", onMessage);
-      };
-      worker.on("message", onMessage);
-      worker.once("error", reject);
-      worker.once("exit", (code) => reject(new Error(`the SQLite writer thread exited with ${code}`)));
-    });
-    worker.removeAllListeners("error");
-    worker.removeAllListeners("exit");
-    let reader: SqliteStore;
+    const threads: Worker[] = [];
     try {
-      reader = SqliteStore.openReader(path);
+      if (interval === 0) {
+        threads.push(await startWorker("./sqlite-worker.ts", init, [], opts.logger));
+      } else {
+        const { port1, port2 } = new MessageChannel();
+        const applierInit: WorkerInit = { ...init, commitIntervalMs: interval, applier: true, port: port1 };
+        threads.push(await startWorker("./sqlite-worker.ts", applierInit, [port1], opts.logger));
+        const sequencerInit: SequencerInit = {
+          path,
+          applier: port2,
+          ...(opts.unsafeDeferCommitMs ? { unsafeNoLog: true } : {}),
+        };
+        threads.unshift(await startWorker("./sequencer-worker.ts", sequencerInit, [port2], opts.logger));
+      }
+      const reader = SqliteStore.openReader(path);
+      return new ThreadedSqliteStore(threads[0]!, reader, threads[1]);
     } catch (err) {
-      await worker.terminate();
+      await Promise.all(threads.map((t) => t.terminate()));
       throw err;
     }
-    return new ThreadedSqliteStore(worker, reader);
   }
 
   // ------------------------------------------------------------------ writes (writer thread)
@@ -272,6 +268,7 @@ export class ThreadedSqliteStore implements Store {
       await this.callWith("close", [], [], true);
       await this.reader.close();
       await this.worker.terminate();
+      await this.applier?.terminate();
     })();
     return this.closed;
   }
@@ -378,6 +375,40 @@ export class ThreadedSqliteStore implements Store {
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
   }
+}
+
+/** Starts the worker module `file` (next to this one) with `data`, once it says it is ready. The
+ * worker runs TypeScript: a small bootstrap registers tsx's loader in the thread (a loader given
+ * by --import to the main thread does not apply to a worker's entry), then imports the module. */
+async function startWorker(
+  file: string,
+  data: unknown,
+  transfer: MessagePort[],
+  logger: Logger | undefined,
+): Promise<Worker> {
+  const tsx = import.meta.resolve("tsx/esm/api");
+  const entry = new URL(file, import.meta.url).href;
+  const boot =
+    `import(${JSON.stringify(tsx)})` +
+    `.then((api) => { api.register(); return import(${JSON.stringify(entry)}); })`;
+  const worker = new Worker(boot, { eval: true, workerData: data, transferList: transfer });
+  worker.on("message", (msg: WorkerReply) => {
+    if ("log" in msg) logger?.[msg.log.level](msg.log.obj, msg.log.msg);
+  });
+  await new Promise<void>((resolve, reject) => {
+    const onMessage = (msg: WorkerReply) => {
+      if ("ready" in msg) resolve();
+      else if ("failed" in msg) reject(new Error(msg.failed));
+      else return;
+      worker.off("message", onMessage);
+    };
+    worker.on("message", onMessage);
+    worker.once("error", reject);
+    worker.once("exit", (code) => reject(new Error(`the SQLite writer thread exited with ${code}`)));
+  });
+  worker.removeAllListeners("error");
+  worker.removeAllListeners("exit");
+  return worker;
 }
 
 function toError(e: WireError): Error {

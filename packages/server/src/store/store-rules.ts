@@ -1,4 +1,5 @@
-import { ParleyError } from "@parley/protocol";
+// The errors alone: the writer threads load this, and the whole package takes them a second.
+import { ParleyError } from "@parley/protocol/errors";
 import type { ReceiptKind, UserId } from "@parley/protocol";
 
 // Rules every Store implementation applies the same way, so that MemoryStore and the database

@@ -35,6 +35,10 @@ const port = parentPort!;
 const init = workerData as SequencerInit;
 const applier = init.applier;
 
+// Nothing is opened before the main thread says "start": the applier, booting meanwhile, first
+// applies and removes what the numbered log holds.
+await new Promise((resolve) => port.once("message", resolve));
+
 const log = (level: "info" | "error", obj: object, msg: string): void =>
   port.postMessage({ log: { level, obj, msg } } satisfies WorkerReply);
 
@@ -56,12 +60,19 @@ try {
 /** Set when the log cannot be written, or the applier stopped: every call but close fails. */
 let broken: Error | undefined;
 
-/** How far the applier may fall behind, in messages numbered and not committed. It runs at a
- * lower priority (sqlite-worker.ts): on a machine busy with sends it gets what is left, and this
- * bound makes sends wait for it (the main thread then refuses new ones, E_OVERLOADED) rather
- * than let memory and the log grow without end. */
+/** How far the applier may fall behind: messages numbered and not committed (their keys are
+ * kept here, and one SQLite transaction holds them), and bytes not yet applied (held in memory on
+ * their way). It runs at a lower priority (sqlite-worker.ts): on a machine busy with sends it gets
+ * what is left, and these bounds make sends wait for it (the main thread then refuses new ones,
+ * E_OVERLOADED) rather than let memory and the log grow without end. */
 const MAX_UNCOMMITTED = 100_000;
-/** Resolved at the applier's next commit (or when it stops). */
+const MAX_UNAPPLIED_BYTES = 8 * 1024 * 1024;
+
+function tooFarAhead(): boolean {
+  const { messages, unappliedBytes } = sequencer.uncommitted;
+  return messages > MAX_UNCOMMITTED || unappliedBytes > MAX_UNAPPLIED_BYTES;
+}
+/** Resolved when the applier next applies or commits (or stops). */
 let nextCommit: { promise: Promise<void>; resolve(): void } | undefined;
 
 function commitAwaited(): Promise<void> {
@@ -86,6 +97,11 @@ let nextId = 1;
 applier.on("message", (msg: WorkerReply) => {
   if ("committed" in msg) {
     committed(msg.committed);
+    return;
+  }
+  if ("applied" in msg) {
+    sequencer.appliedThrough(msg.applied);
+    wakeWaiters();
     return;
   }
   if ("stopped" in msg) {
@@ -161,9 +177,9 @@ function epoch(): number {
   return sequencer.lastBatch > sequencer.committedBatch ? sequencer.lastBatch : 0;
 }
 
-function append(packed: PackedBatch): unknown {
+async function append(packed: PackedBatch): Promise<unknown> {
   const batch = unpackBatch(packed);
-  const { results, record } = sequencer.number(batch);
+  const { results, record, resends } = sequencer.number(batch);
   if (record) {
     const payload = encodeNumbered(record);
     if (numbered) {
@@ -179,6 +195,12 @@ function append(packed: PackedBatch): unknown {
     }
     toApply(payload);
   }
+  if (resends.length > 0) {
+    // Resends of sends not committed yet (this batch's too): answered from SQLite after a commit.
+    const r = await callApplier("commitNow", []);
+    if ("error" in r) throw new Error(r.error.message);
+    sequencer.fillResends(batch, results, resends);
+  }
   return packResults(batch, results);
 }
 
@@ -191,13 +213,13 @@ async function handle(msg: { id: number; method: string; args: unknown[] }): Pro
     return;
   }
   if (msg.method === APPEND_PACKED) {
-    while (sequencer.uncommitted > MAX_UNCOMMITTED && !broken) await commitAwaited();
+    while (tooFarAhead() && !broken) await commitAwaited();
     if (broken) {
       reply({ id: msg.id, error: { message: broken.message } });
       return;
     }
     try {
-      const result = append(msg.args[0] as PackedBatch);
+      const result = await append(msg.args[0] as PackedBatch);
       reply({ id: msg.id, result, epoch: epoch() });
     } catch (err) {
       broken = err as Error;

@@ -60,8 +60,13 @@ async function openPair(file: string): Promise<{
     reader,
     seq,
     async send(batch) {
-      const { results, record } = seq.number(batch);
+      const { results, record, resends } = seq.number(batch);
       if (record) await applier.applyNumbered([encodeNumbered(record)]);
+      if (resends.length > 0) {
+        await applier.commitNow();
+        seq.committedThrough(seq.lastBatch);
+        seq.fillResends(batch, results, resends);
+      }
       return results;
     },
     async commit() {

@@ -17,7 +17,9 @@ import type { NumberedBatch, NumberedMessage } from "./numbered-log.ts";
 // changed it may still be uncommitted, since the connection would read it stale.
 //
 // Resends: the unique (cid, from_user) key finds them in SQLite once committed; until then the
-// sequencer remembers the sends it numbered.
+// sequencer remembers which sends it numbered, not what they held (their bodies would be held
+// twice until the commit): a resend of one of those is answered from SQLite once it is committed
+// (`resends`, fillResends). That is rare: a client resends when an ack was lost.
 
 /** A conversation as the sequencer counts it. */
 interface Target {
@@ -36,6 +38,13 @@ interface Head {
   batch: number;
 }
 
+/** Stands for a resend's result until fillResends. */
+const PLACEHOLDER: AppendResult = {
+  ok: false,
+  code: "E_NOT_FOUND",
+  message: "a resend, answered after the commit",
+};
+
 /** Keys kept before those with nothing uncommitted are dropped. */
 const TARGETS_MAX = 50_000;
 const HEADS_MAX = 200_000;
@@ -44,9 +53,14 @@ export class Sequencer {
   private readonly st: Statements;
   private readonly targets = new Map<ConversationId, Target | null>();
   private readonly heads = new Map<string, Head>();
-  /** Sends numbered and not yet known committed, by `${from}\n${cid}`, and the keys by batch. */
-  private readonly sent = new Map<string, Message>();
-  private readonly sentByBatch: Array<{ batch: number; keys: string[] }> = [];
+  /** Sends numbered and not yet known committed, by `${from}\n${cid}`, and the keys and body
+   * bytes by batch. */
+  private readonly sent = new Set<string>();
+  private readonly sentByBatch: Array<{ batch: number; keys: string[]; bytes: number }> = [];
+  private sentBytes = 0;
+  /** Batches numbered and not yet applied (the applier's backlog), with their body bytes. */
+  private readonly unapplied: Array<{ batch: number; bytes: number }> = [];
+  private unappliedBytes = 0;
   private readonly inSnapshot: BetterSqlite3.Transaction<(fn: () => unknown) => unknown>;
   private last = 0;
   private committed = 0;
@@ -62,9 +76,17 @@ export class Sequencer {
     return this.last;
   }
 
-  /** Messages numbered and not yet known committed. */
-  get uncommitted(): number {
-    return this.sent.size;
+  /** Messages numbered and not yet known committed, and their bodies' bytes; the bytes of those
+   * not yet applied either (held in memory on their way to SQLite). */
+  get uncommitted(): { messages: number; bytes: number; unappliedBytes: number } {
+    return { messages: this.sent.size, bytes: this.sentBytes, unappliedBytes: this.unappliedBytes };
+  }
+
+  /** The applier has applied every batch up to `batch` (not committed yet). */
+  appliedThrough(batch: number): void {
+    while (this.unapplied.length > 0 && this.unapplied[0]!.batch <= batch) {
+      this.unappliedBytes -= this.unapplied.shift()!.bytes;
+    }
   }
 
   /** The last batch known committed. */
@@ -73,17 +95,37 @@ export class Sequencer {
   }
 
   /** Numbers `items` as the next batch: the results to acknowledge once `record` (absent when
-   * nothing in it is stored: all resends or refusals) is durable. */
-  number(items: readonly NewMessage[]): { results: AppendResult[]; record: NumberedBatch | undefined } {
+   * nothing in it is stored: all resends or refusals) is durable. `resends` lists the items that
+   * resend a send not yet committed: their results are placeholders until fillResends, which
+   * must wait until this batch is committed. */
+  number(items: readonly NewMessage[]): {
+    results: AppendResult[];
+    record: NumberedBatch | undefined;
+    resends: number[];
+  } {
     return this.inSnapshot.deferred(() => this.numberIn(items)) as ReturnType<Sequencer["number"]>;
+  }
+
+  /** Answers number()'s `resends` from SQLite, once everything numbered is committed. */
+  fillResends(items: readonly NewMessage[], results: AppendResult[], resends: readonly number[]): void {
+    for (const i of resends) {
+      const item = items[i]!;
+      const row = this.st.messageByCid.get(item.from, item.cid);
+      if (!row)
+        throw new Error(`sequencer: ${item.from}'s message ${item.cid} is not in SQLite after its commit`);
+      results[i] = { ok: true, duplicate: true, msg: toMessage(row), updates: [] };
+    }
   }
 
   /** Everything up to `batch` is committed to SQLite: what it numbered can be read there now. */
   committedThrough(batch: number): void {
     if (batch <= this.committed) return;
     this.committed = batch;
+    this.appliedThrough(batch);
     while (this.sentByBatch.length > 0 && this.sentByBatch[0]!.batch <= batch) {
-      for (const k of this.sentByBatch.shift()!.keys) this.sent.delete(k);
+      const done = this.sentByBatch.shift()!;
+      for (const k of done.keys) this.sent.delete(k);
+      this.sentBytes -= done.bytes;
     }
     if (this.targets.size > TARGETS_MAX) dropSettled(this.targets, batch);
     if (this.heads.size > HEADS_MAX) dropSettled(this.heads, batch);
@@ -103,18 +145,28 @@ export class Sequencer {
     const batch = this.last + 1;
     const numbered: NumberedMessage[] = [];
     const keys: string[] = [];
-    const results = items.map((item): AppendResult => {
+    let bytes = 0;
+    const resends: number[] = [];
+    const duplicateOf = (key: string, item: NewMessage, i: number): AppendResult | undefined => {
+      if (this.sent.has(key)) {
+        resends.push(i);
+        return PLACEHOLDER;
+      }
+      const row = this.st.messageByCid.get(item.from, item.cid);
+      return row && { ok: true, duplicate: true, msg: toMessage(row), updates: [] };
+    };
+    const results = items.map((item, i): AppendResult => {
       const key = `${item.from}\n${item.cid}`;
       const c = this.target(item.conv);
       if (!c || !this.isMember(c, item.from)) {
         return (
-          this.duplicateOf(key, item) ?? { ok: false, code: "E_NOT_FOUND", message: "no such conversation" }
+          duplicateOf(key, item, i) ?? { ok: false, code: "E_NOT_FOUND", message: "no such conversation" }
         );
       }
       const seq = c.lastSeq + 1;
       const problem = replyToProblem(item.replyTo, seq);
-      if (problem) return this.duplicateOf(key, item) ?? { ok: false, code: "E_INVALID", message: problem };
-      const dup = this.duplicateOf(key, item);
+      if (problem) return duplicateOf(key, item, i) ?? { ok: false, code: "E_INVALID", message: problem };
+      const dup = duplicateOf(key, item, i);
       if (dup) return dup;
 
       c.lastSeq = seq;
@@ -126,12 +178,14 @@ export class Sequencer {
         dev: item.dev,
         cid: item.cid,
         type: item.type,
-        body: new Uint8Array(item.body),
+        // A view: the result goes back packed (seq and useqs), and nothing here keeps it.
+        body: item.body,
         ts: item.ts,
       };
       if (item.replyTo !== undefined) msg.replyTo = item.replyTo;
-      this.sent.set(key, msg);
+      this.sent.add(key);
       keys.push(key);
+      bytes += item.body.byteLength;
       const logs = c.large ? [groupLogKey(c.id)] : c.members;
       const useqs = logs.map((log) => this.nextUseq(log, batch));
       numbered.push({ msg: item, seq, logs, useqs });
@@ -141,10 +195,13 @@ export class Sequencer {
         : logs.map((user, i) => ({ user, useq: useqs[i]!, u }));
       return { ok: true, duplicate: false, msg, updates };
     });
-    if (numbered.length === 0) return { results, record: undefined };
+    if (numbered.length === 0) return { results, record: undefined, resends };
     this.last = batch;
-    this.sentByBatch.push({ batch, keys });
-    return { results, record: { batch, messages: numbered } };
+    this.sentByBatch.push({ batch, keys, bytes });
+    this.sentBytes += bytes;
+    this.unapplied.push({ batch, bytes });
+    this.unappliedBytes += bytes;
+    return { results, record: { batch, messages: numbered }, resends };
   }
 
   private target(id: ConversationId): Target | null {
@@ -177,13 +234,6 @@ export class Sequencer {
     }
     h.batch = batch;
     return ++h.useq;
-  }
-
-  private duplicateOf(key: string, item: NewMessage): AppendResult | undefined {
-    const mine = this.sent.get(key);
-    if (mine) return { ok: true, duplicate: true, msg: mine, updates: [] };
-    const row = this.st.messageByCid.get(item.from, item.cid);
-    return row && { ok: true, duplicate: true, msg: toMessage(row), updates: [] };
   }
 }
 

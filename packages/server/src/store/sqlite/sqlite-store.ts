@@ -1,6 +1,6 @@
 import { existsSync, rmSync } from "node:fs";
 import type BetterSqlite3 from "better-sqlite3";
-import { ParleyError } from "@parley/protocol";
+import { ParleyError } from "@parley/protocol/errors";
 import type {
   Conversation,
   ConversationId,
@@ -498,6 +498,11 @@ export class SqliteStore implements Store {
    * onCommit(epoch) tells when it is committed. */
   get uncommittedEpoch(): number {
     return this.deferredCommit !== undefined ? this.epoch : 0;
+  }
+
+  /** In an applier, the last numbered batch applied. */
+  get appliedThrough(): number {
+    return this.appliedBatch;
   }
 
   /** Set once a failure could not be recovered from: every call fails until the store is

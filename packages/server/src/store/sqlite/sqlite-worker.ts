@@ -1,6 +1,7 @@
 import { setPriority } from "node:os";
 import { parentPort, workerData, type MessagePort } from "node:worker_threads";
-import { ParleyError, type DeviceId } from "@parley/protocol";
+import type { DeviceId } from "@parley/protocol";
+import { ParleyError } from "@parley/protocol/errors";
 import type { Logger } from "../../core/ports/logger.ts";
 import { SqliteStore } from "./sqlite-store.ts";
 import { APPEND_PACKED, packResults, unpackBatch, type PackedBatch } from "./append-wire.ts";
@@ -43,6 +44,8 @@ export interface WireError {
 export type WorkerReply =
   | { id: number; result: unknown; epoch?: number }
   | { committed: number }
+  /** An applier has applied every numbered batch up to this one (not committed yet). */
+  | { applied: number }
   /** An applier could not apply an acknowledged batch, nor recover: it refuses everything. */
   | { stopped: WireError }
   | { id: number; error: WireError }
@@ -108,11 +111,15 @@ try {
   };
   port.on("message", (msg: { id: number; method: string; args: unknown[] } | { apply: Uint8Array[] }) => {
     if ("apply" in msg) {
-      store.applyNumbered(msg.apply).catch((err: unknown) => {
-        logger.error({ err: wireError(err) }, "sqlite applier: a numbered batch failed");
-        // The sequencer must stop acknowledging what can no longer be applied or read.
-        if (store.stopped) port.postMessage({ stopped: wireError(store.stopped) } satisfies WorkerReply);
-      });
+      store.applyNumbered(msg.apply).then(
+        // The sequencer bounds what is on its way here by this.
+        () => port.postMessage({ applied: store.appliedThrough } satisfies WorkerReply),
+        (err: unknown) => {
+          logger.error({ err: wireError(err) }, "sqlite applier: a numbered batch failed");
+          // The sequencer must stop acknowledging what can no longer be applied or read.
+          if (store.stopped) port.postMessage({ stopped: wireError(store.stopped) } satisfies WorkerReply);
+        },
+      );
       return;
     }
     const reply = (r: WorkerReply) => port.postMessage(r);

@@ -122,17 +122,25 @@ export class ThreadedSqliteStore implements Store {
     const threads: Worker[] = [];
     try {
       if (interval === 0) {
-        threads.push(await startWorker("./sqlite-worker.ts", init, [], opts.logger));
+        const writer = startWorker("./sqlite-worker.ts", init, [], opts.logger);
+        threads.push(writer.worker);
+        await writer.ready;
       } else {
         const { port1, port2 } = new MessageChannel();
         const applierInit: WorkerInit = { ...init, commitIntervalMs: interval, applier: true, port: port1 };
-        threads.push(await startWorker("./sqlite-worker.ts", applierInit, [port1], opts.logger));
         const sequencerInit: SequencerInit = {
           path,
           applier: port2,
           ...(opts.unsafeDeferCommitMs ? { unsafeNoLog: true } : {}),
         };
-        threads.unshift(await startWorker("./sequencer-worker.ts", sequencerInit, [port2], opts.logger));
+        // Both threads boot at once (loading TypeScript in a thread takes about a second); the
+        // sequencer begins once the applier has applied what the log held ("start").
+        const sequencer = startWorker("./sequencer-worker.ts", sequencerInit, [port2], opts.logger);
+        const applier = startWorker("./sqlite-worker.ts", applierInit, [port1], opts.logger);
+        threads.push(sequencer.worker, applier.worker);
+        await applier.ready;
+        sequencer.worker.postMessage("start");
+        await sequencer.ready;
       }
       const reader = SqliteStore.openReader(path);
       return new ThreadedSqliteStore(threads[0]!, reader, threads[1]);
@@ -377,25 +385,36 @@ export class ThreadedSqliteStore implements Store {
   }
 }
 
-/** Starts the worker module `file` (next to this one) with `data`, once it says it is ready. The
- * worker runs TypeScript: a small bootstrap registers tsx's loader in the thread (a loader given
- * by --import to the main thread does not apply to a worker's entry), then imports the module. */
-async function startWorker(
+/** The young generation of each writer thread, in MiB. */
+const WORKER_YOUNG_GENERATION_MB = 16;
+
+/** Starts the worker module `file` (next to this one) with `data`; `ready` resolves once it says
+ * it is ready. The worker runs TypeScript: a small bootstrap registers tsx's loader in the thread
+ * (a loader given by --import to the main thread does not apply to a worker's entry), then
+ * imports the module. */
+function startWorker(
   file: string,
   data: unknown,
   transfer: MessagePort[],
   logger: Logger | undefined,
-): Promise<Worker> {
+): { worker: Worker; ready: Promise<void> } {
   const tsx = import.meta.resolve("tsx/esm/api");
   const entry = new URL(file, import.meta.url).href;
   const boot =
     `import(${JSON.stringify(tsx)})` +
     `.then((api) => { api.register(); return import(${JSON.stringify(entry)}); })`;
-  const worker = new Worker(boot, { eval: true, workerData: data, transferList: transfer });
+  const worker = new Worker(boot, {
+    eval: true,
+    workerData: data,
+    transferList: transfer,
+    // Not the main thread's young generation (--max-semi-space-size, node-flags.ts): these threads
+    // keep little between batches, and a large one here is only resident memory.
+    resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB },
+  });
   worker.on("message", (msg: WorkerReply) => {
     if ("log" in msg) logger?.[msg.log.level](msg.log.obj, msg.log.msg);
   });
-  await new Promise<void>((resolve, reject) => {
+  const ready = new Promise<void>((resolve, reject) => {
     const onMessage = (msg: WorkerReply) => {
       if ("ready" in msg) resolve();
       else if ("failed" in msg) reject(new Error(msg.failed));
@@ -405,10 +424,13 @@ async function startWorker(
     worker.on("message", onMessage);
     worker.once("error", reject);
     worker.once("exit", (code) => reject(new Error(`the SQLite writer thread exited with ${code}`)));
+  }).then(() => {
+    worker.removeAllListeners("error");
+    worker.removeAllListeners("exit");
   });
-  worker.removeAllListeners("error");
-  worker.removeAllListeners("exit");
-  return worker;
+  // Until someone awaits it (the applier's, while the sequencer boots): no unhandled rejection.
+  ready.catch(() => {});
+  return { worker, ready };
 }
 
 function toError(e: WireError): Error {

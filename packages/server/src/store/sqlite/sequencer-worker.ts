@@ -14,11 +14,11 @@ import type { WireError, WorkerReply } from "./sqlite-worker.ts";
 // between a send and its acknowledgement. An append's epoch is its batch number; { committed: b }
 // says the applier has committed every batch up to b, and is passed on to the main thread.
 //
-// Records go to the applier a few at a time (toApply). Every other write is a barrier: it goes to the applier behind every batch numbered before it,
-// the applier commits those first (as SqliteStore does before any other write), and the sequencer
-// forgets what it counted, since the write may have changed members or logs. Sends that arrive
-// meanwhile wait for it. Device cursors change nothing the sequencer counts and go without one,
-// as do the commits reads ask for.
+// Records go to the applier a few at a time (toApply). Every other write is a barrier: it goes to
+// the applier behind every batch numbered before it, the applier commits those first (as
+// SqliteStore does before any other write), and the sequencer forgets what it counted, since the
+// write may have changed members or logs. Sends that arrive meanwhile wait for it. Device cursors
+// change nothing the sequencer counts and go without one, as do the commits reads ask for.
 
 export interface SequencerInit {
   path: string;
@@ -72,21 +72,22 @@ function tooFarAhead(): boolean {
   const { messages, unappliedBytes } = sequencer.uncommitted;
   return messages > MAX_UNCOMMITTED || unappliedBytes > MAX_UNAPPLIED_BYTES;
 }
-/** Resolved when the applier next applies or commits (or stops). */
-let nextCommit: { promise: Promise<void>; resolve(): void } | undefined;
 
-function commitAwaited(): Promise<void> {
-  if (!nextCommit) {
+/** Resolved when the applier next applies or commits (or stops). */
+let nextProgress: { promise: Promise<void>; resolve(): void } | undefined;
+
+function applierProgress(): Promise<void> {
+  if (!nextProgress) {
     let resolve!: () => void;
     const promise = new Promise<void>((r) => (resolve = r));
-    nextCommit = { promise, resolve };
+    nextProgress = { promise, resolve };
   }
-  return nextCommit.promise;
+  return nextProgress.promise;
 }
 
 function wakeWaiters(): void {
-  nextCommit?.resolve();
-  nextCommit = undefined;
+  nextProgress?.resolve();
+  nextProgress = undefined;
 }
 
 // ------------------------------------------------------------------ the applier
@@ -213,7 +214,7 @@ async function handle(msg: { id: number; method: string; args: unknown[] }): Pro
     return;
   }
   if (msg.method === APPEND_PACKED) {
-    while (tooFarAhead() && !broken) await commitAwaited();
+    while (tooFarAhead() && !broken) await applierProgress();
     if (broken) {
       reply({ id: msg.id, error: { message: broken.message } });
       return;

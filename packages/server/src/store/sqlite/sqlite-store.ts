@@ -479,9 +479,9 @@ export class SqliteStore implements Store {
 
   /** Applies numbered batches (encodeNumbered) of the sequencer, in order, in the deferred
    * transaction (applier only). A batch at or below the last one applied is skipped: after a
-   * failed commit the applier applied it again from the log, before it arrived. SQLite refusing a batch is a
-   * bug (the sequencer checked everything): the transaction is rolled back and the log applied
-   * again, and if that fails too the store stops (recover()). */
+   * failed commit the applier applied it again from the log, before it arrived. SQLite refusing
+   * a batch is a bug (the sequencer checked everything): the transaction is rolled back and the
+   * log applied again, and if that fails too the store stops (recover()). */
   applyNumbered(records: readonly Uint8Array[]): Promise<void> {
     return this.write(() => {
       if (this.numberedLog === undefined) throw new Error("not an applier");

@@ -17,8 +17,9 @@ import { APPEND_PACKED, packResults, unpackBatch, type PackedBatch } from "./app
 //
 // As the applier of a sequencer (init.applier, sequencer-worker.ts), it serves the sequencer's
 // thread on init.port instead, in the same protocol, plus { apply: records }: numbered batches,
-// already acknowledged, to apply (no reply; a failure is logged, and the store recovers from the
-// log or stops, SqliteStore.applyNumbered). { committed } then carries the last batch committed.
+// already acknowledged, to apply, answered with { applied: batch } (a failure is logged, and the
+// store recovers from the log or stops: { stopped }, SqliteStore.applyNumbered). { committed }
+// then carries the last batch committed.
 
 /** The applier thread's nice value (see below). */
 const APPLIER_NICE = 10;

@@ -1,6 +1,7 @@
 // The errors alone: the writer threads load this, and the whole package takes them a second.
 import { ParleyError } from "@parley/protocol/errors";
-import type { ReceiptKind, UserId } from "@parley/protocol";
+import type { ConversationId, Message, ReceiptKind, UserId } from "@parley/protocol";
+import type { NewMessage } from "../core/ports/store.ts";
 
 // Rules every Store implementation applies the same way, so that MemoryStore and the database
 // stores cannot drift apart on them. Pure functions, no I/O.
@@ -12,6 +13,23 @@ export function requireInteger(n: unknown, what: string): asserts n is number {
 
 /** Why `replyTo` is refused for a message about to get `seq`, or undefined if it is fine: it must
  * name an earlier message of the same conversation, 1..seq-1. */
+/** The message `item` becomes when stored at `seq` in `conv`, with `body` (a copy or a view, as
+ * the caller needs). */
+export function messageAt(item: NewMessage, conv: ConversationId, seq: number, body: Uint8Array): Message {
+  const msg: Message = {
+    conv,
+    seq,
+    from: item.from,
+    dev: item.dev,
+    cid: item.cid,
+    type: item.type,
+    body,
+    ts: item.ts,
+  };
+  if (item.replyTo !== undefined) msg.replyTo = item.replyTo;
+  return msg;
+}
+
 export function replyToProblem(replyTo: number | undefined, seq: number): string | undefined {
   if (replyTo === undefined) return undefined;
   if (!Number.isSafeInteger(replyTo) || replyTo < 1 || replyTo >= seq) {

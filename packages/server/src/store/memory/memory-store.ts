@@ -28,6 +28,7 @@ import type {
 import {
   compareActivity,
   compareText,
+  messageAt,
   raiseReceipt,
   replyToProblem,
   requireInteger,
@@ -467,18 +468,7 @@ export class MemoryStore implements Store {
     const problem = replyToProblem(item.replyTo, seq);
     if (problem) return { ok: false, code: "E_INVALID", message: problem };
 
-    const m: StoredMessage = {
-      conv: c.id,
-      seq,
-      from: item.from,
-      dev: item.dev,
-      cid: item.cid,
-      type: item.type,
-      body: new Uint8Array(item.body),
-      ts: item.ts,
-      reactions: [],
-    };
-    if (item.replyTo !== undefined) m.replyTo = item.replyTo;
+    const m: StoredMessage = { ...messageAt(item, c.id, seq, new Uint8Array(item.body)), reactions: [] };
     c.messages.push(m);
     c.lastSeq = seq;
     c.lastActivity = Math.max(c.lastActivity, item.ts);

@@ -1,7 +1,7 @@
 import type BetterSqlite3 from "better-sqlite3";
-import type { ConversationId, Message, UserId } from "@parley/protocol";
+import type { ConversationId, UserId } from "@parley/protocol";
 import type { AppendResult, LogUpdate, NewMessage } from "../../core/ports/store.ts";
-import { replyToProblem } from "../store-rules.ts";
+import { messageAt, replyToProblem } from "../store-rules.ts";
 import { prepareStatements, toMessage, type Statements } from "./sqlite-statements.ts";
 import { groupLogKey } from "./sqlite-update-log.ts";
 import type { NumberedBatch, NumberedMessage } from "./numbered-log.ts";
@@ -53,11 +53,9 @@ export class Sequencer {
   private readonly st: Statements;
   private readonly targets = new Map<ConversationId, Target | null>();
   private readonly heads = new Map<string, Head>();
-  /** Sends numbered and not yet known committed, by `${from}\n${cid}`, and the keys and body
-   * bytes by batch. */
+  /** Sends numbered and not yet known committed, by `${from}\n${cid}`, and the keys by batch. */
   private readonly sent = new Set<string>();
-  private readonly sentByBatch: Array<{ batch: number; keys: string[]; bytes: number }> = [];
-  private sentBytes = 0;
+  private readonly sentByBatch: Array<{ batch: number; keys: string[] }> = [];
   /** Batches numbered and not yet applied (the applier's backlog), with their body bytes. */
   private readonly unapplied: Array<{ batch: number; bytes: number }> = [];
   private unappliedBytes = 0;
@@ -76,10 +74,10 @@ export class Sequencer {
     return this.last;
   }
 
-  /** Messages numbered and not yet known committed, and their bodies' bytes; the bytes of those
-   * not yet applied either (held in memory on their way to SQLite). */
-  get uncommitted(): { messages: number; bytes: number; unappliedBytes: number } {
-    return { messages: this.sent.size, bytes: this.sentBytes, unappliedBytes: this.unappliedBytes };
+  /** Messages numbered and not yet known committed, and the body bytes of those not yet applied
+   * either (held in memory on their way to SQLite). */
+  get uncommitted(): { messages: number; unappliedBytes: number } {
+    return { messages: this.sent.size, unappliedBytes: this.unappliedBytes };
   }
 
   /** The applier has applied every batch up to `batch` (not committed yet). */
@@ -123,9 +121,7 @@ export class Sequencer {
     this.committed = batch;
     this.appliedThrough(batch);
     while (this.sentByBatch.length > 0 && this.sentByBatch[0]!.batch <= batch) {
-      const done = this.sentByBatch.shift()!;
-      for (const k of done.keys) this.sent.delete(k);
-      this.sentBytes -= done.bytes;
+      for (const k of this.sentByBatch.shift()!.keys) this.sent.delete(k);
     }
     if (this.targets.size > TARGETS_MAX) dropSettled(this.targets, batch);
     if (this.heads.size > HEADS_MAX) dropSettled(this.heads, batch);
@@ -171,18 +167,8 @@ export class Sequencer {
 
       c.lastSeq = seq;
       c.batch = batch;
-      const msg: Message = {
-        conv: c.id,
-        seq,
-        from: item.from,
-        dev: item.dev,
-        cid: item.cid,
-        type: item.type,
-        // A view: the result goes back packed (seq and useqs), and nothing here keeps it.
-        body: item.body,
-        ts: item.ts,
-      };
-      if (item.replyTo !== undefined) msg.replyTo = item.replyTo;
+      // A view of the body: the result goes back packed (seq and useqs), and nothing here keeps it.
+      const msg = messageAt(item, c.id, seq, item.body);
       this.sent.add(key);
       keys.push(key);
       bytes += item.body.byteLength;
@@ -197,8 +183,7 @@ export class Sequencer {
     });
     if (numbered.length === 0) return { results, record: undefined, resends };
     this.last = batch;
-    this.sentByBatch.push({ batch, keys, bytes });
-    this.sentBytes += bytes;
+    this.sentByBatch.push({ batch, keys });
     this.unapplied.push({ batch, bytes });
     this.unappliedBytes += bytes;
     return { results, record: { batch, messages: numbered }, resends };

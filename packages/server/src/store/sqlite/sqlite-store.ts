@@ -31,6 +31,7 @@ import type {
 } from "../../core/ports/store.ts";
 import {
   compareActivity,
+  messageAt,
   raiseReceipt,
   replyToProblem,
   requireInteger,
@@ -572,17 +573,7 @@ export class SqliteStore implements Store {
       senders.set(from, seq);
       c.row.last_seq = seq;
       c.row.last_activity = Math.max(c.row.last_activity, ts);
-      const msg: Message = {
-        conv: c.row.id,
-        seq,
-        from,
-        dev,
-        cid,
-        type,
-        body: new Uint8Array(item.body),
-        ts,
-      };
-      if (item.replyTo !== undefined) msg.replyTo = item.replyTo;
+      const msg = messageAt(item, c.row.id, seq, new Uint8Array(item.body));
       return {
         ok: true,
         duplicate: false,

@@ -59,6 +59,8 @@ try {
 
 /** Set when the log cannot be written, or the applier stopped: every call but close fails. */
 let broken: Error | undefined;
+/** Set once close was asked for: later requests are refused. */
+let closing = false;
 
 /** How far the applier may fall behind: messages numbered and not committed (their keys are
  * kept here, and one SQLite transaction holds them), and bytes not yet applied (held in memory on
@@ -117,7 +119,20 @@ applier.on("message", (msg: WorkerReply) => {
   done?.("result" in msg ? { result: msg.result } : { error: msg.error });
 });
 
+// The applier's thread ended without being closed (it crashed or was terminated): nothing more
+// can be applied or committed, and calls on their way to it would wait forever.
+let applierGone = false;
+applier.on("close", () => {
+  applierGone = true;
+  if (closing) return;
+  broken ??= new Error("the SQLite applier thread stopped; the store must be reopened");
+  for (const done of calls.values()) done({ error: { message: broken.message } });
+  calls.clear();
+  wakeWaiters();
+});
+
 function callApplier(method: string, args: unknown[]): Promise<Reply> {
+  if (applierGone) return Promise.resolve({ error: { message: "the SQLite applier thread stopped" } });
   return new Promise((resolve) => {
     const id = nextId++;
     calls.set(id, resolve);
@@ -205,8 +220,6 @@ async function append(packed: PackedBatch): Promise<unknown> {
   return packResults(batch, results);
 }
 
-let closing = false;
-
 async function handle(msg: { id: number; method: string; args: unknown[] }): Promise<void> {
   const reply = (r: WorkerReply) => port.postMessage(r);
   if (broken && msg.method !== "close") {
@@ -235,7 +248,9 @@ async function handle(msg: { id: number; method: string; args: unknown[] }): Pro
     void callApplier(msg.method, msg.args).then((r) => reply({ id: msg.id, ...r }));
     return;
   }
-  const r = await callApplier(msg.method, msg.args);
+  // Closing after the applier ended: nothing to ask it; the log keeps what it did not commit.
+  const r =
+    msg.method === "close" && applierGone ? { result: undefined } : await callApplier(msg.method, msg.args);
   // Whatever it was, the applier committed every batch before it (or it failed and stopped).
   if (sequencer.committedBatch >= sequencer.lastBatch) sequencer.forget();
   if (msg.method === "close" && "result" in r) {

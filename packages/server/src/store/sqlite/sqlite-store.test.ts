@@ -735,6 +735,31 @@ describe("numbered log (ThreadedSqliteStore: acknowledged ahead of SQLite)", () 
     await reopened.close();
   });
 
+  it("an applier thread that ends unasked stops the store instead of leaving calls waiting", async () => {
+    const file = join(dir(), "parley.db");
+    const store = await openSetUp(file);
+    const [m1] = await store.appendMessages([newMessage("g1", "a", "m1")]);
+    expect(m1).toMatchObject({ ok: true, msg: { seq: 1 } });
+    // As a crash of that thread would.
+    await (store as unknown as { applier: { terminate(): Promise<number> } }).applier.terminate();
+    let refusal: unknown;
+    for (let i = 0; i < 200 && refusal === undefined; i++) {
+      refusal = await store.appendMessages([newMessage("g1", "b", `after-${i}`)]).then(
+        () => new Promise((r) => setTimeout(() => r(undefined), 10)),
+        (err: unknown) => err,
+      );
+    }
+    expect(String(refusal)).toMatch(/applier thread stopped/);
+    await expect(store.createUser({ id: "d", name: "d", passwordHash: "x", createdAt: 1 })).rejects.toThrow(
+      /applier thread stopped/,
+    );
+    await store.close();
+    // What was acknowledged is in the log: the next start applies it.
+    const reopened = await SqliteStore.open(file, LONG);
+    expect(await reopened.getMessage("g1", 1)).toMatchObject({ cid: "m1" });
+    await reopened.close();
+  });
+
   it("an acknowledged batch SQLite refuses stops the store, and the log keeps it for the next start", async () => {
     const file = join(dir(), "parley.db");
     const store = await openSetUp(file);

@@ -404,6 +404,38 @@ describe("what SqliteStore keeps between write transactions", () => {
   });
 });
 
+/** Copies the files of the database at `file` with these suffixes ("" is the database itself) to
+ * `<to>/parley.db...`, skipping those that do not exist; the copy's path. */
+async function copyFiles(file: string, to: string, suffixes: readonly string[]): Promise<string> {
+  await mkdir(to, { recursive: true });
+  const copy = join(to, "parley.db");
+  for (const suffix of suffixes) {
+    await copyFile(file + suffix, copy + suffix).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== "ENOENT") throw e;
+    });
+  }
+  return copy;
+}
+
+/** The users and groups the commit log tests send between. */
+async function setUp(store: Store): Promise<void> {
+  await addUsers(store, "a", "b", "c");
+  await addGroup(store, "g1", ["a", "b"]);
+  await addGroup(store, "g2", ["a", "b", "c"]);
+}
+
+/** The first refusal of a send to g1 from `store`, once it comes (bounded: 200 tries 10 ms apart). */
+async function refusalOf(store: Store): Promise<unknown> {
+  let refusal: unknown;
+  for (let i = 0; i < 200 && refusal === undefined; i++) {
+    refusal = await store.appendMessages([newMessage("g1", "b", `after-${i}`)]).then(
+      () => new Promise((r) => setTimeout(() => r(undefined), 10)),
+      (err: unknown) => err,
+    );
+  }
+  return refusal;
+}
+
 describe("commit log", () => {
   const dir = useTempDir();
   /** Never committed by its timer within a test: only what forces a commit commits. */
@@ -411,20 +443,8 @@ describe("commit log", () => {
 
   /** What a SIGKILL leaves on disk now: the files copied aside (the writer is synchronous, so
    * nothing is half-written between two of our calls). */
-  async function crashCopy(file: string, to: string): Promise<string> {
-    const copy = join(to, "parley.db");
-    for (const suffix of ["", "-wal", "-commitlog"]) {
-      await copyFile(file + suffix, copy + suffix).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== "ENOENT") throw e;
-      });
-    }
-    return copy;
-  }
-
-  async function setUp(store: Store): Promise<void> {
-    await addUsers(store, "a", "b", "c");
-    await addGroup(store, "g1", ["a", "b"]);
-    await addGroup(store, "g2", ["a", "b", "c"]);
+  function crashCopy(file: string, to: string): Promise<string> {
+    return copyFiles(file, to, ["", "-wal", "-commitlog"]);
   }
 
   /** A store on `file` that only commits when forced, with setUp's users and groups. */
@@ -640,26 +660,16 @@ describe("numbered log (ThreadedSqliteStore: acknowledged ahead of SQLite)", () 
 
   async function openSetUp(file: string, logger?: Logger): Promise<ThreadedSqliteStore> {
     const store = await ThreadedSqliteStore.open(file, { ...LONG, ...(logger ? { logger } : {}) });
-    await addUsers(store, "a", "b", "c");
-    await addGroup(store, "g1", ["a", "b"]);
-    await addGroup(store, "g2", ["a", "b", "c"]);
+    await setUp(store);
     return store;
   }
 
   /** The files a SIGKILL would leave now: the database, its WAL and the log's segments. What the
    * sequencer acknowledged is in the segments already (it writes them before it answers); the
    * database copy holds whatever SQLite had committed. */
-  async function crashCopy(file: string): Promise<string> {
-    const to = join(dir(), "crash");
-    await mkdir(to, { recursive: true });
-    const copy = join(to, "parley.db");
-    const suffixes = ["", "-wal", ...NumberedLog.segments(file).map((s) => s.path.slice(file.length))];
-    for (const suffix of suffixes) {
-      await copyFile(file + suffix, copy + suffix).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== "ENOENT") throw e;
-      });
-    }
-    return copy;
+  function crashCopy(file: string): Promise<string> {
+    const segments = NumberedLog.segments(file).map((s) => s.path.slice(file.length));
+    return copyFiles(file, join(dir(), "crash"), ["", "-wal", ...segments]);
   }
 
   /** Records the messages a store logs. */
@@ -742,14 +752,7 @@ describe("numbered log (ThreadedSqliteStore: acknowledged ahead of SQLite)", () 
     expect(m1).toMatchObject({ ok: true, msg: { seq: 1 } });
     // As a crash of that thread would.
     await (store as unknown as { applier: { terminate(): Promise<number> } }).applier.terminate();
-    let refusal: unknown;
-    for (let i = 0; i < 200 && refusal === undefined; i++) {
-      refusal = await store.appendMessages([newMessage("g1", "b", `after-${i}`)]).then(
-        () => new Promise((r) => setTimeout(() => r(undefined), 10)),
-        (err: unknown) => err,
-      );
-    }
-    expect(String(refusal)).toMatch(/applier thread stopped/);
+    expect(String(await refusalOf(store))).toMatch(/applier thread stopped/);
     await expect(store.createUser({ id: "d", name: "d", passwordHash: "x", createdAt: 1 })).rejects.toThrow(
       /applier thread stopped/,
     );
@@ -768,14 +771,7 @@ describe("numbered log (ThreadedSqliteStore: acknowledged ahead of SQLite)", () 
     const [boom] = await store.appendMessages([newMessage("g1", "a", "m1", { type: "boom" })]);
     expect(boom).toMatchObject({ ok: true, msg: { seq: 1 } });
     // Once the applier has stopped, so does everything else: nothing more is acknowledged.
-    let refusal: unknown;
-    for (let i = 0; i < 200 && refusal === undefined; i++) {
-      refusal = await store.appendMessages([newMessage("g1", "b", `after-${i}`)]).then(
-        () => new Promise((r) => setTimeout(() => r(undefined), 10)),
-        (err: unknown) => err,
-      );
-    }
-    expect(String(refusal)).toMatch(/must be reopened/);
+    expect(String(await refusalOf(store))).toMatch(/must be reopened/);
     await store.close();
     expect(NumberedLog.readAll(file).length).toBeGreaterThan(0);
     // Fixed (the trigger gone), the next start applies what was acknowledged.

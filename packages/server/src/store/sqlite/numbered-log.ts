@@ -142,8 +142,6 @@ export class NumberedLog {
   private readonly closed: Array<Segment & { last: number }> = [];
   /** Highest batch appended to the current segment (0: none). */
   private last = 0;
-  /** Whether close(true) deleted the files. */
-  private removed = false;
 
   private constructor(
     private readonly dbPath: string,
@@ -257,16 +255,9 @@ export class NumberedLog {
     this.log.close();
     this.log = undefined;
     if (!removeAll) return;
-    this.removed = true;
     for (const s of this.closed) unlinkQuietly(s.path);
     this.closed.length = 0;
     unlinkQuietly(this.current.path);
-  }
-
-  /** Segment files of this log on disk: the closed ones not released, and the current one
-   * (0 after close(true)). Segments of an earlier log of the same database are not counted. */
-  get segmentCount(): number {
-    return this.removed ? 0 : this.closed.length + 1;
   }
 
   private open(): CommitLog {

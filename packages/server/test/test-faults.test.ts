@@ -6,6 +6,8 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseTestFaults } from "../src/config.ts";
 import { addGroup, addUsers, sendMsg } from "../src/store/conformance/fixtures.ts";
 import { SqliteStore } from "../src/store/sqlite/sqlite-store.ts";
+import { ThreadedSqliteStore } from "../src/store/sqlite/threaded-sqlite-store.ts";
+import { NumberedLog } from "../src/store/sqlite/numbered-log.ts";
 import { withCommitDelay } from "../src/store/testing/commit-delay.ts";
 
 // The deliberately broken server builds behind PARLEY_TEST_FAULTS, which the reliability tests
@@ -52,7 +54,7 @@ describe("test faults in the store", () => {
   }
 
   it("ack-before-commit: a send resolves while nothing of it is committed", async () => {
-    const store = await SqliteStore.open(file, { unsafeDeferCommitMs: 60_000 });
+    const store = await ThreadedSqliteStore.open(file, { unsafeDeferCommitMs: 60_000 });
     await addUsers(store, "u1", "u2");
     await addGroup(store, "c1", ["u1", "u2"]);
     const msg = await sendMsg(store, "c1", "u1", "cid-1");
@@ -64,6 +66,8 @@ describe("test faults in the store", () => {
     expect(committedMessages()).toBe(1);
     await sendMsg(store, "c1", "u1", "cid-2");
     expect(committedMessages()).toBe(1);
+    // Acknowledged without the log that would have kept them.
+    expect(NumberedLog.segments(file)).toEqual([]);
     await store.close(); // commits
     expect(committedMessages()).toBe(2);
   });

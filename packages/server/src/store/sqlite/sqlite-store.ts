@@ -85,13 +85,6 @@ export interface SqliteStoreOptions {
    * numbered log's segments are the sequencer's: this store only reads them, to replay them at
    * open and after a failed commit. */
   applier?: boolean;
-  /** TEST ONLY, breaks durability on purpose: message appends run inside one long transaction
-   * that is committed this many ms after it began (or by the next other write), while their
-   * promises settle at once, i.e. sends are acknowledged before they are committed. A SIGKILL
-   * loses them. It exists so that the chaos
-   * checker can be shown to catch acknowledged-but-lost messages (PARLEY_TEST_FAULTS). It is
-   * the commit log without its log; it wins over commitIntervalMs. */
-  unsafeDeferCommitMs?: number;
 }
 
 /** The log message of a start that applied a non-empty commit log (the chaos run counts them). */
@@ -154,7 +147,7 @@ export class SqliteStore implements Store {
     this.st = prepareStatements(db);
     this.log = new SqliteUpdateLog(this.st);
     this.txn = db.transaction((fn: () => unknown) => fn());
-    this.deferMs = opts.unsafeDeferCommitMs || opts.commitIntervalMs || 0;
+    this.deferMs = opts.commitIntervalMs || 0;
     this.onCommit = opts.onCommit;
     this.logger = opts.logger ?? silentLogger;
     if (opts.applier) {
@@ -177,8 +170,8 @@ export class SqliteStore implements Store {
         throw err;
       }
       try {
-        const owner = opts.commitIntervalMs !== undefined || opts.unsafeDeferCommitMs !== undefined;
-        const keep = !opts.applier && !opts.unsafeDeferCommitMs && opts.commitIntervalMs;
+        const owner = opts.commitIntervalMs !== undefined;
+        const keep = !opts.applier && opts.commitIntervalMs;
         store.openCommitLog(commitLogPath(path), !owner ? "leave" : keep ? "keep" : "remove");
         // A sequencer's numbered log (a ThreadedSqliteStore that stopped): applied and removed by
         // whichever store owns the file next. Not by a tool beside a running server, which may be
@@ -836,8 +829,8 @@ export class SqliteStore implements Store {
   /** After a failed batch or commit in the deferred transaction: rolls it back, then applies and
    * commits what the commit log holds (the batches already acknowledged), on the last committed
    * state, as at open. If even that fails, the store is broken: every call fails until it is
-   * reopened, which replays the log once more. Without a log (the test fault) the rolled back
-   * appends are lost. */
+   * reopened, which replays the log once more. An applier applies its sequencer's numbered log
+   * the same way. */
   private recover(cause: Error): void {
     clearTimeout(this.deferredCommit);
     this.deferredCommit = undefined;

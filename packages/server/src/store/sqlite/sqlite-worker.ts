@@ -28,7 +28,6 @@ export interface WorkerInit {
   path: string;
   cacheKib?: number;
   commitIntervalMs?: number;
-  unsafeDeferCommitMs?: number;
   /** The applier of a sequencer: serve it on `port` (see the header). */
   applier?: boolean;
   port?: MessagePort;
@@ -94,7 +93,6 @@ try {
     ...(init.cacheKib !== undefined ? { cacheKib: init.cacheKib } : {}),
     ...(init.commitIntervalMs !== undefined ? { commitIntervalMs: init.commitIntervalMs } : {}),
     onCommit: (epoch) => port.postMessage({ committed: epoch } satisfies WorkerReply),
-    ...(init.unsafeDeferCommitMs !== undefined ? { unsafeDeferCommitMs: init.unsafeDeferCommitMs } : {}),
     ...(init.applier ? { applier: true } : {}),
   });
   const methods = store as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;

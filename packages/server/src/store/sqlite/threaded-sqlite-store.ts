@@ -66,7 +66,10 @@ export interface ThreadedSqliteStoreOptions {
   cacheKib?: number;
   /** See SqliteStoreOptions.commitIntervalMs. */
   commitIntervalMs?: number;
-  /** Test only: see SqliteStoreOptions.unsafeDeferCommitMs. */
+  /** TEST ONLY, breaks durability on purpose (PARLEY_TEST_FAULTS ack-before-commit): sends are
+   * acknowledged without the numbered log and committed this many ms later (or by the next other
+   * write), so a SIGKILL loses them; the chaos checker is shown to catch that. Wins over
+   * commitIntervalMs. */
   unsafeDeferCommitMs?: number;
 }
 

@@ -1,5 +1,6 @@
 import type { BenchFlags } from "./harness.ts";
 import { SCENARIOS } from "./scenarios/index.ts";
+import { speedProbeMs } from "./speed-probe.ts";
 
 // `npm run bench -- [scenario...|all] [--name value ...]`: runs each scenario against its own
 // server process (durable SQLite) and load processes, and prints one JSON line per result.
@@ -53,5 +54,9 @@ const chosen =
         return s;
       });
 for (const scenario of chosen) {
-  for (const result of await scenario.run(flags)) process.stdout.write(JSON.stringify(result) + "\n");
+  // Taken before each scenario, with nothing else of ours running: see speed-probe.ts.
+  const machine_probe_ms = speedProbeMs();
+  for (const result of await scenario.run(flags)) {
+    process.stdout.write(JSON.stringify({ ...result, machine_probe_ms }) + "\n");
+  }
 }

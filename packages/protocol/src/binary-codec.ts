@@ -7,6 +7,7 @@ import type { Options } from "msgpackr";
 import { ParleyError } from "./errors.ts";
 import type { Frame } from "./frames.ts";
 import { checkPlainMsgpack } from "./msgpack-check.ts";
+import { hotPack } from "./hot-frames.ts";
 
 // Options msgpackr accepts but its typings omit.
 interface CodecOptions extends Omit<Options, "int64AsType"> {
@@ -29,10 +30,16 @@ const options: CodecOptions = {
 const packr = new Packr(options as unknown as Options);
 const unpackr = new Unpackr(options as unknown as Options);
 
+/** The general encoder, without the hand-written path for the hot frames: for the tests that
+ * compare the two. */
+export function packGeneral(frame: Frame): Uint8Array {
+  return packr.pack(frame);
+}
+
 /** Encodes a frame as a MessagePack body (what a WebSocket binary message carries). Returns a
  * fresh Uint8Array owned by the caller. Integers beyond 32 bits are written as float64. */
 export function encodeBinary(frame: Frame): Uint8Array {
-  const packed = packr.pack(frame);
+  const packed = hotPack(frame) ?? packr.pack(frame);
   // Copy out of msgpackr's shared arena, so a retained frame does not pin it.
   const out = new Uint8Array(packed.length);
   out.set(packed);
@@ -43,7 +50,7 @@ export function encodeBinary(frame: Frame): Uint8Array {
  * is the caller's to keep, but it is a view into a memory slab shared with other frames: never
  * transfer (postMessage) its buffer. */
 export function encodeFramed(frame: Frame): Uint8Array {
-  const packed = packr.pack(frame);
+  const packed = hotPack(frame) ?? packr.pack(frame);
   const length = packed.length;
   const out = slabBytes(4 + length);
   out[0] = length >>> 24;

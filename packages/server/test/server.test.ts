@@ -209,6 +209,11 @@ describe("startServer", () => {
     expect(value("parley_fanout_backlog")).toBe(0);
     expect(value("nodejs_eventloop_lag_p99_seconds")).toBeGreaterThan(0);
     expect(text).toMatch(/^nodejs_gc_duration_seconds_bucket/m);
+    expect(value("process_resident_memory_bytes")).toBeGreaterThan(0);
+    // Left out: each would walk every connection's descriptor or handle at every scrape.
+    for (const name of ["process_open_fds", "nodejs_active_handles", "nodejs_active_resources"]) {
+      expect(text).not.toMatch(new RegExp(`^${name}`, "m"));
+    }
     // Nothing else is served there, and the main HTTP port does not serve metrics.
     expect((await fetch(`http://127.0.0.1:${port}/v1/users`)).status).toBe(404);
     expect((await fetch(`http://127.0.0.1:${port}/metrics`, { method: "POST" })).status).toBe(404);

@@ -162,6 +162,7 @@ export async function meteredDirectLoad(
   const meter = new ProcessMeter(pid);
   const own = metricsPort !== undefined ? new ServerMetricsWindow(metricsPort) : undefined;
   let server = { cpu_pct: 0, rss_mb: 0, rss_peak_mb: 0 };
+  await own?.warm();
   const load = await runDirectLoad(
     options,
     () => {

@@ -170,4 +170,44 @@ describe("Sequencer with its applier", () => {
     expect(pair.seq.lastBatch).toBe(1);
     await pair.close();
   });
+
+  it("the applier commits a transaction older than its interval at the next batch, though its timer has not run", async () => {
+    // A worker's port delivers every queued message before timers run: behind a backlog the
+    // commit timer alone fired seconds late, and the transaction grew to the sequencer's bound.
+    const file = join(dir, "cadence.db");
+    const commits: number[] = [];
+    const applier = await SqliteStore.open(file, {
+      commitIntervalMs: 30,
+      applier: true,
+      onCommit: (batch) => commits.push(batch),
+    });
+    await setUp(applier);
+    const reader = openReader(file);
+    const seq = new Sequencer(reader);
+    try {
+      const apply = (cid: string) => {
+        const { record } = seq.number([newMessage("g1", "a", cid)]);
+        return applier.applyNumbered([encodeNumbered(record!)]);
+      };
+      commits.length = 0;
+      await apply("m1");
+      await apply("m2");
+      // Within the interval: nothing committed yet.
+      expect(commits).toEqual([]);
+      // The event loop held past the interval, as a backlog of messages would hold it.
+      const until = performance.now() + 40;
+      while (performance.now() < until);
+      const third = apply("m3");
+      // Committed with m3 in the same turn, before any timer could run.
+      expect(commits).toEqual([seq.lastBatch]);
+      await third;
+      // The next transaction is young again: no commit.
+      await apply("m4");
+      expect(commits).toEqual([seq.lastBatch - 1]);
+      expect(applier.uncommittedEpoch).toBeGreaterThan(0);
+    } finally {
+      reader.close();
+      await applier.close();
+    }
+  });
 });

@@ -120,6 +120,8 @@ export class SqliteStore implements Store {
   /** Set when a failed commit could not be recovered from: every call fails with it. */
   private broken: Error | undefined;
   private deferredCommit: NodeJS.Timeout | undefined;
+  /** When the deferred transaction began (performance.now()). */
+  private deferredSince = 0;
   /** Appends are deferred (committed every deferMs) when > 0. */
   private readonly deferMs: number;
   private commitLog: CommitLog | undefined;
@@ -477,7 +479,7 @@ export class SqliteStore implements Store {
    * a batch is a bug (the sequencer checked everything): the transaction is rolled back and the
    * log applied again, and if that fails too the store stops (recover()). */
   applyNumbered(records: readonly Uint8Array[]): Promise<void> {
-    return this.write(() => {
+    const done = this.write(() => {
       if (this.numberedLog === undefined) throw new Error("not an applier");
       for (const payload of records) {
         const b = decodeNumbered(payload);
@@ -486,6 +488,14 @@ export class SqliteStore implements Store {
         this.appliedBatch = b.batch;
       }
     }, "append");
+    // The commit timer alone is not enough here: a worker's port delivers the messages already
+    // queued before timers run (400 queued messages of 5 ms each: a 100 ms timer had not run
+    // after 2 s). Behind a backlog at direct-max the applier committed 1.5-2.7 s apart, the
+    // transaction grew to the sequencer's bound (MAX_UNCOMMITTED), and sends waited for it.
+    if (this.deferredCommit !== undefined && performance.now() - this.deferredSince >= this.deferMs) {
+      this.commitDeferred();
+    }
+    return done;
   }
 
   /** The epoch of the deferred transaction holding acknowledged appends, 0 when none is open;
@@ -778,6 +788,7 @@ export class SqliteStore implements Store {
     if (!this.db.inTransaction) {
       this.db.exec("BEGIN IMMEDIATE");
       this.epoch++;
+      this.deferredSince = performance.now();
       this.deferredCommit = setTimeout(() => this.commitDeferred(), this.deferMs);
     }
     return this.inDeferred(() => {

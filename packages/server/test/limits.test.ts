@@ -617,7 +617,7 @@ describe("a slow reader", () => {
       });
       resetPeakRss(pid);
       const before = peakRss(pid)!;
-      const TOTAL = 192 * 1024 * 1024;
+      const TOTAL = 256 * 1024 * 1024;
       const sent = await sender.sendMany(conv.id, Math.ceil(TOTAL / BODY), text);
       const grown = peakRss(pid)! - before;
 
@@ -625,10 +625,11 @@ describe("a slow reader", () => {
       // handling the messages costs anyway: about 20 MiB measured for 128 MiB with one writer
       // thread, 65-72 MiB for 192 MiB since the sequencer and the applier (each holds every
       // batch's bodies once more on their way to SQLite, until its own garbage collector runs;
-      // bounded, architecture.md). 80 MiB allowed, as the collectors' timing varies on a loaded
-      // machine. A server that kept queueing for both readers grows by about twice what was
-      // sent (240 MiB measured for 128).
-      const BOUND = 2 * (MAX_OUTBOUND + BODY) + 80 * 1024 * 1024;
+      // bounded, architecture.md). On a fast machine, where the sender is held to 500 frames/s,
+      // 76-83 MiB for 192 or 256 MiB alike (eleventh session). 100 MiB allowed, as the
+      // collectors' timing varies on a loaded machine. A server that kept queueing for both
+      // readers grows by about twice what was sent (240 MiB measured for 128).
+      const BOUND = 2 * (MAX_OUTBOUND + BODY) + 100 * 1024 * 1024;
       expect(sent).toBeGreaterThan(2 * BOUND);
       expect(grown).toBeLessThan(BOUND);
       await until(() => dropped.length === 2, "both readers dropped");

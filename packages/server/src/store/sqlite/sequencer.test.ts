@@ -177,7 +177,8 @@ describe("Sequencer with its applier", () => {
     const file = join(dir, "cadence.db");
     const commits: number[] = [];
     const applier = await SqliteStore.open(file, {
-      commitIntervalMs: 30,
+      // Long enough that nothing but the wait below takes the test past it, even on a busy machine.
+      commitIntervalMs: 300,
       applier: true,
       onCommit: (batch) => commits.push(batch),
     });
@@ -195,7 +196,7 @@ describe("Sequencer with its applier", () => {
       // Within the interval: nothing committed yet.
       expect(commits).toEqual([]);
       // The event loop held past the interval, as a backlog of messages would hold it.
-      const until = performance.now() + 40;
+      const until = performance.now() + 320;
       while (performance.now() < until);
       const third = apply("m3");
       // Committed with m3 in the same turn, before any timer could run.

@@ -23,7 +23,7 @@ describe("ServerMetricsWindow", () => {
     const listener = await metrics.listen("127.0.0.1", 0);
     try {
       metrics.commit(500, 0.3, true); // before the window: not counted
-      const window = new ServerMetricsWindow(listener.port);
+      const window = await ServerMetricsWindow.open(listener.port);
       await window.start();
       for (let i = 0; i < 98; i++) metrics.commit(10, 0.0008, true);
       metrics.commit(10, 0.03, true);

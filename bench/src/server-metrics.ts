@@ -59,13 +59,15 @@ export class ServerMetricsWindow {
   private first: Taken | undefined;
   private last: Taken | undefined;
 
-  constructor(private readonly port: number) {}
+  private constructor(private readonly port: number) {}
 
-  /** A scrape whose figures are dropped, before the load starts: the first one costs the server
-   * and this process more than the next (code run for the first time, fetch's own start), and
-   * taken at the window's start, that cost showed in the window's latencies. */
-  async warm(): Promise<void> {
-    await scrape(this.port);
+  /** A window over the server at `port`, after one scrape whose figures are dropped: the first
+   * scrape costs the server and this process more than the next (code run for the first time,
+   * fetch's own start), and taken at the window's start, that cost showed in the window's
+   * latencies. Open it before the load starts. */
+  static async open(port: number): Promise<ServerMetricsWindow> {
+    await scrape(port);
+    return new ServerMetricsWindow(port);
   }
 
   /** Takes the first scrape; resolves once it is taken (the window's figures start there). */

@@ -202,13 +202,13 @@ async function runOne(flags: ReadonlyMap<string, string>, members: number): Prom
     const connections = ready.reduce((n, r) => n + r.connections, 0);
     const connectMs = Math.max(...ready.map((r) => r.connectMs));
 
+    const own = await ServerMetricsWindow.open(bench.server.metricsPort!);
     const startAt = now() + 500;
     for (const p of procs) p.send({ t: "go", startAt });
     const windowStart = startAt + warmupS * 1000;
     const windowEnd = windowStart + durationS * 1000;
     const drainEnd = windowEnd + drainS * 1000;
     const meter = new ProcessMeter(bench.server.pid);
-    const own = new ServerMetricsWindow(bench.server.metricsPort!);
     await sleep(windowStart - now());
     meter.start();
     void own.start();

@@ -160,9 +160,8 @@ export async function meteredDirectLoad(
   metricsPort?: number,
 ): Promise<Record<string, unknown>> {
   const meter = new ProcessMeter(pid);
-  const own = metricsPort !== undefined ? new ServerMetricsWindow(metricsPort) : undefined;
+  const own = metricsPort !== undefined ? await ServerMetricsWindow.open(metricsPort) : undefined;
   let server = { cpu_pct: 0, rss_mb: 0, rss_peak_mb: 0 };
-  await own?.warm();
   const load = await runDirectLoad(
     options,
     () => {

@@ -548,6 +548,21 @@ describe("commit log", () => {
     await store.close();
   });
 
+  it("an append that finds the transaction older than the interval commits it, though the timer has not run", async () => {
+    // The same in the applier (sequencer.test.ts); here appendMessages with the commit log.
+    const file = join(dir(), "parley.db");
+    const store = await SqliteStore.open(file, { commitIntervalMs: 300 });
+    await setUp(store);
+    await sendMsg(store, "g1", "a", "m1");
+    expect(committedMessages(file)).toBe(0);
+    const until = performance.now() + 320;
+    while (performance.now() < until);
+    await sendMsg(store, "g1", "a", "m2");
+    expect(committedMessages(file)).toBe(2);
+    expect(store.uncommittedEpoch).toBe(0);
+    await store.close();
+  });
+
   it("device cursors saved while appends wait for their commit ride in it, and settle with it", async () => {
     const file = join(dir(), "parley.db");
     const store = await openSetUp(file);

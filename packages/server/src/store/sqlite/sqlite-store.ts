@@ -479,7 +479,7 @@ export class SqliteStore implements Store {
    * a batch is a bug (the sequencer checked everything): the transaction is rolled back and the
    * log applied again, and if that fails too the store stops (recover()). */
   applyNumbered(records: readonly Uint8Array[]): Promise<void> {
-    const done = this.write(() => {
+    return this.write(() => {
       if (this.numberedLog === undefined) throw new Error("not an applier");
       for (const payload of records) {
         const b = decodeNumbered(payload);
@@ -488,14 +488,6 @@ export class SqliteStore implements Store {
         this.appliedBatch = b.batch;
       }
     }, "append");
-    // The commit timer alone is not enough here: a worker's port delivers the messages already
-    // queued before timers run (400 queued messages of 5 ms each: a 100 ms timer had not run
-    // after 2 s). Behind a backlog at direct-max the applier committed 1.5-2.7 s apart, the
-    // transaction grew to the sequencer's bound (MAX_UNCOMMITTED), and sends waited for it.
-    if (this.deferredCommit !== undefined && performance.now() - this.deferredSince >= this.deferMs) {
-      this.commitDeferred();
-    }
-    return done;
   }
 
   /** The epoch of the deferred transaction holding acknowledged appends, 0 when none is open;
@@ -783,7 +775,13 @@ export class SqliteStore implements Store {
   /** An append in the deferred transaction (opened if need be, with its commit timer). Runs
    * straight in it, not as a savepoint (what txn() would make of it): a savepoint journals every
    * page it first changes, which is the cost the deferral exists to save. So a batch that fails
-   * rolls back the whole transaction, and recover() applies the commit log again. */
+   * rolls back the whole transaction, and recover() applies the commit log again.
+   *
+   * An append that finds the transaction older than the interval commits it too: the timer alone
+   * is not enough in a worker thread, whose port delivers the messages already queued before
+   * timers run (400 queued messages of 5 ms each: a 100 ms timer had not run after 2 s). Behind a
+   * backlog at direct-max the applier committed 1.5-2.7 s apart, the transaction grew to the
+   * sequencer's bound (MAX_UNCOMMITTED), and sends waited for it. */
   private appendDeferred<T>(fn: () => T, record: (() => Uint8Array) | undefined): T {
     if (!this.db.inTransaction) {
       this.db.exec("BEGIN IMMEDIATE");
@@ -791,11 +789,13 @@ export class SqliteStore implements Store {
       this.deferredSince = performance.now();
       this.deferredCommit = setTimeout(() => this.commitDeferred(), this.deferMs);
     }
-    return this.inDeferred(() => {
+    const result = this.inDeferred(() => {
       const result = fn();
       if (this.commitLog && record) this.commitLog.append(record());
       return result;
     });
+    if (performance.now() - this.deferredSince >= this.deferMs) this.commitDeferred();
+    return result;
   }
 
   /** Runs `fn` in the open deferred transaction; if it throws, recovers (see recover()). */

@@ -165,7 +165,7 @@ describe("SqliteStore on disk", () => {
     // A version-1 database written the way version 1 did: with a user_heads row per user.
     const raw = new Database(file);
     raw.pragma("journal_mode = WAL");
-    raw.exec(MIGRATIONS[0]!);
+    raw.exec(MIGRATIONS[0] as string);
     raw.pragma("user_version = 1");
     raw.exec(`
       INSERT INTO users VALUES ('a', 'a', 'h', 0), ('b', 'b', 'h', 0), ('c', 'c', 'h', 0);
@@ -211,7 +211,39 @@ describe("SqliteStore on disk", () => {
       .map((x) => (check.pragma(`index_info(${x.name})`) as Array<{ name: string }>).map((c) => c.name));
     expect(unique).toEqual([["cid", "from_user"]]);
     expect(check.pragma("foreign_key_check")).toEqual([]);
+    // Migration 6 rewrote the updates table's CHECK in place: the file is sound and the rows kept.
+    expect(check.pragma("integrity_check", { simple: true })).toBe("ok");
+    expect(check.prepare("SELECT sql FROM sqlite_schema WHERE name = 'updates'").pluck().get()).toContain(
+      "kind = 'msg' OR kind = 'edit'",
+    );
+    expect(
+      check.prepare("SELECT kind FROM updates WHERE user_id = 'a' AND useq <= 3 ORDER BY useq").pluck().all(),
+    ).toEqual(["left", "msg", "msg"]);
     check.close();
+  });
+
+  it("inserts a log entry without building a temporary B-tree, and still refuses an unknown kind", async () => {
+    const store = await SqliteStore.open(file);
+    await addUsers(store, "a");
+    const db = (store as unknown as { db: Database.Database }).db;
+    const insert =
+      "INSERT INTO updates (user_id, useq, kind, conv_id, seq, snapshot, data) VALUES (?, ?, ?, ?, ?, ?, ?)";
+    const opcodes = (
+      db.prepare(`EXPLAIN ${insert}`).all(...Array<null>(7).fill(null)) as Array<{ opcode: string }>
+    ).map((r) => r.opcode);
+    expect(opcodes).toContain("IdxInsert");
+    expect(opcodes).not.toContain("OpenEphemeral");
+    expect(() => db.prepare(insert).run("a", 1, "bogus", "g", null, null, null)).toThrow(
+      /CHECK constraint failed/,
+    );
+    db.prepare(insert).run("a", 1, "left", "g", null, null, null);
+    expect(() => db.prepare("PRAGMA writable_schema = ON").run()).not.toThrow();
+    // Unsafe mode was for the migration only: sqlite_schema is read-only again.
+    expect(() => db.prepare("UPDATE sqlite_schema SET sql = sql WHERE name = 'updates'").run()).toThrow(
+      /may not be modified/,
+    );
+    db.pragma("writable_schema = OFF");
+    await store.close();
   });
 
   it("opens an existing empty file as a new database", async () => {

@@ -35,6 +35,14 @@ import { profileArgs } from "../proc-stats.ts";
 
 export type Transport = "tcp" | "ws";
 
+/** The TCP connections' read buffer, one for all of them (net.connect's `onread`). Without it
+ * Node allocates 64 KiB for every read and copies what arrived into a new buffer of its own; with
+ * thousands of reads a second that was this process's largest use of malloc. Sharing is safe
+ * because a read's callback parses and decodes the whole chunk before it returns (FrameParser
+ * copies the part of a frame a chunk leaves incomplete; decodeBinary copies bytes out), and the
+ * event loop runs one callback at a time. */
+const READ_BUFFER = new Uint8Array(64 * 1024);
+
 export interface LoadTarget {
   transport: Transport;
   host: string;
@@ -407,13 +415,22 @@ function open(
       if (unacked > 0 && performance.now() - lastPush >= ACK_AFTER_MS) flushAck();
     };
     if (target.transport === "tcp") {
+      const parser = new FrameParser({ maxFrameBytes: 1 << 24 });
       const socket: Socket = connect({
         host: target.host,
         port: target.tcpPort,
         ...(localAddress ? { localAddress } : {}),
+        // Reads go into one buffer that every connection of this process shares (see READ_BUFFER),
+        // and each chunk is parsed and decoded before the callback returns.
+        onread: {
+          buffer: READ_BUFFER,
+          callback: (n: number, buf: Uint8Array): boolean => {
+            for (const body of parser.push(buf.subarray(0, n))) receive(decodeBinary(body) as ServerFrame);
+            return true;
+          },
+        },
       });
       socket.setNoDelay(true);
-      const parser = new FrameParser({ maxFrameBytes: 1 << 24 });
       // Writes of one event-loop turn leave in one writev.
       let corked = false;
       const uncork = (): void => {
@@ -433,9 +450,6 @@ function open(
         close: () => socket.destroy(),
       };
       socket.on("connect", () => conn.send({ t: "hello", versions: [1], token }));
-      socket.on("data", (chunk: Buffer) => {
-        for (const body of parser.push(chunk)) receive(decodeBinary(body) as ServerFrame);
-      });
       socket.on("error", (err) => closed(err));
       socket.on("close", () => closed());
     } else {

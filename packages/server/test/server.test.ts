@@ -190,6 +190,13 @@ describe("startServer", () => {
     for (const cid of ["m1", "m2"])
       await post(base, `/v1/conversations/${conv.id}/messages`, { cid, type: "t", body: "" }, login.token);
 
+    // The GC histogram has buckets only once a collection ran after the server started: make one
+    // (far more short-lived objects than a young generation holds), and let its observer report.
+    let junk: unknown[] = [];
+    for (let i = 0; i < 1_000_000; i++) junk = new Array<number>(32).fill(i);
+    expect(junk).toHaveLength(32);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+
     const port = server.metricsPort!;
     expect(port).toBeGreaterThan(0);
     const res = await fetch(`http://127.0.0.1:${port}/metrics`);

@@ -225,7 +225,8 @@ export function migrate(db: BetterSqlite3.Database, path: string, logger: Logger
 /** Replaces `from` by `to` in the CREATE TABLE statement SQLite keeps for `table`, for a change
  * that no row can notice (a CHECK constraint every row satisfies either way). In the caller's
  * transaction: writes sqlite_schema (better-sqlite3 forbids it unless unsafe mode is on, for this
- * statement only) and bumps the schema cookie so that every connection reads the new schema. */
+ * statement only), bumps the schema cookie so that other connections read the new schema, and
+ * makes this one read it too. */
 function replaceInTableSql(db: BetterSqlite3.Database, table: string, from: string, to: string): void {
   const sql = db
     .prepare("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?")
@@ -244,7 +245,9 @@ function replaceInTableSql(db: BetterSqlite3.Database, table: string, from: stri
     );
     db.pragma(`schema_version = ${cookie + 1}`);
   } finally {
-    db.pragma("writable_schema = OFF");
+    // RESET: off, and this connection parses the schema again (a new cookie alone makes only
+    // other connections do so; this one would go on with the old CHECK until some later commit).
+    db.pragma("writable_schema = RESET");
     db.unsafeMode(false);
   }
 }

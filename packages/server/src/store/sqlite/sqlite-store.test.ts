@@ -222,6 +222,23 @@ describe("SqliteStore on disk", () => {
     check.close();
   });
 
+  it("migration 6 takes effect on the migrating connection at once, inside its transaction", () => {
+    const raw = new Database(file);
+    const insert =
+      "INSERT INTO updates (user_id, useq, kind, conv_id, seq, snapshot, data) VALUES (?, ?, ?, ?, ?, ?, ?)";
+    const ephemeral = (): boolean =>
+      (raw.prepare(`EXPLAIN ${insert}`).all(...Array<null>(7).fill(null)) as Array<{ opcode: string }>).some(
+        (r) => r.opcode === "OpenEphemeral",
+      );
+    raw.transaction(() => {
+      for (const m of MIGRATIONS.slice(0, 5)) raw.exec(m as string);
+      expect(ephemeral()).toBe(true);
+      (MIGRATIONS[5] as (db: Database.Database) => void)(raw);
+      expect(ephemeral()).toBe(false);
+    })();
+    raw.close();
+  });
+
   it("inserts a log entry without building a temporary B-tree, and still refuses an unknown kind", async () => {
     const store = await SqliteStore.open(file);
     await addUsers(store, "a");

@@ -392,6 +392,11 @@ describe("newCid", () => {
     );
   });
 
+  it("writes each cid's own time when calls repeat or go back to a millisecond", () => {
+    const times = [5, 5, 2 ** 47, 5, 2 ** 47, 2 ** 47, 0];
+    expect(times.map((t) => parseInt(newCid(t).replace(/-/g, "").slice(0, 12), 16))).toEqual(times);
+  });
+
   it("sorts as text in time order, and does not repeat", () => {
     const cids = [1_000, 1_001, 2 ** 40, 2 ** 47 + 5].map((t) => newCid(t));
     expect([...cids].sort()).toEqual(cids);

@@ -173,7 +173,7 @@ export const MIGRATIONS: readonly (string | MigrationFn)[] = [
   `,
   // 6: the updates table's CHECK on kind as comparisons, not a list. For a constant IN list of
   // more than two values SQLite builds a temporary B-tree each time the statement runs, and an
-  // INSERT runs once per row: every log entry paid for one (about 2 us of SQLite's work, two
+  // INSERT runs once per row: every log entry paid for one (2-4 us of SQLite's work, two
   // entries per direct message; docs/benchmarks.md, twelfth session). The same set of kinds, so
   // every row still satisfies it: SQLite's documented way to change a CHECK constraint in place
   // (https://sqlite.org/lang_altertable.html, "Making Other Kinds Of Table Schema Changes")

@@ -194,7 +194,7 @@ describe("startServer", () => {
     // (far more short-lived objects than a young generation holds), and let its observer report.
     let junk: unknown[] = [];
     for (let i = 0; i < 1_000_000; i++) junk = new Array<number>(32).fill(i);
-    expect(junk).toHaveLength(32);
+    void junk;
     await new Promise((resolve) => setTimeout(resolve, 50));
 
     const port = server.metricsPort!;

@@ -6,16 +6,17 @@ import type { Logger } from "../../core/ports/logger.ts";
 // transaction. Never edit a shipped migration; append a new one. A migration is SQL, or a function
 // for what SQL alone cannot do.
 
-/** A migration that needs more than one script of SQL; runs in migrate()'s transaction. */
-type MigrationFn = (db: BetterSqlite3.Database) => void;
+/** A migration SQL alone cannot express; runs in migrate()'s transaction. */
+export type MigrationFn = (db: BetterSqlite3.Database) => void;
 
 /** Marks the file as Parley's (PRAGMA application_id), so another program's database is refused. */
 export const APPLICATION_ID = 0x50726c79; // "Prly"
 
-/** The updates table's CHECK on kind as migration 1 wrote it, and as migration 6 rewrites it. */
-const KIND_CHECK_V1 = "kind IN ('msg', 'edit', 'del', 'react', 'receipt', 'conv', 'left')";
-const KIND_CHECK_V6 =
-  "kind = 'msg' OR kind = 'edit' OR kind = 'del' OR kind = 'react' OR kind = 'receipt' OR kind = 'conv' OR kind = 'left'";
+/** The kinds of an updates entry, and the table's CHECK on them as migration 1 wrote it (a list)
+ * and as migration 6 rewrites it (comparisons). */
+const UPDATE_KINDS = ["msg", "edit", "del", "react", "receipt", "conv", "left"];
+const KIND_CHECK_V1 = `kind IN (${UPDATE_KINDS.map((k) => `'${k}'`).join(", ")})`;
+const KIND_CHECK_V6 = UPDATE_KINDS.map((k) => `kind = '${k}'`).join(" OR ");
 
 export const MIGRATIONS: readonly (string | MigrationFn)[] = [
   // 1: the initial schema.

@@ -555,6 +555,15 @@ async function main(): Promise<void> {
   const senders: Sender[] = [];
   const conns: Conn[] = [];
 
+  // PARLEY_LATENCY_TRACE=<prefix>: this process also writes <prefix>-<pid>.tsv, one line per
+  // message of the window: its intended send time (ms after the window's start), its latency
+  // (ms) and, when the body has room for it, how late it was sent (ms after its intended time,
+  // carried in the body at offset 16). `bench/src/latency-trace.ts` shows when in the window the
+  // slow ones were sent, and how much of their latency was this process's own lag.
+  const traceTo = process.env.PARLEY_LATENCY_TRACE;
+  const traceLag = traceTo !== undefined && cfg.bodyBytes >= 24;
+  const trace: string[] = [];
+
   const sendMessage = (s: Sender, intended: number): void => {
     const body = new Uint8Array(cfg.bodyBytes);
     const id = ++s.reqId;
@@ -562,6 +571,7 @@ async function main(): Promise<void> {
     view.setFloat64(0, intended);
     view.setUint32(8, s.index);
     view.setUint32(12, id);
+    if (traceLag) view.setFloat64(16, now());
     const frame: SendFrame = {
       t: "send",
       id,
@@ -599,11 +609,6 @@ async function main(): Promise<void> {
     }
   };
 
-  // PARLEY_LATENCY_TRACE=<prefix>: this process also writes <prefix>-<pid>.tsv, one line per
-  // message of the window: its intended send time (ms after the window's start) and its latency
-  // (ms). `bench/src/latency-trace.ts` shows when in the window the slow ones were sent.
-  const traceTo = process.env.PARLEY_LATENCY_TRACE;
-  const trace: string[] = [];
   const receiverFrame = (f: ServerFrame): void => {
     if (f.t !== "push" || f.u.k !== "msg") return;
     const t = now();
@@ -613,7 +618,11 @@ async function main(): Promise<void> {
     const intended = view.getFloat64(0);
     if (inWindow(intended)) {
       r.latUs.push(Math.round((t - intended) * 1000));
-      if (traceTo) trace.push(`${(intended - go.measureFrom).toFixed(3)}\t${(t - intended).toFixed(3)}`);
+      if (traceTo) {
+        let line = `${(intended - go.measureFrom).toFixed(3)}\t${(t - intended).toFixed(3)}`;
+        if (traceLag) line += `\t${(view.getFloat64(16) - intended).toFixed(3)}`;
+        trace.push(line);
+      }
       const s = senders[view.getUint32(8)];
       if (s) mark(s, view.getUint32(12), DELIVERED);
     }

@@ -12,6 +12,7 @@
 //   node --import tsx bench/src/latency-trace.ts /tmp/lat-*.tsv [--bucket-ms 50] [--over-ms 15]
 
 import { readFileSync } from "node:fs";
+import { percentile } from "./harness.ts";
 
 export interface SlowBucket {
   at_ms: number;
@@ -66,12 +67,12 @@ export function parseTrace(text: string): TracePoint[] {
 }
 
 function percentiles(values: number[]): Percentiles {
-  const sorted = Float64Array.from(values).sort();
-  const at = (q: number): number =>
-    sorted.length === 0
-      ? 0
-      : Number(sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))]!.toFixed(3));
-  return { p50_ms: at(0.5), p99_ms: at(0.99), p999_ms: at(0.999) };
+  const sorted = values.sort((a, b) => a - b);
+  return {
+    p50_ms: percentile(sorted, 0.5),
+    p99_ms: percentile(sorted, 0.99),
+    p999_ms: percentile(sorted, 0.999),
+  };
 }
 
 export function summariseTrace(

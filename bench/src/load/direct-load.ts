@@ -46,9 +46,9 @@ const READ_BUFFER = new Uint8Array(64 * 1024);
 
 /** The server's frames as msgpackr reads them (maps as objects, no records, as the codec does),
  * without decodeBinary's checks: that the bytes are plain MessagePack (checkPlainMsgpack) and the
- * copy of every byte string into a plain Uint8Array. This process trusts its server, and the checks were 7% of its
- * CPU at direct-max. A push's body is then a view into the bytes it was read from (on TCP the
- * shared READ_BUFFER): it is read before the callback returns, never kept. */
+ * copy of every byte string into a plain Uint8Array. This process trusts its server, and the
+ * checks were 7% of its CPU at direct-max. A push's body is then a view into the bytes it was
+ * read from (on TCP the shared READ_BUFFER): it is read before the callback returns, never kept. */
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "number" });
 const decodeTrusted = (bytes: Uint8Array): ServerFrame => unpackr.unpack(bytes) as ServerFrame;
 

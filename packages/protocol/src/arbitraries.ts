@@ -218,14 +218,19 @@ export const serverFrames: Arbs<F.ServerFrame> = {
     },
     ["t", "version", "user", "device", "heartbeatMs", "maxFrameBytes", "serverTime", "head"],
   ),
-  sent: record({
-    t: fc.constant("sent" as const),
-    id: uint(),
-    conv: id(),
-    cid: cid(),
-    seq: seq1(),
-    ts: uint(),
-  }),
+  sent: record(
+    {
+      t: fc.constant("sent" as const),
+      id: uint(),
+      conv: id(),
+      cid: cid(),
+      seq: seq1(),
+      ts: uint(),
+      useq: seq1(),
+      log: id(),
+    },
+    ["t", "id", "conv", "cid", "seq", "ts"],
+  ),
   push: record({ t: fc.constant("push" as const), useq: seq1(), u: update(), log: id() }, ["t", "useq", "u"]),
   synced: record(
     {

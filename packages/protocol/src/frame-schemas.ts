@@ -264,7 +264,16 @@ export const WelcomeFrameSchema = Type.Object(
   strict,
 );
 export const SentFrameSchema = Type.Object(
-  { t: Type.Literal("sent"), id: UInt, conv: Id, cid: text(1, LIMITS.cid), seq: Seq1, ts: UInt },
+  {
+    t: Type.Literal("sent"),
+    id: UInt,
+    conv: Id,
+    cid: text(1, LIMITS.cid),
+    seq: Seq1,
+    ts: UInt,
+    useq: Type.Optional(Seq1),
+    log: Type.Optional(Id),
+  },
   strict,
 );
 export const PushFrameSchema = Type.Object(

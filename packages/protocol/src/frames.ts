@@ -1,9 +1,10 @@
-// The frames of Parley's wire protocol, version 1. One discriminated union per direction,
-// keyed by `t`. Both encodings (binary msgpack, JSON) carry exactly these objects; docs/protocol.md
+// The frames of Parley's wire protocol, versions 1 and 2. One discriminated union per direction,
+// keyed by `t`. Version 2 differs in one point: the device that sent a message gets `sent` in
+// place of the push of the message's log entry, and builds that entry from its send (SentFrame). Both encodings (binary msgpack, JSON) carry exactly these objects; docs/protocol.md
 // describes each with an example. Ids are opaque strings; times are milliseconds since the epoch.
 
-export const PROTOCOL_VERSION = 1;
-export const SUPPORTED_VERSIONS: readonly number[] = [1];
+export const PROTOCOL_VERSION = 2;
+export const SUPPORTED_VERSIONS: readonly number[] = [1, 2];
 
 /** Default maximum encoded frame size in bytes (payload, excluding the 4-byte length prefix). */
 export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024;
@@ -253,6 +254,12 @@ export interface SentFrame {
   cid: string;
   seq: number;
   ts: number;
+  /** Version 2 only: this reply also stands for the `msg` entry the send added at `useq` to the
+   * user's log (or, with `log`, to that large group's log), and comes where its push would have,
+   * in order; that push is not sent to this connection. The client builds the entry from its
+   * send: conv, seq, cid and ts from here, from and dev its own, type, body and replyTo as sent. */
+  useq?: number;
+  log?: ConversationId;
 }
 
 /** A live update for the user, in update-log order. With `log`, an entry of that large group's

@@ -74,6 +74,8 @@ describe("hotPack", () => {
       fc.property(numbers, numbers, fc.uint8Array({ maxLength: 70_000 }), (a, b, body) => {
         for (const f of [
           { t: "sent", id: a, conv: "c_1", cid: "x".repeat(300), seq: b, ts: a },
+          { t: "sent", id: a, conv: "c_1", cid: "x", seq: b, ts: a, useq: b },
+          { t: "sent", id: a, conv: "c_1", cid: "x", seq: b, ts: a, useq: a, log: "c_1" },
           { t: "send", id: a, conv: "c_1", cid: "y", type: "t".repeat(40), body, replyTo: b },
         ] as Frame[]) {
           const hot = copy(hotPack(f));

@@ -147,8 +147,8 @@ function message(m: Message): boolean {
 }
 
 function sent(f: SentFrame): boolean {
-  if (!fits(0, f.conv, f.cid)) return false;
-  map(6);
+  if (!fits(0, f.conv, f.cid, f.log)) return false;
+  map(6 + (f.useq === undefined ? 0 : 1) + (f.log === undefined ? 0 : 1));
   raw(K.t);
   raw(K.sent);
   raw(K.id);
@@ -161,6 +161,14 @@ function sent(f: SentFrame): boolean {
   if (!num(f.seq)) return false;
   raw(K.ts);
   if (!num(f.ts)) return false;
+  if (f.useq !== undefined) {
+    raw(K.useq);
+    if (!num(f.useq)) return false;
+  }
+  if (f.log !== undefined) {
+    raw(K.log);
+    if (!str(f.log)) return false;
+  }
   return true;
 }
 

@@ -6,12 +6,15 @@ import type {
   HelloFrame,
   LoggedUpdate,
   Message,
+  PushFrame,
+  SendFrame,
+  SentFrame,
   ServerFrame,
   Update,
   UserId,
 } from "@parley/protocol";
 import type { Accounts } from "./accounts.ts";
-import type { Principal } from "./api.ts";
+import type { Principal, SendResult } from "./api.ts";
 import type { Connection, Session } from "./connection.ts";
 import type { Messaging } from "./messaging.ts";
 import type { CoreOptions } from "./options.ts";
@@ -76,6 +79,13 @@ export class ClientSession implements Session, Beating {
   /** The presence subscriptions of the watch list, by watched user. */
   private readonly watching = new Map<UserId, Unsubscribe>();
   private pendingPushes: ServerFrame[] | undefined = [];
+  /** Protocol version 2: this connection's sends awaiting their commit, by cid. When the push of
+   * the entry a send committed comes, `sent` with the entry's useq goes in its place (push()
+   * takes the send out), so the sending device gets one frame where version 1 sends two (the
+   * push, then `sent`). A send still here when it resolves is answered with a plain `sent`: a
+   * resend of a committed cid (no new entry), or one whose push has not come yet (a large
+   * group's, which waits in the fan-out queue). */
+  private echoes: Map<string, SendFrame> | undefined;
   private readonly bucket: TokenBucket;
   private strikes = 0;
   private serial: Promise<void> = Promise.resolve();
@@ -167,6 +177,7 @@ export class ClientSession implements Session, Beating {
       return this.fail("E_RATE_LIMITED", DISCONNECT.RATE_LIMITED, "too many connections for this user");
     }
     this.principal = principal;
+    if (version >= 2) this.echoes = new Map();
     // Counted now, before the next await, so that concurrent hellos of one user cannot all pass
     // the limit check; a device revoked meanwhile finds this session too.
     this.ctx.attach(this);
@@ -252,7 +263,9 @@ export class ClientSession implements Session, Beating {
 
   private push(frame: ServerFrame): void {
     if (this.state === "CLOSED") return;
-    if (frame.t === "push" && (frame.u.k === "left" || frame.u.k === "conv")) {
+    if (frame.t === "push" && frame.u.k === "msg") {
+      if (this.echoes !== undefined && this.echoes.size > 0) frame = this.answering(frame, frame.u.msg);
+    } else if (frame.t === "push" && (frame.u.k === "left" || frame.u.k === "conv")) {
       // The user's own log says which large groups' logs to follow: from a "conv" entry of a
       // large group (it became large, or the user joined it) until "left".
       if (frame.log === undefined) {
@@ -267,6 +280,32 @@ export class ClientSession implements Session, Beating {
     }
     if (this.pendingPushes) this.pendingPushes.push(frame);
     else this.conn.send(frame);
+  }
+
+  /** Under version 2, the reply to this connection's send that committed the pushed message, in
+   * place of the push (the client builds the entry from its send); else the push itself. */
+  private answering(frame: PushFrame, msg: Message): PushFrame | SentFrame {
+    const send = this.echoes!.get(msg.cid);
+    const p = this.principal!;
+    if (send === undefined || send.conv !== msg.conv || msg.dev !== p.device || msg.from !== p.user)
+      return frame;
+    // The client builds the entry from its send: only if that is what was stored. It is not when
+    // this push is of an earlier send of the cid (from a connection since lost) whose content the
+    // client has changed since, against the protocol: then it gets the push, and `sent` later.
+    if (send.type !== msg.type || send.replyTo !== msg.replyTo || !sameBytes(send.body, msg.body))
+      return frame;
+    this.echoes!.delete(msg.cid);
+    const sent: SentFrame = {
+      t: "sent",
+      id: send.id,
+      conv: msg.conv,
+      cid: msg.cid,
+      seq: msg.seq,
+      ts: msg.ts,
+      useq: frame.useq,
+    };
+    if (frame.log !== undefined) sent.log = frame.log;
+    return sent;
   }
 
   private ready(frame: ClientFrame): void {
@@ -326,13 +365,28 @@ export class ClientSession implements Session, Beating {
       case "hello":
         throw new ParleyError("E_ALREADY_AUTHENTICATED");
       case "send": {
-        const r = await messaging.send(p, {
-          conv: frame.conv,
-          cid: frame.cid,
-          type: frame.type,
-          body: frame.body,
-          ...(frame.replyTo !== undefined ? { replyTo: frame.replyTo } : {}),
-        });
+        const { echoes } = this;
+        // Under version 2 it may be answered in place of the push of the entry it commits
+        // (push()). A second send of a cid already awaited here is answered as under version 1.
+        const echo = echoes !== undefined && !echoes.has(frame.cid);
+        if (echo) echoes.set(frame.cid, frame);
+        let r: SendResult;
+        try {
+          r = await messaging.send(p, {
+            conv: frame.conv,
+            cid: frame.cid,
+            type: frame.type,
+            body: frame.body,
+            ...(frame.replyTo !== undefined ? { replyTo: frame.replyTo } : {}),
+          });
+        } catch (e) {
+          if (echo && echoes.get(frame.cid) === frame) echoes.delete(frame.cid);
+          throw e;
+        }
+        if (echo) {
+          if (echoes.get(frame.cid) !== frame) return; // answered in place of its push
+          echoes.delete(frame.cid);
+        }
         return this.reply({ t: "sent", id: frame.id, conv: r.conv, cid: r.cid, seq: r.seq, ts: r.ts });
       }
       case "ack":
@@ -550,6 +604,15 @@ export class ClientSession implements Session, Beating {
  * keeps at least one entry), so a page of large messages or large conversation snapshots still
  * fits a client's frame limit. `fromStart` drops entries from the start instead of the end
  * (backward history pages keep the newest). Returns true if anything was dropped. */
+/** Whether two byte strings are equal; the same object at once (a store that keeps what it was
+ * given), else byte by byte (one that copies). */
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a === b) return true;
+  if (a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 function trimToBudget(items: Array<LoggedUpdate | Message>, budget: number, fromStart = false): boolean {
   let total = 0;
   const order = fromStart ? [...items.keys()].reverse() : [...items.keys()];

@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeEach } from "vitest";
 import { encodeJson } from "@parley/protocol";
-import type { ErrorFrame, Message, PushFrame, ServerFrame } from "@parley/protocol";
+import type { ErrorFrame, Message, PushFrame, SentFrame, ServerFrame } from "@parley/protocol";
 import { ManualClock } from "../clock/manual-clock.ts";
 import { MemoryStore } from "../store/memory/memory-store.ts";
 import type { Principal } from "./api.ts";
@@ -36,9 +36,9 @@ describe("Core", () => {
     return { p: await core.authenticate(login.token), token: login.token };
   }
 
-  async function connect(a: Account): Promise<TestConnection> {
+  async function connect(a: Account, versions = [1]): Promise<TestConnection> {
     const c = new TestConnection(core);
-    c.receive({ t: "hello", versions: [1], token: a.token });
+    c.receive({ t: "hello", versions, token: a.token });
     await c.waitFor((f) => f.t === "welcome");
     return c;
   }
@@ -210,6 +210,120 @@ describe("Core", () => {
       expect(pushedMessages(cb).map((m) => new TextDecoder().decode(m.body))).toEqual(["hi"]);
       // The sender's own devices see it too (their other devices must).
       await ca.waitFor((f) => isPush(f) && f.u.k === "msg");
+    });
+
+    describe("protocol version 2: the sender gets `sent` in place of its own message's push", () => {
+      const answers = (c: TestConnection, id: number): ServerFrame[] =>
+        c.frames.filter((f) => "id" in f && f.id === id);
+      const msgPushes = (c: TestConnection): PushFrame[] =>
+        c.frames.filter(isPush).filter((f) => f.u.k === "msg");
+      const send = (id: number, conv: string, cid: string) =>
+        ({ t: "send", id, conv, cid, type: "text/plain", body: text(cid) }) as const;
+
+      it("answers with the entry's useq where the push would be; nobody else's frames change", async () => {
+        const a = await account("alice");
+        const b = await account("bob");
+        const phone = await core.login("alice", "password-alice", "phone");
+        const conv = await core.createDirect(a.p, b.p.user);
+        const ca = await connect(a, [1, 2]);
+        expect(ca.frames[0]).toMatchObject({ t: "welcome", version: 2, head: 1 });
+        const cPhone = await connect({ p: await core.authenticate(phone.token), token: phone.token });
+        expect(cPhone.frames[0]).toMatchObject({ t: "welcome", version: 1 });
+        const cb = await connect(b, [2]);
+        expect(await ca.request(send(1, conv.id, "m1"))).toEqual({
+          t: "sent",
+          id: 1,
+          conv: conv.id,
+          cid: "m1",
+          seq: 1,
+          ts: clock.now(),
+          useq: 2,
+        });
+        expect(await ca.request(send(2, conv.id, "m2"))).toMatchObject({ t: "sent", seq: 2, useq: 3 });
+        // Sends are answered in order: once the second is, anything more for the first is here.
+        expect(answers(ca, 1)).toHaveLength(1);
+        expect(msgPushes(ca)).toEqual([]);
+        // The recipient and the sender's other (version 1) device get the pushes as ever.
+        for (const c of [cb, cPhone]) {
+          await c.waitFor((f) => isPush(f) && f.u.k === "msg" && f.u.msg.cid === "m2");
+          expect(msgPushes(c).map((f) => f.u.k === "msg" && f.u.msg.cid)).toEqual(["m1", "m2"]);
+        }
+        // A version 1 device that sends gets its push, then `sent` without a useq; the version 2
+        // device gets the push of that message, which it did not send.
+        expect(await cPhone.request(send(1, conv.id, "p1"))).toEqual({
+          t: "sent",
+          id: 1,
+          conv: conv.id,
+          cid: "p1",
+          seq: 3,
+          ts: clock.now(),
+        });
+        expect(msgPushes(cPhone).at(-1)).toMatchObject({ useq: 4, u: { msg: { cid: "p1" } } });
+        await ca.waitFor((f) => isPush(f) && f.u.k === "msg" && f.u.msg.cid === "p1");
+        // Its log has no hole: what it was pushed and answered covers useq 1 to 4.
+        const useqs = ca.frames.flatMap((f) => (isPush(f) || (f.t === "sent" && f.useq) ? [f.useq] : []));
+        expect(useqs).toEqual([2, 3, 4]);
+      });
+
+      it("answers a resend of a committed cid with a plain `sent`, as there is no new entry", async () => {
+        const a = await account("alice");
+        const b = await account("bob");
+        const conv = await core.createDirect(a.p, b.p.user);
+        const ca = await connect(a, [2]);
+        expect(await ca.request(send(1, conv.id, "m1"))).toMatchObject({ t: "sent", seq: 1, useq: 2 });
+        const again = await ca.request(send(2, conv.id, "m1"));
+        expect(again).toMatchObject({ t: "sent", seq: 1, cid: "m1" });
+        expect(again).not.toHaveProperty("useq");
+      });
+
+      it("answers two sends of one cid in flight at once exactly once each, one with the useq", async () => {
+        const a = await account("alice");
+        const b = await account("bob");
+        const conv = await core.createDirect(a.p, b.p.user);
+        const ca = await connect(a, [2]);
+        ca.receive(send(1, conv.id, "dup"));
+        ca.receive(send(2, conv.id, "dup"));
+        const [first, second] = [await ca.reply(1), await ca.reply(2)];
+        expect(first).toMatchObject({ t: "sent", id: 1, seq: 1, useq: 2 });
+        expect(second).toMatchObject({ t: "sent", id: 2, seq: 1 });
+        expect(second).not.toHaveProperty("useq");
+        expect(answers(ca, 1)).toHaveLength(1);
+        expect(answers(ca, 2)).toHaveLength(1);
+      });
+
+      it("pushes what was stored when a resend of the cid on another connection changed it", async () => {
+        const a = await account("alice");
+        const b = await account("bob");
+        const conv = await core.createDirect(a.p, b.p.user);
+        // Two connections of one device, as when a client reconnects before the server has seen
+        // the old connection go; the second resends the cid, with a body the client changed.
+        const [c1, c2] = [await connect(a, [2]), await connect(a, [2])];
+        c1.receive(send(1, conv.id, "m1"));
+        c2.receive({ ...send(1, conv.id, "m1"), body: text("changed") });
+        expect(await c1.reply(1)).toMatchObject({ t: "sent", seq: 1, useq: 2 });
+        const answer = await c2.reply(1);
+        expect(answer).toMatchObject({ t: "sent", seq: 1 });
+        expect(answer).not.toHaveProperty("useq");
+        expect(msgPushes(c2).map((f) => f.u.k === "msg" && new TextDecoder().decode(f.u.msg.body))).toEqual([
+          "m1",
+        ]);
+      });
+
+      it("forgets a refused send: the same cid, sent again where it may go, gets its useq", async () => {
+        const a = await account("alice");
+        const b = await account("bob");
+        const conv = await core.createDirect(a.p, b.p.user);
+        const ca = await connect(a, [2]);
+        expect(await ca.request(send(1, "c_nowhere", "m1"))).toMatchObject({
+          t: "error",
+          code: "E_NOT_FOUND",
+        });
+        expect(await ca.request(send(2, conv.id, "m1"))).toMatchObject({ t: "sent", id: 2, seq: 1, useq: 2 });
+        // The same cid in another conversation is refused, and answered once.
+        const other = await core.createDirect(a.p, (await account("carol")).p.user);
+        expect(await ca.request(send(3, other.id, "m1"))).toMatchObject({ t: "error", code: "E_INVALID" });
+        expect(answers(ca, 3)).toHaveLength(1);
+      });
     });
 
     it("is idempotent by client id", async () => {
@@ -421,6 +535,33 @@ describe("Core", () => {
       await c2.waitFor((f) => isPush(f) && f.log === g.id);
       await c1.waitFor((f) => isPush(f) && f.log === g.id && f.useq === 2);
       expect(groupPushes(c3, g.id)).toEqual([]);
+    });
+
+    it("answers a version 2 send to a large group once, in place of its log's push or after it", async () => {
+      core = makeCore(new MemoryStore(), { largeGroupMembers: 2 });
+      const [o, m1] = await Promise.all(["owner", "m1"].map((n) => account(n)));
+      const g = await core.createGroup(o!.p, "team", [m1!.p.user]);
+      expect(g.large).toBe(true);
+      const co = await connect(o!, [1, 2]);
+      const c1 = await connect(m1!, [1, 2]);
+      for (let id = 1; id <= 5; id++)
+        co.receive({ t: "send", id, conv: g.id, cid: `g${id}`, type: "t", body: text("x") });
+      await c1.waitFor((f) => isPush(f) && f.log === g.id && f.useq === 5);
+      for (let id = 1; id <= 5; id++) {
+        await co.reply(id);
+        const answers = co.frames.filter((f) => "id" in f && f.id === id);
+        expect(answers).toEqual([expect.objectContaining({ t: "sent", cid: `g${id}` })]);
+        // Either it stands for the log's entry, or that entry is pushed: never both, never neither.
+        const pushed = groupPushes(co, g.id).filter((f) => f.u.k === "msg" && f.u.msg.cid === `g${id}`);
+        const sent = answers[0] as SentFrame;
+        if (sent.useq !== undefined) {
+          expect(sent).toMatchObject({ log: g.id, useq: id });
+          expect(pushed).toEqual([]);
+        } else {
+          await co.waitFor((f) => isPush(f) && f.log === g.id && f.useq === id);
+        }
+      }
+      expect(groupPushes(c1, g.id).map((f) => f.useq)).toEqual([1, 2, 3, 4, 5]);
     });
 
     it("refuses sends while the fan-out queue is over maxFanOutBacklog", async () => {

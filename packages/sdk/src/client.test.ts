@@ -95,7 +95,7 @@ describe("ParleyClient connection logic", () => {
     const h = setup();
     const connected = h.client.connect();
     await settle();
-    expect(h.last().sent[0]).toMatchObject({ t: "hello", versions: [1], token: "tok" });
+    expect(h.last().sent[0]).toMatchObject({ t: "hello", versions: [1, 2], token: "tok" });
     h.last().serve(welcome(2));
     const [sync] = h.last().of("sync");
     expect(sync).toMatchObject({ cursor: 0 });
@@ -207,6 +207,41 @@ describe("ParleyClient connection logic", () => {
     expect(again?.cid).toBe(first?.cid);
     t.serve({ t: "sent", id: again!.id, conv: "c1", cid: again!.cid, seq: 1, ts: 5 });
     await expect(result).resolves.toMatchObject({ seq: 1, ts: 5 });
+  });
+
+  it("builds its own message from the send when `sent` carries a useq (protocol version 2)", async () => {
+    const h = setup();
+    const connected = h.client.connect();
+    await settle();
+    h.last().serve(welcome(0));
+    await connected;
+    const messages: Message[] = [];
+    h.client.on("message", (m) => messages.push(m));
+    const result = h.client.send("c1", "hi", { replyTo: 4 });
+    await settle();
+    const [send] = h.last().of("send");
+    h.last().serve({ t: "push", useq: 1, u: { k: "msg", msg: msg(6) } });
+    h.last().serve({ t: "sent", id: send!.id, conv: "c1", cid: send!.cid, seq: 7, ts: 70, useq: 2 });
+    await expect(result).resolves.toEqual({ conv: "c1", cid: send!.cid, seq: 7, ts: 70 });
+    expect(messages.map((m) => m.seq)).toEqual([6, 7]);
+    expect(messages[1]).toEqual({
+      conv: "c1",
+      seq: 7,
+      from: "u_me",
+      dev: "d_me",
+      cid: send!.cid,
+      type: "text/plain",
+      body: send!.body,
+      ts: 70,
+      replyTo: 4,
+    });
+    expect(h.client.cursor).toBe(2);
+    // A `sent` with a useq for a request that is not ours builds nothing: the gap is synced.
+    h.last().serve({ t: "sent", id: 999, conv: "c1", cid: "other", seq: 8, ts: 80, useq: 3 });
+    h.last().serve({ t: "push", useq: 4, u: { k: "msg", msg: msg(9) } });
+    await settle();
+    expect(messages.map((m) => m.seq)).toEqual([6, 7]);
+    expect(h.last().of("sync").at(-1)).toMatchObject({ cursor: 2 });
   });
 
   it("keeps backing off while connections end as soon as they are ready", async () => {

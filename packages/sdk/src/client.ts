@@ -6,6 +6,7 @@ import type {
   DeviceId,
   ErrorFrame,
   Message,
+  SentFrame,
   ServerFrame,
   UserId,
   WelcomeFrame,
@@ -448,6 +449,7 @@ export class ParleyClient extends Emitter<ClientEvents> {
         return this.acks.schedule();
       }
       case "sent":
+        if (frame.useq !== undefined) this.ownEntry(conn, frame);
         return this.outbox.onSent(frame);
       case "ok":
         this.requests.onOk(frame.id);
@@ -467,6 +469,28 @@ export class ParleyClient extends Emitter<ClientEvents> {
       case "history": // history goes through REST
         return;
     }
+  }
+
+  /** Protocol version 2: `sent` with a useq comes in place of the push of our own message, which
+   * is built here from the send, as the server stored it. Were the send not known (it always is:
+   * the id is this connection's), the entry would be missing and the gap fetched by sync. */
+  private ownEntry(conn: ClientConnection, sent: SentFrame): void {
+    const send = this.outbox.inFlight(sent.id);
+    if (send === undefined || send.cid !== sent.cid || send.conv !== sent.conv || !conn.welcome) return;
+    const msg: Message = {
+      conv: sent.conv,
+      seq: sent.seq,
+      from: conn.welcome.user,
+      dev: conn.welcome.device,
+      cid: sent.cid,
+      type: send.type,
+      body: send.body,
+      ts: sent.ts,
+      ...(send.replyTo !== undefined ? { replyTo: send.replyTo } : {}),
+    };
+    if (sent.log === undefined) this.engine.onPush(sent.useq!, { k: "msg", msg });
+    else this.groups.get(sent.log)?.onPush(sent.useq!, { k: "msg", msg });
+    this.acks.schedule();
   }
 
   private welcomed(conn: ClientConnection, welcome: WelcomeFrame): void {

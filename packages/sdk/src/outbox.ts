@@ -47,8 +47,8 @@ interface Waiter {
 export class Outbox {
   /** By cid; more than one when send() was called again with the same cid. */
   private readonly waiters = new Map<string, Waiter[]>();
-  /** Request id -> cid, for the sends on the current connection that await a reply. */
-  private readonly inflight = new Map<number, string>();
+  /** Request id -> the send, for the sends on the current connection that await a reply. */
+  private readonly inflight = new Map<number, PendingSend>();
   private readonly inflightCids = new Set<string>();
   /** Added but not yet durable: not transmitted until flushed. */
   private readonly unflushed = new Set<string>();
@@ -114,6 +114,11 @@ export class Outbox {
     this.inflightCids.clear();
   }
 
+  /** The send that request `id` of the current connection carries, while it awaits its reply. */
+  inFlight(id: number): PendingSend | undefined {
+    return this.inflight.get(id);
+  }
+
   onSent(frame: SentFrame): void {
     this.inflight.delete(frame.id);
     this.inflightCids.delete(frame.cid);
@@ -125,7 +130,7 @@ export class Outbox {
 
   /** Handles an error reply to one of our sends; false if the id is not ours. */
   onError(frame: ErrorFrame): boolean {
-    const cid = frame.id === undefined ? undefined : this.inflight.get(frame.id);
+    const cid = frame.id === undefined ? undefined : this.inflight.get(frame.id)?.cid;
     if (cid === undefined || frame.id === undefined) return false;
     this.inflight.delete(frame.id);
     this.inflightCids.delete(cid);
@@ -175,7 +180,7 @@ export class Outbox {
       ...(item.replyTo !== undefined ? { replyTo: item.replyTo } : {}),
     };
     if (!this.hooks.transmit(frame)) return;
-    this.inflight.set(id, cid);
+    this.inflight.set(id, item);
     this.inflightCids.add(cid);
   }
 

@@ -57,6 +57,10 @@ describe.each(variants)("two clients over %s", (_name, options) => {
     }
     expect(bobSeen[3]).toMatchObject({ from: bob.user, replyTo: 3, type: "text/plain" });
     expect(bob.messages(conv.id).map((m) => m.seq)).toEqual([1, 2, 3, 4]);
+    // Each sender built its own messages from its sends (protocol version 2: `sent` in place of
+    // the push); they must be what the other side was pushed, field for field.
+    expect(aliceSeen).toEqual(bobSeen);
+    expect(alice.messages(conv.id)).toEqual(bob.messages(conv.id));
 
     const page = await bob.history(conv.id, { limit: 2 });
     expect(page.messages.map((m) => textOf(m))).toEqual(["three", "four"]);

@@ -33,6 +33,11 @@ import { profileArgs } from "../proc-stats.ts";
 // first push a second after its last ack (so that the acks of 2,000 connections are spread out
 // rather than sent in one burst that would stall this process), and once its pushes stop. The
 // sender gets its own messages back as pushes from the server; the relay does not echo them.
+//
+// The connections speak protocol version 2, as the SDK does: the sender gets `sent` in place of
+// the push of its own message (and counts its useq as pushed), one frame per message where version
+// 1 sends two. PARLEY_BENCH_PROTOCOL=1 makes them speak version 1, to compare the two. The relay
+// answers `sent` without a useq whatever the version.
 
 export type Transport = "tcp" | "ws";
 
@@ -155,6 +160,8 @@ interface ChildResult {
 
 const now = (): number => performance.timeOrigin + performance.now();
 const ACK_EVERY = 64;
+/** The protocol versions the connections offer in `hello`. */
+const VERSIONS = process.env.PARLEY_BENCH_PROTOCOL === "1" ? [1] : [1, 2];
 const ACK_AFTER_MS = 1000;
 const CONNECT_CONCURRENCY = 64;
 
@@ -393,8 +400,9 @@ function open(
     let ended = false;
     let conn: Conn;
     const receive = (f: ServerFrame): void => {
-      if (f.t === "push") {
-        cursor = f.useq;
+      // A version 2 `sent` with a useq stands for the push of that entry.
+      if (f.t === "push" || (f.t === "sent" && f.useq !== undefined)) {
+        cursor = f.useq!;
         // Every ACK_EVERY pushes, or on the first push ACK_AFTER_MS after the last ack: spread
         // over the pushes, never all connections at once.
         lastPush = performance.now();
@@ -458,7 +466,7 @@ function open(
         flushIdleAck,
         close: () => socket.destroy(),
       };
-      socket.on("connect", () => conn.send({ t: "hello", versions: [1], token }));
+      socket.on("connect", () => conn.send({ t: "hello", versions: VERSIONS, token }));
       socket.on("error", (err) => closed(err));
       socket.on("close", () => closed());
     } else {
@@ -491,7 +499,7 @@ function open(
         flushIdleAck,
         close: () => ws.terminate(),
       };
-      ws.on("open", () => conn.send({ t: "hello", versions: [1], token }));
+      ws.on("open", () => conn.send({ t: "hello", versions: VERSIONS, token }));
       ws.on("message", (data: Buffer) => receive(decodeTrusted(data)));
       ws.on("error", (err) => closed(err));
       ws.on("close", () => closed());
@@ -595,9 +603,10 @@ async function main(): Promise<void> {
 
   const senderFrame = (s: Sender, f: ServerFrame): void => {
     if (f.t === "sent") {
-      const frame = s.inflight.get(f.id);
-      if (frame && inWindow(intendedOf(frame.body))) mark(s, f.id, ACKED);
-      s.inflight.delete(f.id);
+      const id = f.id;
+      const frame = s.inflight.get(id);
+      if (frame && inWindow(intendedOf(frame.body))) mark(s, id, ACKED);
+      s.inflight.delete(id);
       if (inWindow(now())) r.sent++;
       if (cfg.mode === "closed" && !stopping) sendMessage(s, now());
     } else if (f.t === "error") {

@@ -5,7 +5,7 @@
 
 import fc from "fast-check";
 import * as A from "@parley/protocol/arbitraries";
-import { LIMITS } from "@parley/protocol";
+import { LIMITS, SUPPORTED_VERSIONS } from "@parley/protocol";
 import type { ClientFrame, HelloFrame } from "@parley/protocol";
 import { type Draw, chance, drawFor, int, weighted } from "./draw.ts";
 import { badUnit, type BadKind } from "./mutate.ts";
@@ -166,7 +166,12 @@ export class CaseGenerator {
         const variant = phase === "first" ? weighted(draw, HELLO_VARIANTS) : "ok";
         if (variant === "bad-token") f.token = draw(A.text(1, LIMITS.token));
         if (variant === "bad-version")
-          f.versions = draw(fc.array(fc.integer({ min: 2, max: 2 ** 32 }), { minLength: 1, maxLength: 4 }));
+          f.versions = draw(
+            fc.array(fc.integer({ min: Math.max(...SUPPORTED_VERSIONS) + 1, max: 2 ** 32 }), {
+              minLength: 1,
+              maxLength: 4,
+            }),
+          );
         return frame(f, variant === "ok" ? "valid:hello" : `valid:hello-${variant}`);
       }
       case "ping":

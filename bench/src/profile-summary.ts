@@ -170,9 +170,25 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const stretches = flag("stretches");
   const fromS = flag("from") ?? 0;
   const toS = flag("to") ?? Infinity;
+  const usage =
+    "usage: profile-summary.ts <file.cpuprofile>... [--top N] [--stretches ms [--from s] [--to s]]\n";
+  if (args.includes("--help") || args.includes("-h")) {
+    process.stdout.write(usage);
+    process.exit(0);
+  }
+  const unknown = args.find((a) => a.startsWith("-"));
+  if (args.length === 0 || unknown !== undefined) {
+    process.stderr.write((unknown !== undefined ? `unknown option ${unknown}\n` : "") + usage);
+    process.exit(2);
+  }
   for (const file of args) {
-    const out =
-      stretches === undefined ? summarise(file, top) : stretchReport(file, stretches, fromS, toS, top);
+    let out: string;
+    try {
+      out = stretches === undefined ? summarise(file, top) : stretchReport(file, stretches, fromS, toS, top);
+    } catch (e) {
+      process.stderr.write(`${file}: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.exit(1);
+    }
     process.stdout.write(out + "\n\n");
   }
 }

@@ -107,6 +107,14 @@ interface SendTarget {
   memberSet: Set<UserId>;
 }
 
+/** What applied messages moved in one conversation: its last seq and activity, and the last seq
+ * of each of its senders. */
+interface Advance {
+  seq: number;
+  ts: number;
+  senders: Map<UserId, number>;
+}
+
 /** Bounds of the caches kept between write transactions (cleared when exceeded). */
 const SEND_CACHE_MAX = 50_000;
 const HEADS_MAX = 200_000;
@@ -140,6 +148,14 @@ export class SqliteStore implements Store {
   private readonly numberedLog: string | undefined;
   /** In an applier, the last numbered batch applied (0 after open: the sequencer counts anew). */
   private appliedBatch = 0;
+  /** In an applier, what the numbered batches applied in the open transaction moved: each
+   * conversation's last seq and activity, and its senders' marks. Written once per conversation
+   * and sender when the transaction commits, or before anything else writes in it
+   * (writeAdvanced), not once per batch: a busy conversation has messages in many of the
+   * batches one transaction holds (a 1:1 conversation in each of the 30-40 of `npm run bench --
+   * store-append`), and an update of its row and one of its sender's per batch were about 8% of
+   * the applier's CPU there (docs/benchmarks.md). */
+  private readonly advanced = new Map<ConversationId, Advance>();
 
   private constructor(
     private readonly db: BetterSqlite3.Database,
@@ -815,6 +831,7 @@ export class SqliteStore implements Store {
     this.deferredCommit = undefined;
     if (!this.db.inTransaction) return;
     try {
+      this.writeAdvanced();
       this.db.exec("COMMIT");
     } catch (err) {
       this.logger.error({ err }, "sqlite store: a commit failed; applying the commit log again");
@@ -845,6 +862,7 @@ export class SqliteStore implements Store {
   private recover(cause: Error): void {
     clearTimeout(this.deferredCommit);
     this.deferredCommit = undefined;
+    this.advanced.clear(); // rolled back below, with the batches that moved it
     this.forgetCaches();
     // Rolled back with the transaction, and not in the log.
     for (const w of this.awaitingCommit.splice(0)) w.reject(cause);
@@ -928,15 +946,17 @@ export class SqliteStore implements Store {
         applied++;
         messages += b.messages.length;
       }
+      this.writeAdvanced();
     });
     this.forgetCaches();
     if (resume) this.appliedBatch = Math.max(this.appliedBatch, last);
     this.logger.info({ batches: records.length, applied, stored: messages }, NUMBERED_LOG_APPLIED);
   }
 
-  /** Writes a numbered batch as the sequencer numbered it. */
+  /** Writes a numbered batch as the sequencer numbered it; what it moves is written later
+   * (writeAdvanced). */
   private applyBatch(b: NumberedBatch): void {
-    const advanced = new Map<ConversationId, { seq: number; ts: number; senders: Map<UserId, number> }>();
+    const { advanced } = this;
     for (const { msg, seq, logs, useqs } of b.messages) {
       const { conv, from } = msg;
       const replyTo = msg.replyTo ?? null;
@@ -961,11 +981,18 @@ export class SqliteStore implements Store {
       a.ts = Math.max(a.ts, msg.ts);
       a.senders.set(from, seq);
     }
+  }
+
+  /** Writes what the numbered batches applied since the last call moved (in the transaction
+   * that applied them). Each batch numbers a conversation's messages after the last batch's, so
+   * the last seq and sender mark seen are the ones a write per batch would have left. */
+  private writeAdvanced(): void {
     // The sender has read what they sent (and everything before it), as append() does.
-    for (const [conv, a] of advanced) {
+    for (const [conv, a] of this.advanced) {
       for (const [user, seq] of a.senders) this.st.setMarks.run(seq, seq, conv, user);
       this.st.advanceConversation.run(a.seq, a.ts, conv);
     }
+    this.advanced.clear();
   }
 
   /** Drops what was read or counted in earlier transactions. */

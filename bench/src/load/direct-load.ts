@@ -31,13 +31,12 @@ import { profileArgs } from "../proc-stats.ts";
 //
 // Every connection acknowledges its pushes with a cumulative `ack` every 64 pushes or on the
 // first push a second after its last ack (so that the acks of 2,000 connections are spread out
-// rather than sent in one burst that would stall this process), and once its pushes stop. The
-// sender gets its own messages back as pushes from the server; the relay does not echo them.
+// rather than sent in one burst that would stall this process), and once its pushes stop.
 //
 // The connections speak protocol version 2, as the SDK does: the sender gets `sent` in place of
-// the push of its own message (and counts its useq as pushed), one frame per message where version
-// 1 sends two. PARLEY_BENCH_PROTOCOL=1 makes them speak version 1, to compare the two. The relay
-// answers `sent` without a useq whatever the version.
+// the push of its own message (and counts its useq as pushed), one frame per message. Under
+// version 1 (PARLEY_BENCH_PROTOCOL=1, to compare the two) it gets that push and then `sent`. The
+// relay answers `sent` without a useq, and echoes nothing, whatever the version.
 
 export type Transport = "tcp" | "ws";
 
@@ -603,10 +602,9 @@ async function main(): Promise<void> {
 
   const senderFrame = (s: Sender, f: ServerFrame): void => {
     if (f.t === "sent") {
-      const id = f.id;
-      const frame = s.inflight.get(id);
-      if (frame && inWindow(intendedOf(frame.body))) mark(s, id, ACKED);
-      s.inflight.delete(id);
+      const frame = s.inflight.get(f.id);
+      if (frame && inWindow(intendedOf(frame.body))) mark(s, f.id, ACKED);
+      s.inflight.delete(f.id);
       if (inWindow(now())) r.sent++;
       if (cfg.mode === "closed" && !stopping) sendMessage(s, now());
     } else if (f.t === "error") {

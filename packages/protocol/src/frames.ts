@@ -1,7 +1,8 @@
 // The frames of Parley's wire protocol, versions 1 and 2. One discriminated union per direction,
-// keyed by `t`. Version 2 differs in one point: the device that sent a message gets `sent` in
-// place of the push of the message's log entry, and builds that entry from its send (SentFrame). Both encodings (binary msgpack, JSON) carry exactly these objects; docs/protocol.md
+// keyed by `t`. Both encodings (binary msgpack, JSON) carry exactly these objects; docs/protocol.md
 // describes each with an example. Ids are opaque strings; times are milliseconds since the epoch.
+// Version 2 differs in one point: the device that sent a message gets `sent` in place of the push
+// of the message's log entry, and builds that entry from its send (SentFrame).
 
 export const PROTOCOL_VERSION = 2;
 export const SUPPORTED_VERSIONS: readonly number[] = [1, 2];

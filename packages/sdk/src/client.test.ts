@@ -236,11 +236,12 @@ describe("ParleyClient connection logic", () => {
       replyTo: 4,
     });
     expect(h.client.cursor).toBe(2);
-    // A `sent` with a useq for a request that is not ours builds nothing: the gap is synced.
+    // A `sent` with a useq for a request that is not ours builds nothing: the entry is synced.
+    const syncs = h.last().of("sync").length;
     h.last().serve({ t: "sent", id: 999, conv: "c1", cid: "other", seq: 8, ts: 80, useq: 3 });
-    h.last().serve({ t: "push", useq: 4, u: { k: "msg", msg: msg(9) } });
     await settle();
     expect(messages.map((m) => m.seq)).toEqual([6, 7]);
+    expect(h.last().of("sync")).toHaveLength(syncs + 1);
     expect(h.last().of("sync").at(-1)).toMatchObject({ cursor: 2 });
   });
 
@@ -414,6 +415,165 @@ describe("ParleyClient connection logic", () => {
     expect(seen).toEqual([1]);
     expect(h.errors[0]?.message).toMatch(/"message" listener threw/);
   });
+});
+
+describe("ParleyClient against a model server speaking protocol version 2", () => {
+  type Step = "send" | "reply" | "other" | "lost-push" | "answer" | "cut";
+
+  // The server keeps one user log and one conversation. It answers a send in place of the
+  // entry's push (`sent` with its useq) or, for a cid it holds already, with a plain `sent`;
+  // other users' messages come as pushes, some of them lost; connections are cut with requests
+  // unanswered. Whatever the order, the client must show each message once, in order, exactly
+  // as stored, and resolve each send with the seq it was stored under.
+  it("shows each message once, in order, as stored, and resolves each send with its seq", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.constantFrom<Step>("send", "reply", "other", "lost-push", "answer", "cut"), {
+          maxLength: 40,
+        }),
+        async (steps) => {
+          const h = setup();
+          const seen: Message[] = [];
+          h.client.on("message", (m) => seen.push(m));
+          const log: LoggedUpdate[] = [];
+          const stored = new Map<string, Message>(); // by cid
+          const answeredFrames = new Set<ClientFrame>();
+          const sends: Array<Promise<{ seq: number }>> = [];
+          let online = false;
+
+          const commit = (m: Omit<Message, "seq" | "ts">): LoggedUpdate => {
+            const msg: Message = { ...m, seq: log.length + 1, ts: 1000 + log.length };
+            const entry: LoggedUpdate = { useq: log.length + 1, u: { k: "msg", msg } };
+            log.push(entry);
+            return entry;
+          };
+          const other = (): LoggedUpdate =>
+            commit({
+              conv: "c1",
+              from: "u_other",
+              dev: "d_other",
+              cid: `o${log.length}`,
+              type: "t",
+              body: new Uint8Array([log.length]),
+            });
+          /** Answers every sync the client sent on this connection. */
+          const serveSyncs = async (): Promise<void> => {
+            for (let again = true; again && online;) {
+              again = false;
+              for (const f of h.last().of("sync")) {
+                if (answeredFrames.has(f)) continue;
+                answeredFrames.add(f);
+                again = true;
+                const limit = f.limit ?? 500;
+                const updates = log.slice(f.cursor, f.cursor + limit);
+                h.last().serve({
+                  t: "synced",
+                  id: f.id,
+                  updates,
+                  more: f.cursor + limit < log.length,
+                  head: log.length,
+                });
+              }
+              await settle();
+            }
+          };
+          const answerOne = async (): Promise<void> => {
+            const f = h
+              .last()
+              .of("send")
+              .find((s) => !answeredFrames.has(s));
+            if (!online || f === undefined) return;
+            answeredFrames.add(f);
+            const had = stored.get(f.cid);
+            if (had !== undefined) {
+              h.last().serve({ t: "sent", id: f.id, conv: had.conv, cid: had.cid, seq: had.seq, ts: had.ts });
+            } else {
+              const entry = commit({
+                conv: f.conv,
+                from: "u_me",
+                dev: "d_me",
+                cid: f.cid,
+                type: f.type,
+                body: f.body,
+                ...(f.replyTo !== undefined ? { replyTo: f.replyTo } : {}),
+              });
+              const msg = (entry.u as Extract<Update, { k: "msg" }>).msg;
+              stored.set(f.cid, msg);
+              h.last().serve({
+                t: "sent",
+                id: f.id,
+                conv: msg.conv,
+                cid: msg.cid,
+                seq: msg.seq,
+                ts: msg.ts,
+                useq: entry.useq,
+              });
+            }
+            await settle();
+          };
+          const connect = async (): Promise<void> => {
+            // Time moves until the client has opened a new connection and said hello on it.
+            const before = h.transports.length;
+            for (let i = 0; i < 10_000; i++) {
+              if (h.transports.length > before && h.last().of("hello").length > 0) break;
+              h.timers.advance(250);
+              await settle();
+            }
+            online = true;
+            h.last().serve({ ...welcome(log.length), version: 2 });
+            await settle();
+            await serveSyncs();
+          };
+
+          void h.client.connect();
+          await connect();
+          for (const step of steps) {
+            if (step === "send" || step === "reply") {
+              const result = h.client.send(
+                "c1",
+                `m${sends.length}`,
+                step === "reply" && log.length > 0 ? { replyTo: 1 } : {},
+              );
+              result.catch(() => {});
+              sends.push(result);
+              await settle();
+            } else if (step === "other" || step === "lost-push") {
+              const entry = other();
+              if (online && step === "other") h.last().serve({ t: "push", useq: entry.useq, u: entry.u });
+              await settle();
+              await serveSyncs();
+            } else if (step === "answer") {
+              await answerOne();
+              await serveSyncs();
+            } else {
+              online = false;
+              h.last().drop(1006);
+              await settle();
+              await connect();
+            }
+          }
+          // The end: a last cut (so that a lost push is found by the welcome's head), then every
+          // send answered.
+          online = false;
+          h.last().drop(1006);
+          await settle();
+          await connect();
+          for (let i = 0; i < sends.length + 1; i++) await answerOne();
+          await serveSyncs();
+
+          const all = log.map((e) => (e.u as Extract<Update, { k: "msg" }>).msg);
+          expect(seen.map((m) => m.seq)).toEqual(all.map((m) => m.seq));
+          expect(seen).toEqual(all);
+          const results = await Promise.all(sends);
+          expect(results.map((r) => r.seq)).toEqual(
+            [...stored.values()].filter((m) => m.from === "u_me").map((m) => m.seq),
+          );
+          await h.client.close();
+        },
+      ),
+      { numRuns: 100 },
+    );
+  }, 60_000);
 });
 
 describe("newCid", () => {

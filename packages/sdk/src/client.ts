@@ -473,10 +473,14 @@ export class ParleyClient extends Emitter<ClientEvents> {
 
   /** Protocol version 2: `sent` with a useq comes in place of the push of our own message, which
    * is built here from the send, as the server stored it. Were the send not known (it always is:
-   * the id is this connection's), the entry would be missing and the gap fetched by sync. */
+   * the id is this connection's), the entry is fetched by sync instead. */
   private ownEntry(conn: ClientConnection, sent: SentFrame): void {
+    const engine = sent.log === undefined ? this.engine : this.groups.get(sent.log);
     const send = this.outbox.inFlight(sent.id);
-    if (send === undefined || send.cid !== sent.cid || send.conv !== sent.conv || !conn.welcome) return;
+    if (send === undefined || send.cid !== sent.cid || send.conv !== sent.conv || !conn.welcome) {
+      engine?.onMissed(sent.useq!);
+      return;
+    }
     const msg: Message = {
       conv: sent.conv,
       seq: sent.seq,
@@ -488,8 +492,7 @@ export class ParleyClient extends Emitter<ClientEvents> {
       ts: sent.ts,
       ...(send.replyTo !== undefined ? { replyTo: send.replyTo } : {}),
     };
-    if (sent.log === undefined) this.engine.onPush(sent.useq!, { k: "msg", msg });
-    else this.groups.get(sent.log)?.onPush(sent.useq!, { k: "msg", msg });
+    engine?.onPush(sent.useq!, { k: "msg", msg });
     this.acks.schedule();
   }
 

@@ -197,6 +197,14 @@ export class SyncEngine {
     if (this.inflight === 0 && this.running && !this.paused) this.startRound();
   }
 
+  /** The log holds an entry at `useq` that this side was told of but could not be given (the
+   * entry of a `sent` whose send it no longer knows): it is fetched with a sync, as a gap is. */
+  onMissed(useq: number): void {
+    if (useq <= this.cursor) return;
+    if (useq > this.knownHead) this.knownHead = useq;
+    if (this.inflight === 0 && this.running && !this.paused) this.startRound();
+  }
+
   /** The reply to one outstanding `sync`. */
   onSynced(updates: readonly LoggedUpdate[], more: boolean, head: number): void {
     if (this.inflight > 0) this.inflight--;

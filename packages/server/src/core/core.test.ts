@@ -1,3 +1,4 @@
+import fc from "fast-check";
 import { describe, it, expect, beforeEach } from "vitest";
 import { encodeJson } from "@parley/protocol";
 import type { ErrorFrame, Message, PushFrame, SentFrame, ServerFrame } from "@parley/protocol";
@@ -308,6 +309,76 @@ describe("Core", () => {
           "m1",
         ]);
       });
+
+      it("answers every send once, and gives each connection every entry once, in order", async () => {
+        // Two connections of one device (a reconnect the server has not seen end), pipelined sends
+        // of a few cids (so resends and duplicates in flight), some to a conversation that does
+        // not exist, and another user's messages.
+        type Step = { k: "send"; conn: 0 | 1; cid: string; ok: boolean } | { k: "bob" } | { k: "tick" };
+        const step = fc.oneof(
+          fc.record({
+            k: fc.constant("send" as const),
+            conn: fc.constantFrom(0 as const, 1 as const),
+            cid: fc.constantFrom("a", "b", "c", "d", "e"),
+            ok: fc.boolean(),
+          }),
+          fc.constant({ k: "bob" as const }),
+          fc.constant({ k: "tick" as const }),
+        );
+        await fc.assert(
+          fc.asyncProperty(fc.array(step, { maxLength: 30 }), async (steps: Step[]) => {
+            core = makeCore();
+            const a = await account("alice");
+            const b = await account("bob");
+            const conv = await core.createDirect(a.p, b.p.user);
+            const conns = [await connect(a, [2]), await connect(a, [1, 2])];
+            const asked: Array<Map<number, { cid: string; ok: boolean }>> = [new Map(), new Map()];
+            let bobs = 0;
+            for (const s of steps) {
+              if (s.k === "send") {
+                const id = asked[s.conn]!.size + 1;
+                asked[s.conn]!.set(id, { cid: s.cid, ok: s.ok });
+                conns[s.conn]!.receive(send(id, s.ok ? conv.id : "c_nowhere", s.cid));
+              } else if (s.k === "bob") {
+                await core.send(b.p, { conv: conv.id, cid: `bob${++bobs}`, type: "t", body: text("b") });
+              } else await new Promise((resolve) => setTimeout(resolve, 0));
+            }
+            for (const [n, c] of conns.entries()) for (const id of asked[n]!.keys()) await c.reply(id);
+            const page = await conns[0]!.request({ t: "sync", id: 10_000, cursor: 0 });
+            if (page.t !== "synced") throw new Error(`sync answered ${page.t}`);
+            const entries = page.updates;
+            const byCid = new Map(
+              entries.flatMap((e) =>
+                e.u.k === "msg" && e.u.msg.from === a.p.user ? [[e.u.msg.cid, e.u.msg]] : [],
+              ),
+            );
+            for (const [n, c] of conns.entries()) {
+              const head = (c.frames[0] as { head: number }).head;
+              // Each request once: `sent` with the seq its cid was stored under, or an error for
+              // a conversation that does not exist.
+              for (const [id, { cid, ok }] of asked[n]!) {
+                const replies = answers(c, id);
+                expect(replies).toHaveLength(1);
+                if (ok) expect(replies[0]).toMatchObject({ t: "sent", cid, seq: byCid.get(cid)!.seq });
+                else expect(replies[0]).toMatchObject({ t: "error" });
+              }
+              // Every entry after the welcome's head once, in order: pushed, or `sent` in its place
+              // for a message this connection sent (the same cid, the same content).
+              const got = c.frames.flatMap((f) =>
+                isPush(f) ? [f.useq] : f.t === "sent" && f.useq !== undefined ? [f.useq] : [],
+              );
+              expect(got).toEqual(entries.filter((e) => e.useq > head).map((e) => e.useq));
+              for (const f of c.frames) {
+                if (f.t !== "sent" || f.useq === undefined) continue;
+                const entry = entries[f.useq - 1]!;
+                expect(entry.u).toMatchObject({ k: "msg", msg: { cid: f.cid, seq: f.seq, dev: a.p.device } });
+                expect(asked[n]!.get(f.id)).toMatchObject({ cid: f.cid, ok: true });
+              }
+            }
+          }),
+          { numRuns: 60 },
+        );
+      }, 60_000);
 
       it("forgets a refused send: the same cid, sent again where it may go, gets its useq", async () => {
         const a = await account("alice");

@@ -29,6 +29,8 @@ describe("ServerMetricsWindow", () => {
       metrics.commit(10, 0.03, true);
       metrics.commit(10, 0.03, true);
       metrics.commit(10, 0.03, false); // a rolled-back commit is not a commit
+      for (let i = 0; i < 97; i++) metrics.logSync(0.0004);
+      for (let i = 0; i < 3; i++) metrics.logSync(0.03);
       await window.stop();
       const r = await window.result();
       expect(r.server_msgs_per_commit).toBe(10);
@@ -37,6 +39,30 @@ describe("ServerMetricsWindow", () => {
       expect(r.server_commits_over_10ms_per_s).toBeGreaterThan(0);
       expect(r.server_commits_per_s).toBeGreaterThan(0);
       expect(r.server_loop_delay_max_ms).toBeGreaterThanOrEqual(0);
+      // 3 of 100 log syncs over 10 ms: the p99 falls in the 20-50 ms bucket.
+      expect(r.server_log_sync_p99_ms_at_most).toBe(50);
+      expect(r.server_log_syncs_over_10ms_per_s).toBeGreaterThan(0);
+      expect(r.server_log_syncs_per_s).toBeGreaterThan(0);
+      // 97 x 0.4 + 3 x 30 = 128.8 ms in the window, which lasted well under the 128.8 s that
+      // would bring it under 1 ms per second.
+      expect(r.server_log_sync_ms_per_s).toBeGreaterThan(1);
+    } finally {
+      await listener.close();
+    }
+  });
+
+  it("reports no log sync figures for a server without a numbered log", async () => {
+    const metrics = new PrometheusMetrics(() => 0);
+    const listener = await metrics.listen("127.0.0.1", 0);
+    try {
+      const window = await ServerMetricsWindow.open(listener.port);
+      await window.start();
+      metrics.commit(10, 0.001, true);
+      await window.stop();
+      const r = await window.result();
+      expect(r.server_commits_per_s).toBeGreaterThan(0);
+      expect(r).not.toHaveProperty("server_log_syncs_per_s");
+      expect(r).not.toHaveProperty("server_log_sync_ms_per_s");
     } finally {
       await listener.close();
     }

@@ -1,8 +1,9 @@
 import { EVENT_LOOP_SAMPLE_MS } from "../../packages/server/src/metrics/prometheus/prometheus-metrics.ts";
 
 // The server's own view of a measured window, from its Prometheus endpoint (--metrics-port,
-// docs/operations.md "Metrics"): how long its group commits took, how big they were, how late
-// its event loop ran and how long GC paused it. Scraped when the window starts (which also
+// docs/operations.md "Metrics"): how long its group commits took, how big they were, how long
+// the disk held them (the numbered log's write and fdatasync), how late its event loop ran and
+// how long GC paused it. Scraped when the window starts (which also
 // resets the event-loop delay histogram) and when it ends; the figures are the difference.
 
 /** One scrape: every sample line, keyed by the series as written (`name{labels}`). */
@@ -94,6 +95,7 @@ export class ServerMetricsWindow {
     const seconds = (this.last.at - this.first.at) / 1000;
     const commits = d('parley_commit_seconds_count{outcome="ok"}');
     const commitBound = (q: number) => quantileBound(a, b, "parley_commit_seconds", 'outcome="ok"', q);
+    const syncs = d("parley_log_sync_seconds_count");
     const gcKinds = ["minor", "major", "incremental", "weakcb"];
     const gcSeconds = gcKinds.reduce((s, k) => s + d(`nodejs_gc_duration_seconds_sum{kind="${k}"}`), 0);
     const gcCount = gcKinds.reduce((s, k) => s + d(`nodejs_gc_duration_seconds_count{kind="${k}"}`), 0);
@@ -110,6 +112,20 @@ export class ServerMetricsWindow {
       server_commits_over_10ms_per_s: Number(
         ((commits - d('parley_commit_seconds_bucket{le="0.01",outcome="ok"}')) / seconds).toFixed(2),
       ),
+      // Only a server with a commit interval (the default) has a numbered log.
+      ...(syncs > 0
+        ? {
+            server_log_syncs_per_s: Math.round(syncs / seconds),
+            server_log_sync_p99_ms_at_most: quantileBound(a, b, "parley_log_sync_seconds", "", 0.99),
+            server_log_syncs_over_10ms_per_s: Number(
+              ((syncs - d('parley_log_sync_seconds_bucket{le="0.01"}')) / seconds).toFixed(2),
+            ),
+            // How long per second sends were held by the disk (the sequencer waits for each).
+            server_log_sync_ms_per_s: Number(
+              ((d("parley_log_sync_seconds_sum") * 1000) / seconds).toFixed(1),
+            ),
+          }
+        : {}),
       server_loop_delay_p99_ms: loopDelayMs(b.get("nodejs_eventloop_lag_p99_seconds")),
       server_loop_delay_max_ms: loopDelayMs(b.get("nodejs_eventloop_lag_max_seconds")),
       server_gc_ms_per_s: Number(((gcSeconds * 1000) / seconds).toFixed(1)),

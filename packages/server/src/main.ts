@@ -54,7 +54,12 @@ export interface OfflineCore {
 
 /** Opens the configured store. A damaged or foreign data file rejects with an Error naming it
  * (the SQLite writer checks the file before serving it; writes run on its own thread). */
-async function openStore(config: ServerConfig, logger: PinoLogger, owner = true): Promise<Store> {
+async function openStore(
+  config: ServerConfig,
+  logger: PinoLogger,
+  owner = true,
+  onLogSync?: (seconds: number) => void,
+): Promise<Store> {
   if (config.testFaults) {
     logger.warn(
       { testFaults: config.testFaults },
@@ -79,6 +84,7 @@ async function openStore(config: ServerConfig, logger: PinoLogger, owner = true)
     ...(owner && faults?.ackBeforeCommitMs !== undefined
       ? { unsafeDeferCommitMs: faults.ackBeforeCommitMs }
       : {}),
+    ...(onLogSync !== undefined ? { onLogSync } : {}),
   });
   return faults?.commitDelayMs !== undefined ? withCommitDelay(store, faults.commitDelayMs) : store;
 }
@@ -129,7 +135,6 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     ? { cert: readPem(config.tls.certFile, "--tls-cert"), key: readPem(config.tls.keyFile, "--tls-key") }
     : undefined;
   const logger = createLogger(config);
-  const store = await openStore(config, logger);
   // Scraped only once listening, after `core` exists.
   const metrics =
     config.metricsPort !== undefined
@@ -138,6 +143,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
           () => core.fanOutBacklog,
         )
       : undefined;
+  const store = await openStore(config, logger, true, metrics && ((s) => metrics.logSync(s)));
   const core = createCore(config, store, logger, metrics);
   let gateways: Gateways;
   try {

@@ -210,6 +210,9 @@ describe("startServer", () => {
     };
     expect(value("parley_messages_committed_total")).toBe(2);
     expect(value('parley_commit_seconds_count{outcome="ok"}')).toBe(2);
+    // Each batch of sends was written to the numbered log (the default commit interval).
+    expect(value("parley_log_sync_seconds_count")).toBe(2);
+    expect(value("parley_log_sync_seconds_sum")).toBeGreaterThan(0);
     expect(value("parley_commit_messages_count")).toBe(2);
     expect(value("parley_sends_refused_total")).toBe(0);
     expect(value("parley_connections")).toBe(1);

@@ -31,6 +31,7 @@ export class PrometheusMetrics implements Metrics {
   private readonly batchSize: Histogram;
   private readonly committed: Counter;
   private readonly refused: Counter;
+  private readonly logSyncSeconds: Histogram;
 
   /** `connections` reads the number of open client connections when scraped, `fanOutBacklog`
    * the pushes of large groups waiting to go out. */
@@ -53,6 +54,12 @@ export class PrometheusMetrics implements Metrics {
     this.committed = new Counter({
       name: "parley_messages_committed_total",
       help: "Messages committed durably (resends of a committed message included)",
+      registers: [this.registry],
+    });
+    this.logSyncSeconds = new Histogram({
+      name: "parley_log_sync_seconds",
+      help: "Duration of each numbered log append (write and fdatasync) that a batch of sends waits for before it is acknowledged",
+      buckets: COMMIT_BUCKETS,
       registers: [this.registry],
     });
     this.refused = new Counter({
@@ -93,6 +100,12 @@ export class PrometheusMetrics implements Metrics {
 
   sendRefused(): void {
     this.refused.inc();
+  }
+
+  /** The store wrote a batch of sends to its numbered log in `seconds` (ThreadedSqliteStore's
+   * onLogSync). Not a port method: the store reports it to whoever opened it. */
+  logSync(seconds: number): void {
+    this.logSyncSeconds.observe(seconds);
   }
 
   /** Serves GET /metrics on host:port (0: any free port). Resolves with the bound port. */

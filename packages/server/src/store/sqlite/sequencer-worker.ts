@@ -193,14 +193,19 @@ function epoch(): number {
   return sequencer.lastBatch > sequencer.committedBatch ? sequencer.lastBatch : 0;
 }
 
-async function append(packed: PackedBatch): Promise<unknown> {
+/** The append's results, and the seconds its record took to write and fdatasync (undefined if it
+ * wrote none). */
+async function append(packed: PackedBatch): Promise<{ result: unknown; logSync?: number }> {
   const batch = unpackBatch(packed);
   const { results, record, resends } = sequencer.number(batch);
+  let logSync: number | undefined;
   if (record) {
     const payload = encodeNumbered(record);
     if (numbered) {
       try {
+        const t0 = performance.now();
         numbered.append(payload, record.batch);
+        logSync = (performance.now() - t0) / 1000;
       } catch (err) {
         numbered.truncateTail();
         // Numbered but not durable: nothing of it may be acknowledged, and the counts are wrong.
@@ -217,7 +222,8 @@ async function append(packed: PackedBatch): Promise<unknown> {
     if ("error" in r) throw new Error(r.error.message);
     sequencer.fillResends(batch, results, resends);
   }
-  return packResults(batch, results);
+  const result = packResults(batch, results);
+  return logSync === undefined ? { result } : { result, logSync };
 }
 
 async function handle(msg: { id: number; method: string; args: unknown[] }): Promise<void> {
@@ -233,8 +239,8 @@ async function handle(msg: { id: number; method: string; args: unknown[] }): Pro
       return;
     }
     try {
-      const result = await append(msg.args[0] as PackedBatch);
-      reply({ id: msg.id, result, epoch: epoch() });
+      const { result, logSync } = await append(msg.args[0] as PackedBatch);
+      reply({ id: msg.id, result, epoch: epoch(), ...(logSync !== undefined ? { logSync } : {}) });
     } catch (err) {
       broken = err as Error;
       log("error", { err: String(err) }, "sqlite sequencer: stopped");

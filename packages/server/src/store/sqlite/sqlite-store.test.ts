@@ -776,6 +776,24 @@ describe("numbered log (ThreadedSqliteStore: acknowledged ahead of SQLite)", () 
     await reopened.close();
   });
 
+  it("reports how long each batch written to the log took to write and fdatasync, and nothing for a batch of resends", async () => {
+    const file = join(dir(), "parley.db");
+    const syncs: number[] = [];
+    const store = await ThreadedSqliteStore.open(file, { ...LONG, onLogSync: (s) => syncs.push(s) });
+    await setUp(store);
+    await store.appendMessages([newMessage("g1", "a", "m1"), newMessage("g2", "b", "m2")]);
+    await store.appendMessages([newMessage("g1", "b", "m3")]);
+    expect(NumberedLog.readAll(file)).toHaveLength(2);
+    expect(syncs).toHaveLength(2);
+    for (const s of syncs) expect(s > 0 && s < 60).toBe(true);
+    // Resends only (of an uncommitted and of a committed send): no record, no sync.
+    expect(await store.appendMessages([newMessage("g1", "a", "m1")])).toMatchObject([{ duplicate: true }]);
+    await store.getMessage("g1", 1); // commits
+    expect(await store.appendMessages([newMessage("g1", "b", "m3")])).toMatchObject([{ duplicate: true }]);
+    expect(syncs).toHaveLength(2);
+    await store.close();
+  });
+
   it("a threaded store reopened on a crash copy gives resends their original, and numbers on", async () => {
     const file = join(dir(), "parley.db");
     const store = await openSetUp(file);

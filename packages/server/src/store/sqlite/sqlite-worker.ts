@@ -42,7 +42,9 @@ export interface WireError {
 }
 
 export type WorkerReply =
-  | { id: number; result: unknown; epoch?: number }
+  /** `logSync`: seconds the sequencer spent writing and fdatasyncing this append's batch to the
+   * numbered log (an append that wrote no record has none). */
+  | { id: number; result: unknown; epoch?: number; logSync?: number }
   | { committed: number }
   /** An applier has applied every numbered batch up to this one (not committed yet). */
   | { applied: number }

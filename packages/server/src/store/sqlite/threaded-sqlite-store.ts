@@ -71,6 +71,10 @@ export interface ThreadedSqliteStoreOptions {
    * write), so a SIGKILL loses them; the chaos checker is shown to catch that. Wins over
    * commitIntervalMs. */
   unsafeDeferCommitMs?: number;
+  /** Called on this thread with the seconds each batch of sends took to be written to the
+   * numbered log and fdatasynced, before its acknowledgement (with a commit interval only: the
+   * time the disk made those sends wait, docs/operations.md). */
+  onLogSync?: (seconds: number) => void;
 }
 
 export class ThreadedSqliteStore implements Store {
@@ -97,6 +101,7 @@ export class ThreadedSqliteStore implements Store {
     private readonly reader: SqliteStore,
     /** The applier thread behind the sequencer (`worker`), if there is one. */
     private readonly applier?: Worker,
+    onLogSync?: (seconds: number) => void,
   ) {
     worker.on("message", (msg: WorkerReply) => {
       if ("committed" in msg) return this.settle(msg.committed);
@@ -105,6 +110,7 @@ export class ThreadedSqliteStore implements Store {
       if (!p) return;
       this.pending.delete(msg.id);
       if ("result" in msg) {
+        if (msg.logSync !== undefined) onLogSync?.(msg.logSync);
         p.resolve(p.withEpoch ? { result: msg.result, epoch: msg.epoch ?? 0 } : msg.result);
       } else p.reject(toError(msg.error));
     });
@@ -146,7 +152,7 @@ export class ThreadedSqliteStore implements Store {
         await sequencer.ready;
       }
       const reader = SqliteStore.openReader(path);
-      return new ThreadedSqliteStore(threads[0]!, reader, threads[1]);
+      return new ThreadedSqliteStore(threads[0]!, reader, threads[1], opts.onLogSync);
     } catch (err) {
       await Promise.all(threads.map((t) => t.terminate()));
       throw err;

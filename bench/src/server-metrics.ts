@@ -3,8 +3,8 @@ import { EVENT_LOOP_SAMPLE_MS } from "../../packages/server/src/metrics/promethe
 // The server's own view of a measured window, from its Prometheus endpoint (--metrics-port,
 // docs/operations.md "Metrics"): how long its group commits took, how big they were, how long
 // the disk held them (the numbered log's write and fdatasync), how late its event loop ran and
-// how long GC paused it. Scraped when the window starts (which also
-// resets the event-loop delay histogram) and when it ends; the figures are the difference.
+// how long GC paused it. Scraped when the window starts (which also resets the event-loop delay
+// histogram) and when it ends; the figures are the difference.
 
 /** One scrape: every sample line, keyed by the series as written (`name{labels}`). */
 export type Scrape = Map<string, number>;

@@ -74,6 +74,16 @@ async function openStore(
       cause: err,
     });
   }
+  if (config.commitLogDir !== undefined) {
+    try {
+      mkdirSync(config.commitLogDir, { recursive: true });
+    } catch (err) {
+      throw new Error(
+        `cannot create the commit log directory ${config.commitLogDir}: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+  }
   const faults = config.testFaults;
   const store = await ThreadedSqliteStore.open(join(config.dataDir, DB_FILE), {
     logger: logger.child({ component: "store" }),
@@ -85,6 +95,7 @@ async function openStore(
       ? { unsafeDeferCommitMs: faults.ackBeforeCommitMs }
       : {}),
     ...(onLogSync !== undefined ? { onLogSync } : {}),
+    ...(config.commitLogDir !== undefined ? { numberedLogDir: config.commitLogDir } : {}),
   });
   return faults?.commitDelayMs !== undefined ? withCommitDelay(store, faults.commitDelayMs) : store;
 }

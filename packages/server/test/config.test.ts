@@ -83,6 +83,14 @@ describe("loadConfig", () => {
     }
   });
 
+  it("reads the commit log's directory, the data directory unless given", () => {
+    expect(loadConfig([], {}).commitLogDir).toBeUndefined();
+    expect(loadConfig([], { PARLEY_COMMIT_LOG_DIR: "/disk2/log" }).commitLogDir).toBe("/disk2/log");
+    expect(
+      loadConfig(["--commit-log-dir", "log"], { PARLEY_COMMIT_LOG_DIR: "/disk2/log" }).commitLogDir,
+    ).toBe("log");
+  });
+
   it("reads the large-group threshold, refusing groups of fewer than 2 and nonsense", () => {
     expect(loadConfig([], {}).largeGroupMembers).toBeUndefined();
     expect(loadConfig([], { PARLEY_LARGE_GROUP_MEMBERS: "100" }).largeGroupMembers).toBe(100);

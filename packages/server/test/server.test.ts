@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -278,6 +278,34 @@ describe("startServer", () => {
     const res = await fetch(`${again}/v1/devices`, { headers: { authorization: `Bearer ${second.token}` } });
     const { devices } = (await res.json()) as { devices: Array<{ name: string; cursor: number }> };
     expect(devices.find((d) => d.name === "tcp")?.cursor).toBe(2);
+  });
+
+  it("keeps the commit log in --commit-log-dir, creating it; a clean stop leaves no segment", async () => {
+    const data = join(dir, "data");
+    const logDir = join(dir, "other-disk", "log");
+    const segments = (d: string) => readdirSync(d).filter((f) => /^parley\.db-commitlog\.\d+$/.test(f));
+    server = await startServer(config(data, { commitLogDir: logDir, commitIntervalMs: 2000 }));
+    const base = `http://127.0.0.1:${server.httpPort}`;
+    await post(base, "/v1/register", { name: "alice", password: "password-alice" });
+    const login = await post(base, "/v1/login", { name: "alice", password: "password-alice", device: "d" });
+    const conv = await post(
+      base,
+      "/v1/conversations",
+      { kind: "group", name: "g", members: [] },
+      login.token,
+    );
+    await post(
+      base,
+      `/v1/conversations/${conv.id}/messages`,
+      { cid: "m1", type: "t", body: "" },
+      login.token,
+    );
+    // Acknowledged, not yet committed to SQLite (2 s interval): its record is in the log's directory.
+    expect(segments(logDir).length).toBeGreaterThan(0);
+    expect(segments(data)).toEqual([]);
+    await server.stop();
+    server = undefined;
+    expect(segments(logDir)).toEqual([]);
   });
 
   it("stop() is idempotent", async () => {

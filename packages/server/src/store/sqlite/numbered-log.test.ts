@@ -12,7 +12,14 @@ import { join } from "node:path";
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { CommitLog } from "./commit-log.ts";
-import { NumberedLog, decodeNumbered, encodeNumbered, type NumberedBatch } from "./numbered-log.ts";
+import {
+  NumberedLog,
+  decodeNumbered,
+  encodeNumbered,
+  logBase,
+  refuseStraySegments,
+  type NumberedBatch,
+} from "./numbered-log.ts";
 import { arbitraryNewMessage } from "../testing/arbitraries.ts";
 
 // The numbered log holds every send acknowledged ahead of SQLite, with the seq and useqs it was
@@ -331,6 +338,21 @@ describe("numbered log segments", () => {
       { n: 12, path: `${db}-commitlog.12` },
     ]);
     expect(NumberedLog.segments(join(dir, "missing", "parley.db"))).toEqual([]);
+  });
+
+  it("a log kept in another directory is named as one beside the database, and segments left beside it are refused", () => {
+    const elsewhere = join(dir, "log");
+    expect(logBase(db)).toBe(db);
+    expect(logBase(db, elsewhere)).toBe(join(elsewhere, "parley.db"));
+    // Nothing beside the database: fine, wherever the log is.
+    refuseStraySegments(db, elsewhere);
+    refuseStraySegments(db, undefined);
+    writeFileSync(`${db}-commitlog.3`, "");
+    expect(() => refuseStraySegments(db, elsewhere)).toThrow(`${db}-commitlog.3`);
+    // The database's own directory, however written, is where those segments belong.
+    refuseStraySegments(db, undefined);
+    refuseStraySegments(db, dir);
+    refuseStraySegments(db, join(dir, "log", ".."));
   });
 });
 

@@ -1,5 +1,5 @@
 import { existsSync, readdirSync, unlinkSync } from "node:fs";
-import { basename, dirname } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import type { NewMessage } from "../../core/ports/store.ts";
 import { CommitLog, RecordReader, messageSize, writeMessage, writeString } from "./commit-log.ts";
 
@@ -15,6 +15,11 @@ import { CommitLog, RecordReader, messageSize, writeMessage, writeString } from 
 // `<db>-commitlog` nor a segment is ever read as the other. The log goes on into a new segment at
 // rotate(); a closed segment is deleted once a SQLite commit covers every batch in it, so the log
 // on disk stays a few commit intervals long without ever truncating the file being appended to.
+//
+// The segments live beside the database unless a directory is given for them (`--commit-log-dir`):
+// every append is an fdatasync, which on a disk shared with SQLite's files waits behind SQLite's
+// own writes (architecture.md). The functions below take the log's base path, `<dir>/<db file
+// name>` (logBase), so a log elsewhere is named as one beside the database would be.
 
 const SEGMENT_HEADER = Buffer.from("PARLEY-COMMIT-LOG 2\n", "latin1");
 
@@ -128,6 +133,26 @@ function positive(v: number, what: string): number {
 }
 
 // ------------------------------------------------------------------ segments
+
+/** The base path of the numbered log of the database at `dbPath`: `dbPath` itself (segments
+ * beside the database), or the same file name in `dir`. */
+export function logBase(dbPath: string, dir?: string): string {
+  return dir === undefined ? dbPath : join(dir, basename(dbPath));
+}
+
+/** Throws if the log of `dbPath` is kept in `dir` but segments lie beside the database: they hold
+ * acknowledged sends that a start reading only `dir` would not apply (the log was moved while the
+ * server was stopped uncleanly). Nothing to check when `dir` is the database's own directory. */
+export function refuseStraySegments(dbPath: string, dir: string | undefined): void {
+  if (dir === undefined || resolve(dir) === resolve(dirname(dbPath))) return;
+  const stray = NumberedLog.segments(dbPath);
+  if (stray.length === 0) return;
+  throw new Error(
+    `numbered log segments beside the database (${stray.map((s) => s.path).join(", ")}) while the ` +
+      `log is kept in ${dir}: they hold acknowledged sends. Move them into ${dir}, or start once ` +
+      `with the log beside the database, so that they are applied`,
+  );
+}
 
 interface Segment {
   n: number;

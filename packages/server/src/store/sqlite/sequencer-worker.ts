@@ -1,7 +1,7 @@
 import { parentPort, workerData, type MessagePort } from "node:worker_threads";
 import { openReader } from "./sqlite-open.ts";
 import { Sequencer } from "./sequencer.ts";
-import { NumberedLog, encodeNumbered } from "./numbered-log.ts";
+import { NumberedLog, encodeNumbered, logBase } from "./numbered-log.ts";
 import { APPEND_PACKED, packResults, unpackBatch, type PackedBatch } from "./append-wire.ts";
 import type { WireError, WorkerReply } from "./sqlite-worker.ts";
 
@@ -24,6 +24,8 @@ export interface SequencerInit {
   path: string;
   /** The applier thread's port. */
   applier: MessagePort;
+  /** Where the numbered log's segments go (default: beside the database). */
+  numberedLogDir?: string;
   /** TEST ONLY (PARLEY_TEST_FAULTS ack-before-commit): acknowledge without writing the log, so
    * that a crash loses acknowledged sends and the chaos checker can be shown to see it. */
   unsafeNoLog?: boolean;
@@ -49,7 +51,7 @@ try {
   const db = openReader(init.path);
   closeReader = () => db.close();
   sequencer = new Sequencer(db);
-  numbered = init.unsafeNoLog ? undefined : NumberedLog.create(init.path);
+  numbered = init.unsafeNoLog ? undefined : NumberedLog.create(logBase(init.path, init.numberedLogDir));
 } catch (err) {
   port.postMessage({ failed: err instanceof Error ? err.message : String(err) } satisfies WorkerReply);
   port.close();

@@ -18,7 +18,7 @@ import { runStoreConformance } from "../store-conformance.ts";
 import type { Store } from "../../core/ports/store.ts";
 import { NUMBERED_LOG_APPLIED, SqliteStore } from "./sqlite-store.ts";
 import { CommitLog } from "./commit-log.ts";
-import { NumberedLog } from "./numbered-log.ts";
+import { NumberedLog, logBase } from "./numbered-log.ts";
 import type { Logger } from "../../core/ports/logger.ts";
 import { ThreadedSqliteStore } from "./threaded-sqlite-store.ts";
 import { MIGRATIONS, SCHEMA_VERSION, type MigrationFn } from "./sqlite-schema.ts";
@@ -792,6 +792,43 @@ describe("numbered log (ThreadedSqliteStore: acknowledged ahead of SQLite)", () 
     expect(await store.appendMessages([newMessage("g1", "b", "m3")])).toMatchObject([{ duplicate: true }]);
     expect(syncs).toHaveLength(2);
     await store.close();
+  });
+
+  it("keeps the numbered log in numberedLogDir when given, and a crash copy applies it from there", async () => {
+    const file = join(dir(), "db", "parley.db");
+    const logDir = join(dir(), "log");
+    await mkdir(join(dir(), "db"));
+    await mkdir(logDir);
+    const store = await ThreadedSqliteStore.open(file, { ...LONG, numberedLogDir: logDir });
+    await setUp(store);
+    await store.appendMessages([newMessage("g1", "a", "m1"), newMessage("g2", "b", "m2")]);
+    expect(NumberedLog.segments(file)).toEqual([]);
+    const base = logBase(file, logDir);
+    expect(base).toBe(join(logDir, "parley.db"));
+    expect(NumberedLog.readAll(base)).toHaveLength(1);
+    // A crash now: the database as SQLite had it (nothing committed) and the log's directory.
+    const copy = await copyFiles(file, join(dir(), "crash"), ["", "-wal"]);
+    const copyLogDir = join(dir(), "crash-log");
+    const segments = NumberedLog.segments(base).map((s) => s.path.slice(base.length));
+    await copyFiles(base, copyLogDir, segments);
+    expect(committedMessages(copy)).toBe(0);
+    await store.close();
+    expect(NumberedLog.segments(base)).toEqual([]);
+
+    // Opened with the log elsewhere while segments lie beside the database: refused, naming them.
+    const stray = await copyFiles(copy, join(dir(), "stray"), [""]);
+    await copyFiles(base.replace(logDir, copyLogDir), join(dir(), "stray"), segments);
+    await expect(SqliteStore.open(stray, { ...LONG, numberedLogDir: copyLogDir })).rejects.toThrow(
+      `${stray}-commitlog.1`,
+    );
+    expect(NumberedLog.segments(stray)).toHaveLength(1); // left as it was
+
+    const { logger, messages } = recording();
+    const reopened = await SqliteStore.open(copy, { ...LONG, numberedLogDir: copyLogDir, logger });
+    expect(messages).toContain(NUMBERED_LOG_APPLIED);
+    expect(committedMessages(copy)).toBe(2);
+    expect(NumberedLog.segments(logBase(copy, copyLogDir))).toEqual([]);
+    await reopened.close();
   });
 
   it("a threaded store reopened on a crash copy gives resends their original, and numbers on", async () => {

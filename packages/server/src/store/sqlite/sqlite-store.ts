@@ -40,7 +40,13 @@ import {
 } from "../store-rules.ts";
 import { openDatabase, openReader } from "./sqlite-open.ts";
 import { CommitLog, decodeBatch, encodeBatch } from "./commit-log.ts";
-import { NumberedLog, decodeNumbered, type NumberedBatch } from "./numbered-log.ts";
+import {
+  NumberedLog,
+  decodeNumbered,
+  logBase,
+  refuseStraySegments,
+  type NumberedBatch,
+} from "./numbered-log.ts";
 import {
   prepareStatements,
   toConversation,
@@ -85,6 +91,10 @@ export interface SqliteStoreOptions {
    * numbered log's segments are the sequencer's: this store only reads them, to replay them at
    * open and after a failed commit. */
   applier?: boolean;
+  /** Where the numbered log's segments live (default: beside the database). An owner (see
+   * commitIntervalMs) refuses to open if segments lie beside the database while this is another
+   * directory (numbered-log.ts, refuseStraySegments). */
+  numberedLogDir?: string;
 }
 
 /** The log message of a start that applied a non-empty commit log (the chaos run counts them). */
@@ -170,7 +180,7 @@ export class SqliteStore implements Store {
     this.logger = opts.logger ?? silentLogger;
     if (opts.applier) {
       if (!(this.deferMs > 0)) throw new Error("an applier needs a commit interval");
-      this.numberedLog = path;
+      this.numberedLog = path === undefined ? undefined : logBase(path, opts.numberedLogDir);
     }
   }
 
@@ -195,8 +205,10 @@ export class SqliteStore implements Store {
         // whichever store owns the file next. Not by a tool beside a running server, which may be
         // writing it.
         if (owner) {
-          store.replayNumbered(path, false);
-          NumberedLog.removeAll(path);
+          refuseStraySegments(path, opts.numberedLogDir);
+          const base = logBase(path, opts.numberedLogDir);
+          store.replayNumbered(base, false);
+          NumberedLog.removeAll(base);
         }
       } catch (err) {
         store.commitLog?.close();
@@ -925,8 +937,8 @@ export class SqliteStore implements Store {
     this.logger.info({ batches: records.length, messages, stored: fresh }, COMMIT_LOG_APPLIED);
   }
 
-  /** Applies the batches of the numbered log of the database at `path` that SQLite does not hold
-   * yet, in order, in one transaction, and commits it. A batch is committed whole or not at all,
+  /** Applies the batches of the numbered log at `path` (its base: numbered-log.ts, logBase) that
+   * SQLite does not hold yet, in order, in one transaction, and commits it. A batch is committed whole or not at all,
    * so its first message tells. `resume`: after a failed commit, the sequencer goes on numbering
    * from these (appliedBatch); at open it starts anew. */
   private replayNumbered(path: string, resume: boolean): void {

@@ -31,6 +31,8 @@ export interface WorkerInit {
   /** The applier of a sequencer: serve it on `port` (see the header). */
   applier?: boolean;
   port?: MessagePort;
+  /** See SqliteStoreOptions.numberedLogDir. */
+  numberedLogDir?: string;
 }
 
 /** An error as it crosses to the main thread (structured clone keeps no Error subclass). */
@@ -96,6 +98,7 @@ try {
     ...(init.commitIntervalMs !== undefined ? { commitIntervalMs: init.commitIntervalMs } : {}),
     onCommit: (epoch) => port.postMessage({ committed: epoch } satisfies WorkerReply),
     ...(init.applier ? { applier: true } : {}),
+    ...(init.numberedLogDir !== undefined ? { numberedLogDir: init.numberedLogDir } : {}),
   });
   const methods = store as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
   const appendPacked = async (packed: PackedBatch) => {

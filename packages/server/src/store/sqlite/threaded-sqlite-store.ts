@@ -66,6 +66,9 @@ export interface ThreadedSqliteStoreOptions {
   cacheKib?: number;
   /** See SqliteStoreOptions.commitIntervalMs. */
   commitIntervalMs?: number;
+  /** See SqliteStoreOptions.numberedLogDir: where the sequencer writes the numbered log, and
+   * whence the writer applies one at open. */
+  numberedLogDir?: string;
   /** TEST ONLY, breaks durability on purpose (PARLEY_TEST_FAULTS ack-before-commit): sends are
    * acknowledged without the numbered log and committed this many ms later (or by the next other
    * write), so a SIGKILL loses them; the chaos checker is shown to catch that. Wins over
@@ -127,6 +130,7 @@ export class ThreadedSqliteStore implements Store {
       path,
       ...(opts.cacheKib !== undefined ? { cacheKib: opts.cacheKib } : {}),
       ...(opts.commitIntervalMs !== undefined ? { commitIntervalMs: opts.commitIntervalMs } : {}),
+      ...(opts.numberedLogDir !== undefined ? { numberedLogDir: opts.numberedLogDir } : {}),
     };
     const threads: Worker[] = [];
     try {
@@ -140,6 +144,7 @@ export class ThreadedSqliteStore implements Store {
         const sequencerInit: SequencerInit = {
           path,
           applier: port2,
+          ...(opts.numberedLogDir !== undefined ? { numberedLogDir: opts.numberedLogDir } : {}),
           ...(opts.unsafeDeferCommitMs ? { unsafeNoLog: true } : {}),
         };
         // Both threads boot at once (loading TypeScript in a thread takes about a second); the

@@ -184,6 +184,13 @@ export const MIGRATIONS: readonly (string | MigrationFn)[] = [
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
+/** Logged when an existing file starts migrating: all steps run in one transaction, so stopping
+ * the server meanwhile leaves the file as it was. */
+export const MIGRATION_STARTED =
+  "sqlite schema: migrating (one transaction: stopping now leaves the file as it was)";
+/** Logged after each step of migrating an existing file, with its version and duration. */
+export const MIGRATION_STEP_DONE = "sqlite schema: migration step done";
+
 /** Brings the database to SCHEMA_VERSION. Refuses a file written by a newer Parley (its schema is
  * unknown here) and a SQLite file that belongs to another program. */
 export function migrate(db: BetterSqlite3.Database, path: string, logger: Logger): void {
@@ -206,11 +213,19 @@ export function migrate(db: BetterSqlite3.Database, path: string, logger: Logger
         `${path} is a SQLite database but not a Parley one (application_id ${appId}); refusing to use it`,
       );
     }
+    // An existing file may be large and a step may rebuild a table (migration 3): say what runs,
+    // so that a start that takes minutes is not taken for a hang. A new file is not logged step
+    // by step.
+    const existing = from > 0 && from < SCHEMA_VERSION;
+    if (existing) logger.info({ path, from, to: SCHEMA_VERSION }, MIGRATION_STARTED);
     for (let v = from; v < SCHEMA_VERSION; v++) {
+      const t0 = performance.now();
       const step = MIGRATIONS[v]!;
       if (typeof step === "string") db.exec(step);
       else step(db);
       db.pragma(`user_version = ${v + 1}`);
+      if (existing)
+        logger.info({ path, version: v + 1, ms: Math.round(performance.now() - t0) }, MIGRATION_STEP_DONE);
     }
     // The caller turns foreign keys off while migrating: check them all before committing.
     if (from < SCHEMA_VERSION) {

@@ -21,7 +21,13 @@ import { CommitLog } from "./commit-log.ts";
 import { NumberedLog, logBase } from "./numbered-log.ts";
 import type { Logger } from "../../core/ports/logger.ts";
 import { ThreadedSqliteStore } from "./threaded-sqlite-store.ts";
-import { MIGRATIONS, SCHEMA_VERSION, type MigrationFn } from "./sqlite-schema.ts";
+import {
+  MIGRATIONS,
+  MIGRATION_STARTED,
+  MIGRATION_STEP_DONE,
+  SCHEMA_VERSION,
+  type MigrationFn,
+} from "./sqlite-schema.ts";
 import { T0, addGroup, addUsers, bytes, newMessage, readAll, sendMsg } from "../conformance/fixtures.ts";
 
 /** The log-entry insert, as the store writes it. */
@@ -153,6 +159,18 @@ describe("SqliteStore on disk", () => {
     raw.close();
   });
 
+  it("logs no migration steps when it creates a new file", async () => {
+    const msgs: string[] = [];
+    const note = (_: object, msg?: string) => void (msg !== undefined && msgs.push(msg));
+    const store = await SqliteStore.open(file, {
+      logger: { debug: note, info: note, warn: note, error: note },
+    });
+    expect(msgs).not.toContain(MIGRATION_STARTED);
+    expect(msgs).not.toContain(MIGRATION_STEP_DONE);
+    expect(msgs).toContain("sqlite schema migrated");
+    await store.close();
+  });
+
   it("commits a batch of 500 in one call", async () => {
     const store = await SqliteStore.open(file);
     await addUsers(store, "a", "b", "c");
@@ -190,7 +208,19 @@ describe("SqliteStore on disk", () => {
     `);
     raw.close();
 
-    const store = await SqliteStore.open(file);
+    // Each step is logged, with the version it reached, so that a long start is not taken for a hang.
+    const logged: Array<{ obj: Record<string, unknown>; msg?: string }> = [];
+    const note = (obj: object, msg?: string) =>
+      void logged.push({ obj: obj as Record<string, unknown>, msg });
+    const logger: Logger = { debug: note, info: note, warn: note, error: note };
+    const store = await SqliteStore.open(file, { logger });
+    expect(logged.find((l) => l.msg === MIGRATION_STARTED)?.obj).toMatchObject({
+      from: 1,
+      to: SCHEMA_VERSION,
+    });
+    const steps = logged.filter((l) => l.msg === MIGRATION_STEP_DONE).map((l) => l.obj);
+    expect(steps.map((o) => o.version)).toEqual(Array.from({ length: SCHEMA_VERSION - 1 }, (_, i) => i + 2));
+    for (const o of steps) expect(typeof o.ms === "number" && o.ms >= 0).toBe(true);
     expect([await store.head("a"), await store.head("b"), await store.head("c")]).toEqual([2, 1, 0]);
     const [r] = await store.appendMessages([newMessage("g1", "b", "c1")]);
     expect(r).toMatchObject({ ok: true, duplicate: false, msg: { seq: 2 } });

@@ -164,7 +164,7 @@ function readRecords(fd: number, path: string, header: Buffer): { records: Uint8
   return { records, end: at };
 }
 
-function syncDirectory(dir: string): void {
+export function syncDirectory(dir: string): void {
   const fd = openSync(dir, "r");
   try {
     fsyncSync(fd);

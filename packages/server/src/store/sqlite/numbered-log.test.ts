@@ -1,6 +1,7 @@
 import {
   appendFileSync,
   existsSync,
+  mkdirSync,
   mkdtempSync,
   readFileSync,
   rmSync,
@@ -17,6 +18,8 @@ import {
   decodeNumbered,
   encodeNumbered,
   logBase,
+  logDirMarker,
+  recordLogDir,
   refuseStraySegments,
   type NumberedBatch,
 } from "./numbered-log.ts";
@@ -353,6 +356,28 @@ describe("numbered log segments", () => {
     refuseStraySegments(db, undefined);
     refuseStraySegments(db, dir);
     refuseStraySegments(db, join(dir, "log", ".."));
+  });
+
+  it("remembers where the log was kept, so that a start told another place refuses segments left there", () => {
+    const a = join(dir, "a");
+    const b = join(dir, "b");
+    mkdirSync(a);
+    mkdirSync(b);
+    recordLogDir(db, a);
+    expect(readFileSync(logDirMarker(db), "utf8")).toBe(a + "\n");
+    writeFileSync(`${logBase(db, a)}-commitlog.1`, "");
+    // Kept in a: fine. Told b, or nothing (beside the database): refused, naming a's segment.
+    refuseStraySegments(db, a);
+    expect(() => refuseStraySegments(db, b)).toThrow(`${logBase(db, a)}-commitlog.1`);
+    expect(() => refuseStraySegments(db, undefined)).toThrow(`${logBase(db, a)}-commitlog.1`);
+    // Once a holds nothing, the log may move; beside the database again, the marker goes.
+    rmSync(`${logBase(db, a)}-commitlog.1`);
+    refuseStraySegments(db, undefined);
+    recordLogDir(db, undefined);
+    expect(existsSync(logDirMarker(db))).toBe(false);
+    recordLogDir(db, b);
+    recordLogDir(db, dir); // the database's own directory is "beside it"
+    expect(existsSync(logDirMarker(db))).toBe(false);
   });
 });
 

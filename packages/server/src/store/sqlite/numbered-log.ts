@@ -1,7 +1,23 @@
-import { existsSync, readdirSync, unlinkSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import type { NewMessage } from "../../core/ports/store.ts";
-import { CommitLog, RecordReader, messageSize, writeMessage, writeString } from "./commit-log.ts";
+import {
+  CommitLog,
+  RecordReader,
+  messageSize,
+  syncDirectory,
+  writeMessage,
+  writeString,
+} from "./commit-log.ts";
 
 // The numbered log: acknowledging ahead of SQLite (architecture.md). The sequencer gives each send
 // its seq and its useqs from counters in memory, appends the batch, NUMBERED, here (fdatasynced)
@@ -140,18 +156,67 @@ export function logBase(dbPath: string, dir?: string): string {
   return dir === undefined ? dbPath : join(dir, basename(dbPath));
 }
 
-/** Throws if the log of `dbPath` is kept in `dir` but segments lie beside the database: they hold
- * acknowledged sends that a start reading only `dir` would not apply (the log was moved while the
- * server was stopped uncleanly). Nothing to check when `dir` is the database's own directory. */
+/** The file beside the database naming the directory its log was last kept in, when not beside
+ * it: a start that is told another place (or none) can then find segments left there. */
+export function logDirMarker(dbPath: string): string {
+  return `${dbPath}-commitlog-dir`;
+}
+
+/** Throws if segments of the log of `dbPath` lie anywhere but `dir` (undefined: beside the
+ * database): beside the database, or in the directory the marker names. They hold acknowledged
+ * sends that a start reading only `dir` would not apply (the log was moved, or the option
+ * changed, after an unclean stop). */
 export function refuseStraySegments(dbPath: string, dir: string | undefined): void {
-  if (dir === undefined || resolve(dir) === resolve(dirname(dbPath))) return;
-  const stray = NumberedLog.segments(dbPath);
-  if (stray.length === 0) return;
-  throw new Error(
-    `numbered log segments beside the database (${stray.map((s) => s.path).join(", ")}) while the ` +
-      `log is kept in ${dir}: they hold acknowledged sends. Move them into ${dir}, or start once ` +
-      `with the log beside the database, so that they are applied`,
-  );
+  const here = resolve(dir ?? dirname(dbPath));
+  const elsewhere = new Set([resolve(dirname(dbPath))]);
+  const marked = markedDir(dbPath);
+  if (marked !== undefined) elsewhere.add(resolve(marked));
+  elsewhere.delete(here);
+  for (const other of elsewhere) {
+    const stray = NumberedLog.segments(logBase(dbPath, other));
+    if (stray.length === 0) continue;
+    throw new Error(
+      `numbered log segments in ${other} (${stray.map((s) => s.path).join(", ")}) while the log is ` +
+        `kept in ${here}: they hold acknowledged sends. Move them into ${here}, or start once with ` +
+        `the log where they are, so that they are applied`,
+    );
+  }
+}
+
+/** Records durably where the log of `dbPath` is kept (the marker), or removes the marker when it
+ * is beside the database. Call after refuseStraySegments, before the log is written. */
+export function recordLogDir(dbPath: string, dir: string | undefined): void {
+  const marker = logDirMarker(dbPath);
+  if (dir === undefined || resolve(dir) === resolve(dirname(dbPath))) {
+    if (existsSync(marker)) {
+      unlinkQuietly(marker);
+      syncDirectory(dirname(dbPath));
+    }
+    return;
+  }
+  const want = resolve(dir);
+  if (markedDir(dbPath) === want) return;
+  const fd = openSync(marker, "w");
+  try {
+    writeSync(fd, want + "\n");
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  syncDirectory(dirname(dbPath));
+}
+
+/** The directory the marker of `dbPath` names, if there is one. */
+function markedDir(dbPath: string): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(logDirMarker(dbPath), "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+  const dir = text.trim();
+  return dir === "" ? undefined : dir;
 }
 
 interface Segment {

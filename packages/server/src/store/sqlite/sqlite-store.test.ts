@@ -18,7 +18,7 @@ import { runStoreConformance } from "../store-conformance.ts";
 import type { Store } from "../../core/ports/store.ts";
 import { NUMBERED_LOG_APPLIED, SqliteStore } from "./sqlite-store.ts";
 import { CommitLog } from "./commit-log.ts";
-import { NumberedLog, logBase } from "./numbered-log.ts";
+import { NumberedLog, logBase, logDirMarker } from "./numbered-log.ts";
 import type { Logger } from "../../core/ports/logger.ts";
 import { ThreadedSqliteStore } from "./threaded-sqlite-store.ts";
 import {
@@ -859,6 +859,12 @@ describe("numbered log (ThreadedSqliteStore: acknowledged ahead of SQLite)", () 
     expect(committedMessages(copy)).toBe(2);
     expect(NumberedLog.segments(logBase(copy, copyLogDir))).toEqual([]);
     await reopened.close();
+
+    // Where the log is kept is noted beside the database; after a clean stop it may move back.
+    expect(await readFile(logDirMarker(file), "utf8")).toBe(logDir + "\n");
+    const back = await SqliteStore.open(file, LONG);
+    await expect(readFile(logDirMarker(file))).rejects.toThrow(/ENOENT/);
+    await back.close();
   });
 
   it("a threaded store reopened on a crash copy gives resends their original, and numbers on", async () => {

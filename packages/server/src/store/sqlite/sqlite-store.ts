@@ -44,6 +44,7 @@ import {
   NumberedLog,
   decodeNumbered,
   logBase,
+  recordLogDir,
   refuseStraySegments,
   type NumberedBatch,
 } from "./numbered-log.ts";
@@ -209,6 +210,7 @@ export class SqliteStore implements Store {
           const base = logBase(path, opts.numberedLogDir);
           store.replayNumbered(base, false);
           NumberedLog.removeAll(base);
+          recordLogDir(path, opts.numberedLogDir);
         }
       } catch (err) {
         store.commitLog?.close();

@@ -67,23 +67,8 @@ async function openStore(
     );
   }
   if (config.store === "memory") return new MemoryStore();
-  try {
-    mkdirSync(config.dataDir, { recursive: true });
-  } catch (err) {
-    throw new Error(`cannot create the data directory ${config.dataDir}: ${(err as Error).message}`, {
-      cause: err,
-    });
-  }
-  if (config.commitLogDir !== undefined) {
-    try {
-      mkdirSync(config.commitLogDir, { recursive: true });
-    } catch (err) {
-      throw new Error(
-        `cannot create the commit log directory ${config.commitLogDir}: ${(err as Error).message}`,
-        { cause: err },
-      );
-    }
-  }
+  createDir(config.dataDir, "the data directory");
+  if (config.commitLogDir !== undefined) createDir(config.commitLogDir, "the commit log directory");
   const faults = config.testFaults;
   const store = await ThreadedSqliteStore.open(join(config.dataDir, DB_FILE), {
     logger: logger.child({ component: "store" }),
@@ -98,6 +83,15 @@ async function openStore(
     ...(config.commitLogDir !== undefined ? { numberedLogDir: config.commitLogDir } : {}),
   });
   return faults?.commitDelayMs !== undefined ? withCommitDelay(store, faults.commitDelayMs) : store;
+}
+
+/** Creates `dir` (and its parents) if missing; throws an Error naming it and `what` it is for. */
+function createDir(dir: string, what: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    throw new Error(`cannot create ${what} ${dir}: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 function createLogger(config: ServerConfig): PinoLogger {

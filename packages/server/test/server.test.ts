@@ -101,6 +101,14 @@ function wsConnect(port: number, token: string): Recorder {
   return rec;
 }
 
+/** Registers alice, logs her in on device "d" and creates a group of hers with no one else. */
+async function aliceWithGroup(base: string) {
+  const alice = await post(base, "/v1/register", { name: "alice", password: "password-alice" });
+  const login = await post(base, "/v1/login", { name: "alice", password: "password-alice", device: "d" });
+  const conv = await post(base, "/v1/conversations", { kind: "group", name: "g", members: [] }, login.token);
+  return { alice, login, conv };
+}
+
 describe("startServer", () => {
   let dir: string;
   let server: RunningServer | undefined;
@@ -176,14 +184,7 @@ describe("startServer", () => {
   it("serves Prometheus metrics on --metrics-port only: commits, refusals, connections, Node.js", async () => {
     server = await startServer(config(dir, { metricsPort: 0 }));
     const base = `http://127.0.0.1:${server.httpPort}`;
-    const alice = await post(base, "/v1/register", { name: "alice", password: "password-alice" });
-    const login = await post(base, "/v1/login", { name: "alice", password: "password-alice", device: "d" });
-    const conv = await post(
-      base,
-      "/v1/conversations",
-      { kind: "group", name: "g", members: [] },
-      login.token,
-    );
+    const { alice, login, conv } = await aliceWithGroup(base);
     expect(alice.id).toBeDefined();
     const live = tcpConnect(server.tcpPort, login.token);
     await live.next("welcome");
@@ -286,14 +287,7 @@ describe("startServer", () => {
     const segments = (d: string) => readdirSync(d).filter((f) => /^parley\.db-commitlog\.\d+$/.test(f));
     server = await startServer(config(data, { commitLogDir: logDir, commitIntervalMs: 2000 }));
     const base = `http://127.0.0.1:${server.httpPort}`;
-    await post(base, "/v1/register", { name: "alice", password: "password-alice" });
-    const login = await post(base, "/v1/login", { name: "alice", password: "password-alice", device: "d" });
-    const conv = await post(
-      base,
-      "/v1/conversations",
-      { kind: "group", name: "g", members: [] },
-      login.token,
-    );
+    const { login, conv } = await aliceWithGroup(base);
     await post(
       base,
       `/v1/conversations/${conv.id}/messages`,

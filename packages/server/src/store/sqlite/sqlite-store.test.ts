@@ -160,14 +160,11 @@ describe("SqliteStore on disk", () => {
   });
 
   it("logs no migration steps when it creates a new file", async () => {
-    const msgs: string[] = [];
-    const note = (_: object, msg?: string) => void (msg !== undefined && msgs.push(msg));
-    const store = await SqliteStore.open(file, {
-      logger: { debug: note, info: note, warn: note, error: note },
-    });
-    expect(msgs).not.toContain(MIGRATION_STARTED);
-    expect(msgs).not.toContain(MIGRATION_STEP_DONE);
-    expect(msgs).toContain("sqlite schema migrated");
+    const { logger, messages } = recording();
+    const store = await SqliteStore.open(file, { logger });
+    expect(messages).not.toContain(MIGRATION_STARTED);
+    expect(messages).not.toContain(MIGRATION_STEP_DONE);
+    expect(messages).toContain("sqlite schema migrated");
     await store.close();
   });
 
@@ -209,10 +206,7 @@ describe("SqliteStore on disk", () => {
     raw.close();
 
     // Each step is logged, with the version it reached, so that a long start is not taken for a hang.
-    const logged: Array<{ obj: Record<string, unknown>; msg?: string }> = [];
-    const note = (obj: object, msg?: string) =>
-      void logged.push({ obj: obj as Record<string, unknown>, msg });
-    const logger: Logger = { debug: note, info: note, warn: note, error: note };
+    const { logger, records: logged } = recording();
     const store = await SqliteStore.open(file, { logger });
     expect(logged.find((l) => l.msg === MIGRATION_STARTED)?.obj).toMatchObject({
       from: 1,
@@ -486,6 +480,21 @@ describe("what SqliteStore keeps between write transactions", () => {
 
 /** Copies the files of the database at `file` with these suffixes ("" is the database itself) to
  * `<to>/parley.db...`, skipping those that do not exist; the copy's path. */
+/** Records what a store logs: the messages, and each record with its fields. */
+function recording(): {
+  logger: Logger;
+  messages: string[];
+  records: Array<{ obj: Record<string, unknown>; msg?: string }>;
+} {
+  const messages: string[] = [];
+  const records: Array<{ obj: Record<string, unknown>; msg?: string }> = [];
+  const note = (obj: object, msg?: string): void => {
+    if (msg !== undefined) messages.push(msg);
+    records.push({ obj: obj as Record<string, unknown>, ...(msg !== undefined ? { msg } : {}) });
+  };
+  return { logger: { debug: note, info: note, warn: note, error: note }, messages, records };
+}
+
 async function copyFiles(file: string, to: string, suffixes: readonly string[]): Promise<string> {
   await mkdir(to, { recursive: true });
   const copy = join(to, "parley.db");
@@ -765,13 +774,6 @@ describe("numbered log (ThreadedSqliteStore: acknowledged ahead of SQLite)", () 
   function crashCopy(file: string): Promise<string> {
     const segments = NumberedLog.segments(file).map((s) => s.path.slice(file.length));
     return copyFiles(file, join(dir(), "crash"), ["", "-wal", ...segments]);
-  }
-
-  /** Records the messages a store logs. */
-  function recording(): { logger: Logger; messages: string[] } {
-    const messages: string[] = [];
-    const note = (_: object, msg?: string) => void (msg !== undefined && messages.push(msg));
-    return { logger: { debug: note, info: note, warn: note, error: note }, messages };
   }
 
   it("acknowledged sends survive a crash before the applier commits, with the seqs and useqs they were given", async () => {

@@ -12,7 +12,8 @@ import type { ClientFrame, ServerFrame } from "@parley/protocol";
 //   second, staggered), optionally with delivery receipts (`receipts`, off by default: every
 //   receipt is fanned out to every member of the group, see the scenario);
 // - the group's sender: one group message every 1/groupRate s, open loop;
-// - 1:1 pairs: `directRate` messages/s in total, open loop, spread evenly over the pairs.
+// - 1:1 pairs: `directRate` messages/s in total, open loop, spread evenly over the pairs; their
+//   senders speak protocol version 2 (DIRECT_VERSIONS), as the SDK and the direct scenarios do.
 // Every body carries its intended send time (float64, wall clock: performance.timeOrigin +
 // now(), the same clock in every process) and, for group messages, its index. Latency runs from
 // the intended send time to the receive callback, so a late send (a slow client, a refused
@@ -85,6 +86,10 @@ const BODY_BYTES = 32;
 const CONNECT_CONCURRENCY = 64;
 const ACK_INTERVAL_MS = 1000;
 const ACK_SLICES = 10;
+/** Protocol versions the 1:1 senders offer: 2, as the SDK does, unless PARLEY_BENCH_PROTOCOL=1
+ * (A/B against version 1, as in the direct scenarios). Group members only read, and the group's
+ * sender stays on 1 so that its own push counts in the fan-out as every other member's does. */
+const DIRECT_VERSIONS: readonly number[] = process.env.PARLEY_BENCH_PROTOCOL === "1" ? [1] : [1, 2];
 
 interface Conn {
   ws: WebSocket;
@@ -132,7 +137,11 @@ async function main(): Promise<void> {
 
   const conns: Conn[] = [];
   let opened = 0;
-  const open = (token: string, onFrame: (f: ServerFrame, c: Conn) => void): Promise<Conn> =>
+  const open = (
+    token: string,
+    onFrame: (f: ServerFrame, c: Conn) => void,
+    versions: readonly number[] = [1],
+  ): Promise<Conn> =>
     new Promise((resolve, reject) => {
       const localAddress = cfg.localAddresses[opened++ % cfg.localAddresses.length]!;
       const ws = new WebSocket(cfg.wsUrl, "parley.v1.binary", { perMessageDeflate: false, localAddress });
@@ -150,7 +159,9 @@ async function main(): Promise<void> {
             process.stderr.write(`[${cfg.name}] a connection was closed by the server\n`);
         }
       });
-      ws.on("open", () => ws.send(encodeBinary({ t: "hello", versions: [1], token, agent: "bench-fanout" })));
+      ws.on("open", () =>
+        ws.send(encodeBinary({ t: "hello", versions: [...versions], token, agent: "bench-fanout" })),
+      );
       ws.on("message", (data: Buffer) => {
         const f = decodeBinary(data) as ServerFrame;
         switch (f.t) {
@@ -162,6 +173,10 @@ async function main(): Promise<void> {
           case "push":
             // A large group's entries have positions in its own log (not acknowledged).
             if (f.log === undefined && f.useq > c.cursor) c.cursor = f.useq;
+            return onFrame(f, c);
+          case "sent":
+            // Protocol 2: the sender's own entry comes in its `sent`, not as a push.
+            if (f.useq !== undefined && f.log === undefined && f.useq > c.cursor) c.cursor = f.useq;
             return onFrame(f, c);
           case "ping":
             return ws.send(encodeBinary({ t: "pong", n: f.n }));
@@ -248,7 +263,7 @@ async function main(): Promise<void> {
       directLatencies.push(now() - t0);
     });
     const handler = sender();
-    pairConns.push({ s: await open(pair.senderToken, handler), conv: pair.conv, handler });
+    pairConns.push({ s: await open(pair.senderToken, handler, DIRECT_VERSIONS), conv: pair.conv, handler });
   }
   const connectMs = Math.round(now() - t0Connect);
 

@@ -388,7 +388,19 @@ async function main(): Promise<void> {
   const cpu = process.cpuUsage(cpu0);
   cpuMs = (cpu.user + cpu.system) / 1000;
   await sendDone;
-  await new Promise((r) => setTimeout(r, cfg.drainS * 1000));
+  // Stragglers: up to drainS, or until everything this process awaits has come (every group
+  // message to each of its members, its own push to the sender among them, and every 1:1 message
+  // of the window). Every process sends or expects the same group messages, 0..n-1.
+  const groupMessages = Math.floor(totalS * cfg.groupRate);
+  const perMessage = cfg.members.length + (cfg.groupSender !== undefined ? 1 : 0);
+  const allIn = (): boolean => {
+    if (outstanding.size > 0) return false;
+    for (let i = 0; i < groupMessages && perMessage > 0; i++)
+      if ((groupCount[i] ?? 0) < perMessage) return false;
+    return true;
+  };
+  const drainEnd = now() + cfg.drainS * 1000;
+  while (!allIn() && now() < drainEnd) await new Promise((r) => setTimeout(r, 20));
   await Promise.race([joinsDoneP, new Promise((r) => setTimeout(r, 1000))]);
   stopping = true;
   clearInterval(ackTimer);

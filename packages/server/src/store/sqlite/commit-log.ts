@@ -75,6 +75,33 @@ export class CommitLog {
     }
   }
 
+  /** Opens for appending a file that holds `header` and then only zeros (numbered-log.ts makes
+   * them ahead of time): appends overwrite blocks already written, so their fdatasync changes no
+   * file size or allocation. The reader ends a file's records at a zero length, so the zeros
+   * after the last record are never read as one. Throws if the file does not begin with `header`. */
+  static openPrefilled(path: string, header: Buffer): CommitLog {
+    const fd = openSync(path, constants.O_RDWR);
+    try {
+      const head = Buffer.alloc(header.length + RECORD_HEAD);
+      const got = readSync(fd, head, 0, head.length, 0);
+      if (got < header.length || !head.subarray(0, header.length).equals(header)) {
+        throw new Error(`${path} is not a Parley commit log (or was written by another version)`);
+      }
+      if (got === head.length && head.readUInt32LE(header.length) !== 0) {
+        throw new Error(`${path} holds records: not a prefilled segment`);
+      }
+      return new CommitLog(path, header, fd, header.length, 0);
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+  }
+
+  /** Bytes from the start of the file to the end of the last record. */
+  get size(): number {
+    return this.end;
+  }
+
   /** The payloads of the whole records in the file at `path` ([] if there is none), without
    * changing it. */
   static read(path: string, header: Buffer = HEADER): Uint8Array[] {

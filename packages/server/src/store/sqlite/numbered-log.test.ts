@@ -1,12 +1,16 @@
 import {
   appendFileSync,
+  closeSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readFileSync,
   rmSync,
+  statSync,
   truncateSync,
   writeFileSync,
+  writeSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -341,6 +345,97 @@ describe("numbered log segments", () => {
       { n: 12, path: `${db}-commitlog.12` },
     ]);
     expect(NumberedLog.segments(join(dir, "missing", "parley.db"))).toEqual([]);
+  });
+
+  describe("spare segments (made ahead of time, header then zeros)", () => {
+    const sizeOf = (n: number): number => statSync(`${db}-commitlog.${n}`).size;
+    const header = "PARLEY-COMMIT-LOG 2\n".length;
+
+    it("rotate() goes on in the spare: appends overwrite its zeros, and every record reads back in order", async () => {
+      const log = NumberedLog.create(db, { spares: true });
+      await log.settled();
+      expect(NumberedLog.segments(db).map((s) => s.n)).toEqual([1, 2]);
+      expect(sizeOf(2)).toBe(header + 64 * 1024);
+      expect(NumberedLog.readAll(db)).toEqual([]);
+      log.append(bytes(1, 1), 1);
+      log.rotate();
+      log.append(bytes(2), 2);
+      log.append(bytes(3, 3, 3), 3);
+      // Written in place: the file is as long as the spare was.
+      expect(sizeOf(2)).toBe(header + 64 * 1024);
+      expect(arrays(NumberedLog.readAll(db))).toEqual([[1, 1], [2], [3, 3, 3]]);
+      await log.settled();
+      expect(NumberedLog.segments(db).map((s) => s.n)).toEqual([1, 2, 3]);
+      log.rotate();
+      log.append(bytes(4), 4);
+      expect(arrays(NumberedLog.readAll(db))).toEqual([[1, 1], [2], [3, 3, 3], [4]]);
+      expect(log.release(3)).toBe(2);
+      expect(arrays(NumberedLog.readAll(db))).toEqual([[4]]);
+      log.close(true);
+      await log.settled();
+      expect(NumberedLog.segments(db)).toEqual([]);
+    });
+
+    it("a record torn in a spare's zeros ends that segment only; a crash's copy reads the rest", async () => {
+      const log = NumberedLog.create(db, { spares: true });
+      log.append(bytes(1), 1);
+      await log.settled();
+      log.rotate(); // into spare 2
+      log.append(bytes(2, 2), 2);
+      await log.settled();
+      log.rotate(); // into spare 3
+      log.append(bytes(3), 3);
+      await log.settled(); // spare 4 made, empty
+      // What a crash leaves of an append into segment 2 after its last whole record: a length and
+      // part of a payload over the zeros.
+      const fd = openSync(`${db}-commitlog.2`, "r+");
+      writeSync(fd, Buffer.from([9, 0, 0, 0, 1, 2, 3, 4, 5]), 0, 9, header + 8 + 2);
+      closeSync(fd);
+      expect(arrays(NumberedLog.readAll(db))).toEqual([[1], [2, 2], [3]]);
+      log.close();
+      await log.settled();
+      // close() deletes the spare, not the segments that hold records.
+      expect(NumberedLog.segments(db).map((s) => s.n)).toEqual([1, 2, 3]);
+    });
+
+    it("a rotation while the spare is still being made goes on past it, and the spare is deleted", async () => {
+      const log = NumberedLog.create(db, { spares: true });
+      log.append(bytes(1), 1);
+      log.rotate(); // spare 2 not made yet: segment 3
+      log.append(bytes(2), 2);
+      await log.settled();
+      const after = NumberedLog.segments(db).map((s) => s.n);
+      expect(after).not.toContain(2);
+      expect(after).toEqual([1, 3, 4]); // 4: the spare made after 3
+      expect(arrays(NumberedLog.readAll(db))).toEqual([[1], [2]]);
+      log.close();
+      await log.settled();
+      expect(NumberedLog.segments(db).map((s) => s.n)).toEqual([1, 3]);
+    });
+
+    it("a spare that is not one (records in it, another header) is replaced, not appended to", async () => {
+      const log = NumberedLog.create(db, { spares: true });
+      await log.settled();
+      writeFileSync(`${db}-commitlog.2`, "something else entirely\n");
+      log.append(bytes(1), 1);
+      log.rotate();
+      log.append(bytes(2), 2);
+      expect(arrays(NumberedLog.readAll(db))).toEqual([[1], [2]]);
+      log.close(true);
+      await log.settled();
+      expect(NumberedLog.segments(db)).toEqual([]);
+    });
+
+    it("the next spare follows the size of the last segment", async () => {
+      const log = NumberedLog.create(db, { spares: true });
+      for (let i = 1; i <= 100; i++) log.append(new Uint8Array(1000).fill(i), i);
+      await log.settled();
+      log.rotate(); // segment 1 took ~100 KB: the next spare holds 1.5 times that, in 64 KiB steps
+      await log.settled();
+      expect(sizeOf(3)).toBe(header + 3 * 64 * 1024);
+      log.close(true);
+      await log.settled();
+    });
   });
 
   it("a log kept in another directory is named as one beside the database, and segments left beside it are refused", () => {

@@ -8,6 +8,7 @@ import {
   unlinkSync,
   writeSync,
 } from "node:fs";
+import { open as openFile, unlink } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import type { NewMessage } from "../../core/ports/store.ts";
 import {
@@ -224,6 +225,20 @@ interface Segment {
   path: string;
 }
 
+/** Zeros a spare segment holds after its header: 1.5 times what the last segment took, within
+ * these bounds (a spare is made every commit interval, ~500 ms). */
+const SPARE_MIN_BYTES = 64 * 1024;
+const SPARE_MAX_BYTES = 16 * 1024 * 1024;
+
+export interface NumberedLogOptions {
+  /** Make each next segment ahead of time, off the append path, as its header followed by zeros,
+   * durable: rotate() then opens it instead of creating a file, and appends overwrite blocks
+   * already written. An fdatasync that must also record a new file size and allocate blocks
+   * (ext4) costs about twice the time and the CPU (docs/benchmarks.md, sixteenth session). The
+   * sequencer sets it; off by default, so that a log's files are only the segments it wrote. */
+  spares?: boolean;
+}
+
 /** The numbered log of one database, as its sequencer writes it: one open segment, appended to,
  * and the closed segments of this log not yet released. Not shared between threads or processes:
  * the applier reads the segments with readAll. */
@@ -233,10 +248,18 @@ export class NumberedLog {
   /** Highest batch appended to the current segment (0: none). */
   private last = 0;
 
+  /** The next segment's number once its spare is durable. */
+  private spareReady: number | undefined;
+  /** The spare being made (it has taken that segment number), if one is. */
+  private spareWork: { n: number; done: Promise<void> } | undefined;
+  /** Bytes the last closed segment took: the next spare's size follows it. */
+  private lastSize = 0;
+
   private constructor(
     private readonly dbPath: string,
     private current: Segment,
     private log: CommitLog | undefined,
+    private readonly spares: boolean,
   ) {}
 
   /** The segment files of `dbPath`'s log, by n ascending. Other files (`<db>-commitlog`,
@@ -284,11 +307,13 @@ export class NumberedLog {
 
   /** Starts a new log of `dbPath` in a new segment numbered after every existing one, durably
    * created (file and directory synced) before it returns. */
-  static create(dbPath: string): NumberedLog {
+  static create(dbPath: string, opts: NumberedLogOptions = {}): NumberedLog {
     const existing = NumberedLog.segments(dbPath);
     const n = existing.length === 0 ? 1 : existing[existing.length - 1]!.n + 1;
     const path = segmentPath(dbPath, n);
-    return new NumberedLog(dbPath, { n, path }, openSegment(path));
+    const log = new NumberedLog(dbPath, { n, path }, openSegment(path), opts.spares === true);
+    log.makeSpare();
+    return log;
   }
 
   /** Appends the record of batch `batch` to the current segment and makes it durable (fdatasync)
@@ -310,14 +335,65 @@ export class NumberedLog {
   rotate(): void {
     const log = this.open();
     if (log.records === 0) return;
-    const n = this.current.n + 1;
+    let n = this.current.n + 1;
+    let next: CommitLog | undefined;
+    if (this.spareReady === n) {
+      this.spareReady = undefined;
+      try {
+        next = CommitLog.openPrefilled(segmentPath(this.dbPath, n), SEGMENT_HEADER);
+      } catch {
+        // Not what makeSpare() left: make the segment here, as without spares.
+        unlinkQuietly(segmentPath(this.dbPath, n));
+      }
+    } else if (this.spareWork?.n === n) {
+      // Its spare is still being made and has taken its number: the log goes on after it, and
+      // the spare is deleted once made (segments are read in order of number; it holds nothing).
+      n++;
+    }
     const path = segmentPath(this.dbPath, n);
-    const next = openSegment(path);
+    next ??= openSegment(path);
+    this.lastSize = log.size;
     log.close();
     this.closed.push({ ...this.current, last: this.last });
     this.current = { n, path };
     this.log = next;
     this.last = 0;
+    this.makeSpare();
+  }
+
+  /** Resolves once no spare is being made (after close(), once none is left on disk). */
+  async settled(): Promise<void> {
+    while (this.spareWork) await this.spareWork.done;
+  }
+
+  /** Starts making the next segment's spare, unless spares are off, one is being made or ready,
+   * or the log is closed. A spare that cannot be made is no error: rotate() then creates the
+   * segment as without spares. */
+  private makeSpare(): void {
+    if (!this.spares || this.log === undefined || this.spareWork || this.spareReady !== undefined) return;
+    const n = this.current.n + 1;
+    const path = segmentPath(this.dbPath, n);
+    const zeros = Math.min(
+      SPARE_MAX_BYTES,
+      Math.max(SPARE_MIN_BYTES, Math.ceil((this.lastSize * 1.5) / SPARE_MIN_BYTES) * SPARE_MIN_BYTES),
+    );
+    const done = writeSpare(path, zeros).then(
+      async (made) => {
+        this.spareWork = undefined;
+        if (!made) return;
+        if (this.log !== undefined && this.current.n + 1 === n) {
+          this.spareReady = n;
+          return;
+        }
+        // The log went on past it, or was closed, meanwhile.
+        await unlink(path).catch(() => undefined);
+        this.makeSpare();
+      },
+      () => {
+        this.spareWork = undefined;
+      },
+    );
+    this.spareWork = { n, done };
   }
 
   /** Deletes every closed segment (never the current one) whose batches are all at most
@@ -344,6 +420,9 @@ export class NumberedLog {
     if (this.log === undefined) return;
     this.log.close();
     this.log = undefined;
+    // A spare holds nothing. One still being made is deleted when it is (settled()).
+    if (this.spareReady !== undefined) unlinkQuietly(segmentPath(this.dbPath, this.spareReady));
+    this.spareReady = undefined;
     if (!removeAll) return;
     for (const s of this.closed) unlinkQuietly(s.path);
     this.closed.length = 0;
@@ -367,6 +446,38 @@ function openSegment(path: string): CommitLog {
   } catch (err) {
     unlinkQuietly(path);
     throw err;
+  }
+}
+
+/** Makes a spare segment at `path`: the header, then `zeros` zero bytes, file and directory
+ * synced. Resolves false, leaving nothing, if it cannot (the path exists, the disk is full...). */
+async function writeSpare(path: string, zeros: number): Promise<boolean> {
+  let file;
+  try {
+    file = await openFile(path, "wx", 0o600);
+  } catch {
+    return false; // never touch a file this did not create
+  }
+  try {
+    try {
+      const bytes = Buffer.concat([SEGMENT_HEADER, Buffer.alloc(zeros)]);
+      for (let done = 0; done < bytes.length;) {
+        done += (await file.write(bytes, done, bytes.length - done, done)).bytesWritten;
+      }
+      await file.datasync();
+    } finally {
+      await file.close();
+    }
+    const dir = await openFile(dirname(path), "r");
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+    return true;
+  } catch {
+    await unlink(path).catch(() => undefined);
+    return false;
   }
 }
 

@@ -51,7 +51,9 @@ try {
   const db = openReader(init.path);
   closeReader = () => db.close();
   sequencer = new Sequencer(db);
-  numbered = init.unsafeNoLog ? undefined : NumberedLog.create(logBase(init.path, init.numberedLogDir));
+  numbered = init.unsafeNoLog
+    ? undefined
+    : NumberedLog.create(logBase(init.path, init.numberedLogDir), { spares: true });
 } catch (err) {
   port.postMessage({ failed: err instanceof Error ? err.message : String(err) } satisfies WorkerReply);
   port.close();
@@ -263,6 +265,8 @@ async function handle(msg: { id: number; method: string; args: unknown[] }): Pro
   if (sequencer.committedBatch >= sequencer.lastBatch) sequencer.forget();
   if (msg.method === "close" && "result" in r) {
     numbered?.close(sequencer.committedBatch >= sequencer.lastBatch);
+    // A spare segment being made is deleted once made: none is left behind a clean stop.
+    await numbered?.settled();
     closeReader();
   }
   reply({ id: msg.id, ...r });

@@ -393,12 +393,10 @@ async function main(): Promise<void> {
   // of the window). Every process sends or expects the same group messages, 0..n-1.
   const groupMessages = Math.floor(totalS * cfg.groupRate);
   const perMessage = cfg.members.length + (cfg.groupSender !== undefined ? 1 : 0);
-  const allIn = (): boolean => {
-    if (outstanding.size > 0) return false;
-    for (let i = 0; i < groupMessages && perMessage > 0; i++)
-      if ((groupCount[i] ?? 0) < perMessage) return false;
-    return true;
-  };
+  const allIn = (): boolean =>
+    outstanding.size === 0 &&
+    (perMessage === 0 ||
+      Array.from({ length: groupMessages }, (_, i) => groupCount[i] ?? 0).every((n) => n >= perMessage));
   const drainEnd = now() + cfg.drainS * 1000;
   while (!allIn() && now() < drainEnd) await new Promise((r) => setTimeout(r, 20));
   await Promise.race([joinsDoneP, new Promise((r) => setTimeout(r, 1000))]);

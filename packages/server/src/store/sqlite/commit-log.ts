@@ -84,9 +84,7 @@ export class CommitLog {
     try {
       const head = Buffer.alloc(header.length + RECORD_HEAD);
       const got = readSync(fd, head, 0, head.length, 0);
-      if (got < header.length || !head.subarray(0, header.length).equals(header)) {
-        throw new Error(`${path} is not a Parley commit log (or was written by another version)`);
-      }
+      checkHeader(head.subarray(0, got), header, path);
       if (got === head.length && head.readUInt32LE(header.length) !== 0) {
         throw new Error(`${path} holds records: not a prefilled segment`);
       }
@@ -173,9 +171,7 @@ function readRecords(fd: number, path: string, header: Buffer): { records: Uint8
     if (n === 0) break;
     got += n;
   }
-  if (got < header.length || !file.subarray(0, header.length).equals(header)) {
-    throw new Error(`${path} is not a Parley commit log (or was written by another version)`);
-  }
+  checkHeader(file.subarray(0, got), header, path);
   const records: Uint8Array[] = [];
   let at = header.length;
   while (at + RECORD_HEAD <= got) {
@@ -189,6 +185,13 @@ function readRecords(fd: number, path: string, header: Buffer): { records: Uint8
     at = start + len;
   }
   return { records, end: at };
+}
+
+/** Throws, naming `path`, unless `start` (the file's first bytes) begins with `header`. */
+function checkHeader(start: Buffer, header: Buffer, path: string): void {
+  if (start.length < header.length || !start.subarray(0, header.length).equals(header)) {
+    throw new Error(`${path} is not a Parley commit log (or was written by another version)`);
+  }
 }
 
 export function syncDirectory(dir: string): void {

@@ -478,8 +478,6 @@ describe("what SqliteStore keeps between write transactions", () => {
   });
 });
 
-/** Copies the files of the database at `file` with these suffixes ("" is the database itself) to
- * `<to>/parley.db...`, skipping those that do not exist; the copy's path. */
 /** Records what a store logs: the messages, and each record with its fields. */
 function recording(): {
   logger: Logger;
@@ -495,6 +493,8 @@ function recording(): {
   return { logger: { debug: note, info: note, warn: note, error: note }, messages, records };
 }
 
+/** Copies the files of the database at `file` with these suffixes ("" is the database itself) to
+ * `<to>/parley.db...`, skipping those that do not exist; the copy's path. */
 async function copyFiles(file: string, to: string, suffixes: readonly string[]): Promise<string> {
   await mkdir(to, { recursive: true });
   const copy = join(to, "parley.db");

@@ -940,8 +940,8 @@ export class SqliteStore implements Store {
   }
 
   /** Applies the batches of the numbered log at `path` (its base: numbered-log.ts, logBase) that
-   * SQLite does not hold yet, in order, in one transaction, and commits it. A batch is committed whole or not at all,
-   * so its first message tells. `resume`: after a failed commit, the sequencer goes on numbering
+   * SQLite does not hold yet, in order, in one transaction, and commits it. A batch is committed
+   * whole or not at all, so its first message tells. `resume`: after a failed commit, the sequencer goes on numbering
    * from these (appliedBatch); at open it starts anew. */
   private replayNumbered(path: string, resume: boolean): void {
     const records = NumberedLog.readAll(path);

@@ -8,7 +8,7 @@ import {
   unlinkSync,
   writeSync,
 } from "node:fs";
-import { open as openFile, unlink } from "node:fs/promises";
+import { open as openFile, unlink, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import type { NewMessage } from "../../core/ports/store.ts";
 import {
@@ -460,9 +460,12 @@ async function writeSpare(path: string, zeros: number): Promise<boolean> {
   }
   try {
     try {
-      const bytes = Buffer.concat([SEGMENT_HEADER, Buffer.alloc(zeros)]);
-      for (let done = 0; done < bytes.length;) {
-        done += (await file.write(bytes, done, bytes.length - done, done)).bytesWritten;
+      await writeAllAt(file, SEGMENT_HEADER, 0);
+      // From one small block of zeros, not a buffer of the spare's size: that was up to 16 MiB
+      // held, and touched, in the server's memory every commit interval.
+      for (let at = 0; at < zeros; at += ZEROS.length) {
+        const block = ZEROS.subarray(0, Math.min(ZEROS.length, zeros - at));
+        await writeAllAt(file, block, SEGMENT_HEADER.length + at);
       }
       await file.datasync();
     } finally {
@@ -478,6 +481,15 @@ async function writeSpare(path: string, zeros: number): Promise<boolean> {
   } catch {
     await unlink(path).catch(() => undefined);
     return false;
+  }
+}
+
+/** The block of zeros spares are written from. */
+const ZEROS = Buffer.alloc(SPARE_MIN_BYTES);
+
+async function writeAllAt(file: FileHandle, data: Uint8Array, position: number): Promise<void> {
+  for (let done = 0; done < data.byteLength;) {
+    done += (await file.write(data, done, data.byteLength - done, position + done)).bytesWritten;
   }
 }
 

@@ -21,7 +21,7 @@ import type { NewMessage } from "../../core/ports/store.ts";
 // was acknowledged but perhaps not committed: it is applied again, in order, to the last committed
 // state, which gives every message the seq and useqs it was acknowledged with (appendMessages
 // depends only on the batch and the database), and a batch that was committed after all is
-// answered as resends (the unique (from_user, cid) key) and writes nothing.
+// answered as resends (the unique (cid, from_num) key) and writes nothing.
 //
 // Our own format rather than a library: it is a few lines of framing, and it is the durability
 // of every acknowledged message, so we want to know exactly what is on disk.

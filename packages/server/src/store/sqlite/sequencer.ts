@@ -2,7 +2,7 @@ import type BetterSqlite3 from "better-sqlite3";
 import type { ConversationId, UserId } from "@parley/protocol";
 import type { AppendResult, LogUpdate, NewMessage } from "../../core/ports/store.ts";
 import { messageAt, replyToProblem } from "../store-rules.ts";
-import { prepareStatements, toMessage, type Statements } from "./sqlite-statements.ts";
+import { Numbers, prepareStatements, toMessage, type Statements } from "./sqlite-statements.ts";
 import { groupLogKey } from "./sqlite-update-log.ts";
 import type { NumberedBatch, NumberedMessage } from "./numbered-log.ts";
 
@@ -16,7 +16,7 @@ import type { NumberedBatch, NumberedMessage } from "./numbered-log.ts";
 // sequencer forgets all it counted (forget()). A key is never dropped while a batch that
 // changed it may still be uncommitted, since the connection would read it stale.
 //
-// Resends: the unique (cid, from_user) key finds them in SQLite once committed; until then the
+// Resends: the unique (cid, from_num) key finds them in SQLite once committed; until then the
 // sequencer remembers which sends it numbered, not what they held (their bodies would be held
 // twice until the commit): a resend of one of those is answered from SQLite once it is committed
 // (`resends`, fillResends). That is rare: a client resends when an ack was lost.
@@ -51,6 +51,8 @@ const HEADS_MAX = 200_000;
 
 export class Sequencer {
   private readonly st: Statements;
+  /** The senders' numbers, for the resend key (committed rows only: this connection reads). */
+  private readonly userNums: Numbers;
   private readonly targets = new Map<ConversationId, Target | null>();
   private readonly heads = new Map<string, Head>();
   /** Sends numbered and not yet known committed, by `${from}\n${cid}`, and the keys by batch. */
@@ -66,6 +68,7 @@ export class Sequencer {
   /** `db`: a read-only connection to the database the applier writes. */
   constructor(db: BetterSqlite3.Database) {
     this.st = prepareStatements(db);
+    this.userNums = new Numbers(this.st.userNum);
     this.inSnapshot = db.transaction((fn: () => unknown) => fn());
   }
 
@@ -108,7 +111,8 @@ export class Sequencer {
   fillResends(items: readonly NewMessage[], results: AppendResult[], resends: readonly number[]): void {
     for (const i of resends) {
       const item = items[i]!;
-      const row = this.st.messageByCid.get(item.from, item.cid);
+      const from = this.userNums.get(item.from);
+      const row = from === undefined ? undefined : this.st.messageByCid.get(from, item.cid);
       if (!row)
         throw new Error(`sequencer: ${item.from}'s message ${item.cid} is not in SQLite after its commit`);
       results[i] = { ok: true, duplicate: true, msg: toMessage(row), updates: [] };
@@ -148,7 +152,8 @@ export class Sequencer {
         resends.push(i);
         return PLACEHOLDER;
       }
-      const row = this.st.messageByCid.get(item.from, item.cid);
+      const from = this.userNums.get(item.from);
+      const row = from === undefined ? undefined : this.st.messageByCid.get(from, item.cid);
       return row && { ok: true, duplicate: true, msg: toMessage(row), updates: [] };
     };
     const results = items.map((item, i): AppendResult => {

@@ -8,6 +8,8 @@ import { reactionsRecord } from "../store-rules.ts";
 
 export interface UserRow {
   id: string;
+  /** The number messages rows name the user by (migration 7). */
+  num: number;
   name: string;
   password_hash: string;
   created_at: number;
@@ -34,6 +36,8 @@ export interface TokenRow {
 
 export interface ConversationRow {
   id: string;
+  /** The number messages and reactions rows name the conversation by (migration 7). */
+  num: number;
   kind: ConversationKind;
   name: string;
   created_at: number;
@@ -135,32 +139,24 @@ export function updateRow(t: UpdateTuple): UpdateRow {
   };
 }
 
-const MESSAGE_COLUMNS = [
-  "conv_id",
-  "seq",
-  "from_user",
-  "from_dev",
-  "cid",
-  "type",
-  "body",
-  "ts",
-  "reply_to",
-  "edited_at",
-  "deleted_at",
-] as const;
-
 /** The reactions of message `m`, as MessageRow.reactions. */
 const REACTIONS_OF_M = `(SELECT json_group_array(json_array(r.emoji, r.user_id) ORDER BY r.id)
-  FROM reactions r WHERE r.conv_id = m.conv_id AND r.seq = m.seq)`;
+  FROM reactions r WHERE r.conv_num = m.conv_num AND r.seq = m.seq)`;
 
-const SELECT_MESSAGE = `SELECT ${MESSAGE_COLUMNS.map((c) => `m.${c}`).join(", ")}, ${REACTIONS_OF_M} AS reactions
-  FROM messages m`;
+/** A message as MessageRow, its conversation (c) and sender (u) named by their ids again. */
+const SELECT_MESSAGE = `SELECT c.id AS conv_id, m.seq, u.id AS from_user, m.from_dev, m.cid, m.type, m.body,
+    m.ts, m.reply_to, m.edited_at, m.deleted_at, ${REACTIONS_OF_M} AS reactions
+  FROM messages m JOIN conversations c ON c.num = m.conv_num JOIN users u ON u.num = m.from_num`;
+
+/** The number of the conversation whose id is the statement's next parameter. */
+const CONV_NUM = "(SELECT num FROM conversations WHERE id = ?)";
 
 export function prepareStatements(db: BetterSqlite3.Database) {
   const s = <P extends unknown[] = unknown[], R = unknown>(sql: string) => db.prepare<P, R>(sql);
   return {
     insertUser: s<[string, string, string, number]>(
-      "INSERT INTO users (id, name, password_hash, created_at) VALUES (?, ?, ?, ?)",
+      `INSERT INTO users (id, name, password_hash, created_at, num)
+       VALUES (?, ?, ?, ?, (SELECT coalesce(max(num), 0) + 1 FROM users))`,
     ),
     userById: s<[string], UserRow>("SELECT * FROM users WHERE id = ?"),
     // users.name is COLLATE NOCASE, so this comparison is case-insensitive (ASCII).
@@ -189,12 +185,15 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     ),
 
     insertConversation: s<[string, string, string, number, string | null, number, number]>(
-      `INSERT INTO conversations (id, kind, name, created_at, direct_key, last_seq, last_activity, large)
-       VALUES (?, ?, ?, ?, ?, 0, ?, ?)`,
+      `INSERT INTO conversations (id, kind, name, created_at, direct_key, last_seq, last_activity, large, num)
+       VALUES (?, ?, ?, ?, ?, 0, ?, ?, (SELECT coalesce(max(num), 0) + 1 FROM conversations))`,
     ),
     /** Changes when another connection commits to the file (never for this one's own writes). */
     dataVersion: s<[], number>("PRAGMA data_version").pluck(),
     convById: s<[string], ConversationRow>("SELECT * FROM conversations WHERE id = ?"),
+    // The applier's lookups, for insertMessage (kept in memory by the caller).
+    convNum: s<[string], number>("SELECT num FROM conversations WHERE id = ?").pluck(),
+    userNum: s<[string], number>("SELECT num FROM users WHERE id = ?").pluck(),
     convIdByDirectKey: s<[string], string>("SELECT id FROM conversations WHERE direct_key = ?").pluck(),
     renameConversation: s<[string, string]>("UPDATE conversations SET name = ? WHERE id = ?"),
     makeLarge: s<[string]>("UPDATE conversations SET large = 1 WHERE id = ?"),
@@ -249,55 +248,66 @@ export function prepareStatements(db: BetterSqlite3.Database) {
        ORDER BY last_activity DESC, id, m_last, m_pos`,
     ),
 
-    insertMessage: s<[string, number, string, string, string, string, Uint8Array, number, number | null]>(
-      `INSERT INTO messages (conv_id, seq, from_user, from_dev, cid, type, body, ts, reply_to)
+    // Keyed by the conversation's and the sender's numbers (convNum, userNum).
+    insertMessage: s<[number, number, number, string, string, string, Uint8Array, number, number | null]>(
+      `INSERT INTO messages (conv_num, seq, from_num, from_dev, cid, type, body, ts, reply_to)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (cid, from_user) DO NOTHING`,
+       ON CONFLICT (cid, from_num) DO NOTHING`,
     ),
-    messageBySeq: s<[string, number], MessageRow>(`${SELECT_MESSAGE} WHERE m.conv_id = ? AND m.seq = ?`),
-    messageByCid: s<[string, string], MessageRow>(`${SELECT_MESSAGE} WHERE m.from_user = ? AND m.cid = ?`),
+    messageBySeq: s<[string, number], MessageRow>(`${SELECT_MESSAGE} WHERE c.id = ? AND m.seq = ?`),
+    // By the sender's number (userNum): one seek in the resend key, as the sequencer makes for
+    // every message it numbers.
+    messageByCid: s<[number, string], MessageRow>(`${SELECT_MESSAGE} WHERE m.from_num = ? AND m.cid = ?`),
     messageExists: s<[string, number], number>(
-      "SELECT 1 FROM messages WHERE conv_id = ? AND seq = ?",
+      `SELECT 1 FROM messages WHERE conv_num = ${CONV_NUM} AND seq = ?`,
     ).pluck(),
     historyForward: s<[string, number, number, number], MessageRow>(
-      `${SELECT_MESSAGE} WHERE m.conv_id = ? AND m.seq > ? AND m.seq < ? ORDER BY m.seq LIMIT ?`,
+      `${SELECT_MESSAGE} WHERE c.id = ? AND m.seq > ? AND m.seq < ? ORDER BY m.seq LIMIT ?`,
     ),
     historyBackward: s<[string, number, number, number], MessageRow>(
-      `SELECT * FROM (${SELECT_MESSAGE} WHERE m.conv_id = ? AND m.seq > ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?)
+      `SELECT * FROM (${SELECT_MESSAGE} WHERE c.id = ? AND m.seq > ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?)
        ORDER BY seq`,
     ),
     editMessage: s<[string, Uint8Array, number, string, number]>(
-      "UPDATE messages SET type = ?, body = ?, edited_at = ? WHERE conv_id = ? AND seq = ?",
+      `UPDATE messages SET type = ?, body = ?, edited_at = ? WHERE conv_num = ${CONV_NUM} AND seq = ?`,
     ),
     recallMessage: s<[number, string, number]>(
-      "UPDATE messages SET body = x'', deleted_at = ? WHERE conv_id = ? AND seq = ?",
+      `UPDATE messages SET body = x'', deleted_at = ? WHERE conv_num = ${CONV_NUM} AND seq = ?`,
     ),
     addReaction: s<[string, number, string, string]>(
-      "INSERT OR IGNORE INTO reactions (conv_id, seq, emoji, user_id) VALUES (?, ?, ?, ?)",
+      `INSERT OR IGNORE INTO reactions (conv_num, seq, emoji, user_id) VALUES (${CONV_NUM}, ?, ?, ?)`,
     ),
     removeReaction: s<[string, number, string, string]>(
-      "DELETE FROM reactions WHERE conv_id = ? AND seq = ? AND emoji = ? AND user_id = ?",
+      `DELETE FROM reactions WHERE conv_num = ${CONV_NUM} AND seq = ? AND emoji = ? AND user_id = ?`,
     ),
-    clearReactions: s<[string, number]>("DELETE FROM reactions WHERE conv_id = ? AND seq = ?"),
+    clearReactions: s<[string, number]>(`DELETE FROM reactions WHERE conv_num = ${CONV_NUM} AND seq = ?`),
 
-    // The head of a user's log: one seek to the end of the user's range of the primary key.
-    head: s<[string], number | null>("SELECT max(useq) FROM updates WHERE user_id = ?").pluck(),
-    insertUpdate: s<[string, number, string, string, number | null, number | bigint | null, string | null]>(
-      "INSERT INTO updates (user_id, useq, kind, conv_id, seq, snapshot, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    // The head of a log (a user id, or '#' || a large group's id): one seek to the end of the
+    // log's range of the primary key.
+    head: s<[string], number | null>(
+      "SELECT max(useq) FROM updates WHERE log_num = (SELECT num FROM logs WHERE key = ?)",
+    ).pluck(),
+    logNum: s<[string], number>("SELECT num FROM logs WHERE key = ?").pluck(),
+    insertLog: s<[string]>("INSERT INTO logs (key) VALUES (?)"),
+    // Keyed by the log's number (logNum) and naming the conversation by its number (convNum).
+    insertUpdate: s<[number, number, string, number, number | null, number | bigint | null, string | null]>(
+      "INSERT INTO updates (log_num, useq, kind, conv_num, seq, snapshot, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
     ),
     insertSnapshot: s<[string]>("INSERT INTO snapshots (data) VALUES (?)"),
-    // A range scan of the (user_id, useq) primary key: cost follows the entries returned.
+    // A range scan of the (log_num, useq) primary key: cost follows the entries returned.
     // One statement per page of the log, messages joined in (a lookup per entry was most of
     // the cost of a catch-up). Entries without a message (receipt, conv, left) have seq NULL.
     // Raw rows (UpdateTuple), columns in UpdateRow's order.
     readUpdates: s<[string, number, number], UpdateTuple>(
-      `SELECT u.useq, u.kind, u.conv_id, u.seq, u.data, s.data AS snapshot_data,
-         m.seq, m.from_user, m.from_dev, m.cid, m.type, m.body, m.ts, m.reply_to, m.edited_at,
+      `SELECT u.useq, u.kind, c.id, u.seq, u.data, s.data AS snapshot_data,
+         m.seq, mu.id, m.from_dev, m.cid, m.type, m.body, m.ts, m.reply_to, m.edited_at,
          m.deleted_at, CASE WHEN m.seq IS NULL THEN NULL ELSE ${REACTIONS_OF_M} END
        FROM updates u
+       JOIN conversations c ON c.num = u.conv_num
        LEFT JOIN snapshots s ON s.id = u.snapshot
-       LEFT JOIN messages m ON m.conv_id = u.conv_id AND m.seq = u.seq
-       WHERE u.user_id = ? AND u.useq > ?
+       LEFT JOIN messages m ON m.conv_num = u.conv_num AND m.seq = u.seq
+       LEFT JOIN users mu ON mu.num = m.from_num
+       WHERE u.log_num = (SELECT num FROM logs WHERE key = ?) AND u.useq > ?
        ORDER BY u.useq
        LIMIT ?`,
     ).raw(true),
@@ -305,6 +315,46 @@ export function prepareStatements(db: BetterSqlite3.Database) {
 }
 
 export type Statements = ReturnType<typeof prepareStatements>;
+
+/** Bound of a Numbers cache (cleared when exceeded). */
+const NUMBERS_MAX = 200_000;
+
+/** Conversation or user ids to the numbers messages rows name them by (migration 7), each read
+ * once with `lookup`: a number never changes once given. A connection that writes clears it when
+ * it rolls back, so that no number read inside the rolled back transaction outlives it. */
+export class Numbers {
+  private readonly map = new Map<string, number>();
+
+  /** `create` (for logs) gives a number to an id that has none, in the caller's transaction. */
+  constructor(
+    private readonly lookup: BetterSqlite3.Statement<[string], number | null>,
+    private readonly create?: BetterSqlite3.Statement<[string]>,
+  ) {}
+
+  /** The number of `id`; undefined when there is no such row (and no `create`). */
+  get(id: string): number | undefined {
+    let n = this.map.get(id);
+    if (n === undefined) {
+      const read = this.lookup.get(id) ?? this.create?.run(id).lastInsertRowid;
+      if (read == null) return undefined;
+      n = Number(read);
+      if (this.map.size >= NUMBERS_MAX) this.map.clear();
+      this.map.set(id, n);
+    }
+    return n;
+  }
+
+  /** The number of `id`, which must exist (a conversation or sender a message is stored for). */
+  of(id: string): number {
+    const n = this.get(id);
+    if (n === undefined) throw new Error(`${id} has no number: no such conversation or user`);
+    return n;
+  }
+
+  clear(): void {
+    this.map.clear();
+  }
+}
 
 export function toUser(r: UserRow): UserRecord {
   return { id: r.id, name: r.name, passwordHash: r.password_hash, createdAt: r.created_at };

@@ -30,13 +30,15 @@ import {
 } from "./sqlite-schema.ts";
 import { T0, addGroup, addUsers, bytes, newMessage, readAll, sendMsg } from "../conformance/fixtures.ts";
 
-/** The log-entry insert, as the store writes it. */
+/** The log-entry insert, as the store writes it, and as it was before migration 7. */
 const INSERT_UPDATE =
+  "INSERT INTO updates (log_num, useq, kind, conv_num, seq, snapshot, data) VALUES (?, ?, ?, ?, ?, ?, ?)";
+const INSERT_UPDATE_V6 =
   "INSERT INTO updates (user_id, useq, kind, conv_id, seq, snapshot, data) VALUES (?, ?, ?, ?, ?, ?, ?)";
 
-/** The VDBE opcodes SQLite compiles INSERT_UPDATE to on `db`, as it sees the schema now. */
-function insertUpdateOpcodes(db: Database.Database): string[] {
-  const rows = db.prepare(`EXPLAIN ${INSERT_UPDATE}`).all(...Array<null>(7).fill(null));
+/** The VDBE opcodes SQLite compiles `insert` to on `db`, as it sees the schema now. */
+function insertUpdateOpcodes(db: Database.Database, insert = INSERT_UPDATE): string[] {
+  const rows = db.prepare(`EXPLAIN ${insert}`).all(...Array<null>(7).fill(null));
   return (rows as Array<{ opcode: string }>).map((r) => r.opcode);
 }
 
@@ -195,7 +197,7 @@ describe("SqliteStore on disk", () => {
     raw.exec(`
       INSERT INTO users VALUES ('a', 'a', 'h', 0), ('b', 'b', 'h', 0), ('c', 'c', 'h', 0);
       INSERT INTO user_heads VALUES ('a', 2), ('b', 1), ('c', 0);
-      INSERT INTO conversations VALUES ('g1', 'group', 'g', 0, NULL, 1, 0);
+      INSERT INTO conversations VALUES ('g0', 'group', 'g', 0, NULL, 0, 0), ('g1', 'group', 'g', 0, NULL, 1, 0);
       INSERT INTO members (conv_id, user_id, role) VALUES ('g1', 'a', 'owner'), ('g1', 'b', 'member');
       INSERT INTO messages (conv_id, seq, from_user, from_dev, cid, type, body, ts)
         VALUES ('g1', 1, 'a', 'd', 'c0', 'text', x'00', 0);
@@ -219,6 +221,12 @@ describe("SqliteStore on disk", () => {
     const [r] = await store.appendMessages([newMessage("g1", "b", "c1")]);
     expect(r).toMatchObject({ ok: true, duplicate: false, msg: { seq: 2 } });
     expect((await store.readUpdates("a", 0, 10)).map((u) => u.useq)).toEqual([1, 2, 3]);
+    // Entries name their conversations and messages by number since migration 7: read back by id.
+    expect((await store.readUpdates("a", 0, 10)).map((e) => e.u)).toMatchObject([
+      { k: "left", conv: "g0" },
+      { k: "msg", msg: { conv: "g1", seq: 1, from: "a", cid: "c0" } },
+      { k: "msg", msg: { conv: "g1", seq: 2, from: "b", cid: "c1" } },
+    ]);
     expect((await store.readUpdates("b", 0, 10)).map((u) => u.useq)).toEqual([1, 2]);
     // The message and its reaction came through the rebuilt table; a resend is still found.
     expect(await store.getMessage("g1", 1)).toMatchObject({ cid: "c0", reactions: { "+1": ["b"] } });
@@ -228,9 +236,25 @@ describe("SqliteStore on disk", () => {
     expect((await store.getConversation("g1"))?.large).toBeUndefined();
     await store.changeConversation({ kind: "large", conv: "g1" });
     expect(await store.largeConversations("b")).toEqual([{ conv: "g1", head: 0 }]);
+    // Users and conversations made after the migration are numbered after those it numbered.
+    await addUsers(store, "d");
+    await addGroup(store, "g2", ["d", "c"]);
+    expect(await sendMsg(store, "g2", "c", "c2")).toMatchObject({ conv: "g2", from: "c", seq: 1 });
+    expect((await store.readUpdates("d", 0, 10)).at(-1)?.u).toMatchObject({ msg: { from: "c", cid: "c2" } });
     await store.close();
     const check = new Database(file, { readonly: true });
     expect(check.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
+    expect(check.prepare("SELECT id, num FROM users ORDER BY num").raw().all()).toEqual([
+      ["a", 1],
+      ["b", 2],
+      ["c", 3],
+      ["d", 4],
+    ]);
+    expect(check.prepare("SELECT id, num FROM conversations ORDER BY num").raw().all()).toEqual([
+      ["g0", 1],
+      ["g1", 2],
+      ["g2", 3],
+    ]);
     expect(check.prepare("SELECT count(*) FROM sqlite_schema WHERE name = 'user_heads'").pluck().get()).toBe(
       0,
     );
@@ -243,7 +267,7 @@ describe("SqliteStore on disk", () => {
     const unique = indexes
       .filter((x) => x.unique === 1 && x.origin === "u")
       .map((x) => (check.pragma(`index_info(${x.name})`) as Array<{ name: string }>).map((c) => c.name));
-    expect(unique).toEqual([["cid", "from_user"]]);
+    expect(unique).toEqual([["cid", "from_num"]]);
     expect(check.pragma("foreign_key_check")).toEqual([]);
     // Migration 6 rewrote the updates table's CHECK in place: the file is sound and the rows kept.
     expect(check.pragma("integrity_check", { simple: true })).toBe("ok");
@@ -251,7 +275,12 @@ describe("SqliteStore on disk", () => {
       "kind = 'msg' OR kind = 'edit'",
     );
     expect(
-      check.prepare("SELECT kind FROM updates WHERE user_id = 'a' AND useq <= 3 ORDER BY useq").pluck().all(),
+      check
+        .prepare(
+          "SELECT kind FROM updates JOIN logs ON num = log_num WHERE key = 'a' AND useq <= 3 ORDER BY useq",
+        )
+        .pluck()
+        .all(),
     ).toEqual(["left", "msg", "msg"]);
     check.close();
   });
@@ -260,9 +289,9 @@ describe("SqliteStore on disk", () => {
     const raw = new Database(file);
     raw.transaction(() => {
       for (const m of MIGRATIONS.slice(0, 5)) raw.exec(m as string);
-      expect(insertUpdateOpcodes(raw)).toContain("OpenEphemeral");
+      expect(insertUpdateOpcodes(raw, INSERT_UPDATE_V6)).toContain("OpenEphemeral");
       (MIGRATIONS[5] as MigrationFn)(raw);
-      expect(insertUpdateOpcodes(raw)).not.toContain("OpenEphemeral");
+      expect(insertUpdateOpcodes(raw, INSERT_UPDATE_V6)).not.toContain("OpenEphemeral");
     })();
     raw.close();
   });
@@ -274,10 +303,11 @@ describe("SqliteStore on disk", () => {
     const opcodes = insertUpdateOpcodes(db);
     expect(opcodes).toContain("IdxInsert");
     expect(opcodes).not.toContain("OpenEphemeral");
-    expect(() => db.prepare(INSERT_UPDATE).run("a", 1, "bogus", "g", null, null, null)).toThrow(
+    const log = Number(db.prepare("INSERT INTO logs (key) VALUES ('a')").run().lastInsertRowid);
+    expect(() => db.prepare(INSERT_UPDATE).run(log, 1, "bogus", 1, null, null, null)).toThrow(
       /CHECK constraint failed/,
     );
-    db.prepare(INSERT_UPDATE).run("a", 1, "left", "g", null, null, null);
+    db.prepare(INSERT_UPDATE).run(log, 1, "left", 1, null, null, null);
     // Unsafe mode was for the migration only: even with writable_schema on, sqlite_schema is
     // read-only again.
     db.pragma("writable_schema = ON");
@@ -286,6 +316,63 @@ describe("SqliteStore on disk", () => {
     );
     db.pragma("writable_schema = OFF");
     await store.close();
+  });
+
+  it("numbers given in a transaction that rolls back are not used after it (logs, conversations)", async () => {
+    const store = await SqliteStore.open(file);
+    await addUsers(store, "a", "b", "c");
+    const db = (store as unknown as { db: Database.Database }).db;
+    // Fails the group's creation at b's first log entry: after a's log and the conversation were
+    // numbered, inside the transaction.
+    db.exec(`CREATE TRIGGER fail_b BEFORE INSERT ON updates
+      WHEN (SELECT key FROM logs WHERE num = NEW.log_num) = 'b' BEGIN SELECT RAISE(ABORT, 'boom'); END`);
+    await expect(addGroup(store, "g1", ["a", "b"])).rejects.toThrow(/boom/);
+    db.exec("DROP TRIGGER fail_b");
+    expect(db.prepare("SELECT count(*) FROM logs").pluck().get()).toBe(0);
+    // The numbers the rolled back transaction gave go to others now: a number kept from it would
+    // name no log (a foreign key error) or another conversation.
+    await addGroup(store, "g2", ["c", "a"]);
+    expect(await sendMsg(store, "g2", "a", "m1")).toMatchObject({ conv: "g2", seq: 1, from: "a" });
+    for (const user of ["a", "c"]) {
+      const log = await readAll(store, user);
+      expect(log.map((e) => e.useq)).toEqual([1, 2]);
+      expect(log[1]?.u).toMatchObject({ k: "msg", msg: { conv: "g2", seq: 1, cid: "m1" } });
+    }
+    expect(await store.getConversation("g1")).toBeUndefined();
+    // The failed id made again: numbered after g2 now, not as it was in the rolled back attempt.
+    await addGroup(store, "g1", ["a", "b"]);
+    expect(await sendMsg(store, "g1", "b", "m2")).toMatchObject({ conv: "g1", seq: 1, from: "b" });
+    expect((await store.history("g2", { limit: 10 })).map((m) => m.cid)).toEqual(["m1"]);
+    expect((await store.history("g1", { limit: 10 })).map((m) => m.cid)).toEqual(["m2"]);
+    // Entries that name only the conversation (a receipt) name the right one.
+    await store.setReceipt("g1", "a", "read", 1);
+    expect((await readAll(store, "b")).at(-1)?.u).toMatchObject({ k: "receipt", conv: "g1", user: "a" });
+    expect(db.pragma("foreign_key_check")).toEqual([]);
+    await store.close();
+  });
+
+  it("refuses migration 7 when a row names a conversation that does not exist, changing nothing", async () => {
+    const raw = new Database(file);
+    raw.pragma("journal_mode = WAL");
+    for (const m of MIGRATIONS.slice(0, 6)) {
+      if (typeof m === "string") raw.exec(m);
+      else m(raw);
+    }
+    raw.pragma("user_version = 6");
+    raw.exec(`
+      INSERT INTO users VALUES ('a', 'a', 'h', 0);
+      INSERT INTO updates (user_id, useq, kind, conv_id, seq) VALUES ('a', 1, 'left', 'nowhere', NULL);
+    `);
+    raw.close();
+    await expect(SqliteStore.open(file)).rejects.toThrow(
+      /migration 7 would lose rows of updates \(0 of 1 kept\)/,
+    );
+    const check = new Database(file, { readonly: true });
+    expect(check.pragma("user_version", { simple: true })).toBe(6);
+    expect(check.prepare("SELECT user_id, conv_id FROM updates").all()).toEqual([
+      { user_id: "a", conv_id: "nowhere" },
+    ]);
+    check.close();
   });
 
   it("opens an existing empty file as a new database", async () => {
@@ -611,7 +698,12 @@ describe("commit log", () => {
     expect(m1).toMatchObject({ ok: true, msg: { seq: 1 } });
     expect(m2).toMatchObject({ ok: true, msg: { seq: 1 } });
     // Kept, and already committed by the recovery: visible to another connection.
-    expect(committed(file, "SELECT conv_id AS conv, seq, cid FROM messages ORDER BY cid")).toEqual([
+    expect(
+      committed(
+        file,
+        "SELECT c.id AS conv, m.seq, m.cid FROM messages m JOIN conversations c ON c.num = m.conv_num ORDER BY cid",
+      ),
+    ).toEqual([
       { conv: "g1", seq: 1, cid: "m1" },
       { conv: "g2", seq: 1, cid: "m2" },
     ]);

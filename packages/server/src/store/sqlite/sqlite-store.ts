@@ -49,6 +49,7 @@ import {
   type NumberedBatch,
 } from "./numbered-log.ts";
 import {
+  Numbers,
   prepareStatements,
   toConversation,
   toDevice,
@@ -56,8 +57,9 @@ import {
   toMessage,
   toToken,
   toUser,
+  type ConversationRow,
+  type Statements,
 } from "./sqlite-statements.ts";
-import type { ConversationRow, Statements } from "./sqlite-statements.ts";
 import { SqliteUpdateLog, groupLogKey } from "./sqlite-update-log.ts";
 
 // SqliteStore: the embedded Store, one SQLite file on better-sqlite3. better-sqlite3 is
@@ -153,6 +155,9 @@ export class SqliteStore implements Store {
   /** What appendMessages read of each conversation, kept from one batch to the next (see
    * write() for when it is dropped). Large groups keep only the senders found to be members. */
   private readonly sendCache = new Map<ConversationId, SendTarget | null>();
+  /** The numbers messages rows name conversations and senders by; dropped with the other caches. */
+  private readonly convNums: Numbers;
+  private readonly userNums: Numbers;
   /** PRAGMA data_version when the caches were last known good. */
   private dataVersion: number | undefined;
   /** Set in an applier (options.applier): the database's path, where the numbered log is. */
@@ -174,7 +179,9 @@ export class SqliteStore implements Store {
     path?: string,
   ) {
     this.st = prepareStatements(db);
-    this.log = new SqliteUpdateLog(this.st);
+    this.convNums = new Numbers(this.st.convNum);
+    this.userNums = new Numbers(this.st.userNum);
+    this.log = new SqliteUpdateLog(this.st, this.convNums);
     this.txn = db.transaction((fn: () => unknown) => fn());
     this.deferMs = opts.commitIntervalMs || 0;
     this.onCommit = opts.onCommit;
@@ -573,7 +580,8 @@ export class SqliteStore implements Store {
     // The sender's read marks, written once per conversation and sender at the end.
     const marks = new Map<ConversationId, Map<UserId, number>>();
     const duplicateOf = (item: NewMessage): AppendResult | undefined => {
-      const dup = this.st.messageByCid.get(item.from, item.cid);
+      const from = this.userNums.get(item.from);
+      const dup = from === undefined ? undefined : this.st.messageByCid.get(from, item.cid);
       return dup && { ok: true, duplicate: true, msg: toMessage(dup), updates: [] };
     };
     const results = batch.map((item): AppendResult => {
@@ -587,10 +595,20 @@ export class SqliteStore implements Store {
 
       const { from, dev, cid, type, ts } = item;
       const replyTo = item.replyTo ?? null;
-      // The unique (from_user, cid) key finds a resend: nothing is inserted, and it is answered
+      // The unique (cid, from_num) key finds a resend: nothing is inserted, and it is answered
       // with the message stored first. One statement for the usual case instead of a lookup
       // before every insert.
-      const inserted = this.st.insertMessage.run(c.row.id, seq, from, dev, cid, type, item.body, ts, replyTo);
+      const inserted = this.st.insertMessage.run(
+        c.row.num,
+        seq,
+        this.userNums.of(from),
+        dev,
+        cid,
+        type,
+        item.body,
+        ts,
+        replyTo,
+      );
       if (inserted.changes === 0) return duplicateOf(item)!;
       touched.add(c);
       let senders = marks.get(c.row.id);
@@ -975,9 +993,9 @@ export class SqliteStore implements Store {
       const { conv, from } = msg;
       const replyTo = msg.replyTo ?? null;
       const inserted = this.st.insertMessage.run(
-        conv,
+        this.convNums.of(conv),
         seq,
-        from,
+        this.userNums.of(from),
         msg.dev,
         msg.cid,
         msg.type,
@@ -1012,6 +1030,8 @@ export class SqliteStore implements Store {
   /** Drops what was read or counted in earlier transactions. */
   private forgetCaches(): void {
     this.sendCache.clear();
+    this.convNums.clear();
+    this.userNums.clear();
     this.log.forget();
   }
 

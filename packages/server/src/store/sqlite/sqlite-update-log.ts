@@ -9,10 +9,10 @@ import type {
   UserId,
 } from "@parley/protocol";
 import type { ConversationLogUpdate, UserUpdate } from "../../core/ports/store.ts";
-import { toMessage, updateRow } from "./sqlite-statements.ts";
+import { Numbers, toMessage, updateRow } from "./sqlite-statements.ts";
 import type { Statements, UpdateRow } from "./sqlite-statements.ts";
 
-// The per-user update logs of SqliteStore (tables updates and snapshots). useq is the user's
+// The per-user update logs of SqliteStore (tables updates, logs and snapshots). useq is the user's
 // highest useq + 1 at append time (entries are never deleted): gap-free per user because every
 // append runs inside the caller's write transaction. The head is looked up once per user, then
 // counted here across transactions until SqliteStore calls forget(): no per-entry head row to
@@ -28,13 +28,23 @@ export class SqliteUpdateLog {
   /** Heads of the users appended to, kept from one write transaction to the next (every append
    * goes through here): one lookup per user until forget(). */
   private readonly heads = new Map<UserId, number>();
+  /** The logs' numbers (table logs), given to a log at its first entry. */
+  private readonly logNums: Numbers;
 
-  constructor(private readonly st: Statements) {}
+  /** `convNums`: the conversations' numbers, which entries name them by (the store's). */
+  constructor(
+    private readonly st: Statements,
+    private readonly convNums: Numbers,
+  ) {
+    this.logNums = new Numbers(st.logNum, st.insertLog);
+  }
 
-  /** Drops the counted heads: a transaction rolled back (what it counted was not written), or
-   * another connection wrote to the file, or there are too many to keep. */
+  /** Drops the counted heads and the logs' numbers: a transaction rolled back (what it counted
+   * or numbered was not written), or another connection wrote to the file, or there are too
+   * many to keep. */
   forget(): void {
     this.heads.clear();
+    this.logNums.clear();
   }
 
   /** How many heads are kept. */
@@ -83,10 +93,11 @@ export class SqliteUpdateLog {
         data = JSON.stringify({ name: u.name, set: u.set, removed: u.removed, count: u.count });
         break;
     }
+    const convNum = this.convNums.of(conv);
     return users.map((user) => {
       const useq = (this.heads.get(user) ?? this.head(user)) + 1;
       this.heads.set(user, useq);
-      this.st.insertUpdate.run(user, useq, kind, conv, seq, snapshot, data);
+      this.st.insertUpdate.run(this.logNums.of(user), useq, kind, convNum, seq, snapshot, data);
       return { user, useq, u };
     });
   }
@@ -94,12 +105,12 @@ export class SqliteUpdateLog {
   /** Writes a "msg" entry numbered elsewhere (the sequencer): `useq` must be the log's head + 1.
    * Must run inside a write transaction. */
   appendNumbered(user: string, useq: number, conv: ConversationId, seq: number): void {
-    this.st.insertUpdate.run(user, useq, "msg", conv, seq, null, null);
+    this.st.insertUpdate.run(this.logNums.of(user), useq, "msg", this.convNums.of(conv), seq, null, null);
     if (this.heads.has(user)) this.heads.set(user, useq);
   }
 
   /** Entries after `after` (exclusive), at most `limit` (> 0), message entries in the message's
-   * current state. A range scan of the (user_id, useq) key joined with one key lookup per message
+   * current state. A range scan of the (log_num, useq) key joined with one key lookup per message
    * entry, in one statement: cost follows the entries returned, not the history. */
   read(user: UserId, after: number, limit: number): LoggedUpdate[] {
     return this.st.readUpdates.all(user, after, limit).map((t) => {

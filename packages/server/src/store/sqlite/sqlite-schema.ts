@@ -276,11 +276,13 @@ function migrateToIntegerKeys(db: BetterSqlite3.Database): void {
   // The joins drop a row whose conversation or sender is missing, which version 6 never wrote
   // (its foreign keys, and conversations are never deleted): refuse to go on rather than lose one.
   const after = tables.map(count);
-  const lost = tables.filter((_, i) => after[i] !== before[i]);
+  const lost = tables.flatMap((t, i) =>
+    after[i] === before[i] ? [] : [`${t} (${after[i]} of ${before[i]} kept)`],
+  );
   if (lost.length > 0) {
     throw new Error(
-      `migration 7 would lose rows of ${lost.map((t) => `${t} (${after[tables.indexOf(t)]} of ${before[tables.indexOf(t)]} kept)`).join(", ")}, ` +
-        "naming a conversation or user that does not exist; nothing was changed",
+      `migration 7 would lose rows of ${lost.join(", ")}, naming a conversation or user that does ` +
+        "not exist; nothing was changed",
     );
   }
 }

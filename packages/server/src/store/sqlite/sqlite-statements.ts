@@ -36,7 +36,7 @@ export interface TokenRow {
 
 export interface ConversationRow {
   id: string;
-  /** The number messages and reactions rows name the conversation by (migration 7). */
+  /** The number messages, reactions and updates rows name the conversation by (migration 7). */
   num: number;
   kind: ConversationKind;
   name: string;
@@ -100,7 +100,8 @@ export interface UpdateRow {
 export type UpdateTuple = [
   UpdateRow["useq"],
   UpdateRow["kind"],
-  UpdateRow["conv_id"],
+  /** null if the entry's conversation number names no conversation (never written so). */
+  UpdateRow["conv_id"] | null,
   UpdateRow["seq"],
   UpdateRow["data"],
   UpdateRow["snapshot_data"],
@@ -118,6 +119,8 @@ export type UpdateTuple = [
 ];
 
 export function updateRow(t: UpdateTuple): UpdateRow {
+  // Refused, not skipped: a reader would take the gap in useqs for entries it has.
+  if (t[2] === null) throw new Error(`update ${t[0]} names a missing conversation`);
   return {
     useq: t[0],
     kind: t[1],
@@ -303,7 +306,7 @@ export function prepareStatements(db: BetterSqlite3.Database) {
          m.seq, mu.id, m.from_dev, m.cid, m.type, m.body, m.ts, m.reply_to, m.edited_at,
          m.deleted_at, CASE WHEN m.seq IS NULL THEN NULL ELSE ${REACTIONS_OF_M} END
        FROM updates u
-       JOIN conversations c ON c.num = u.conv_num
+       LEFT JOIN conversations c ON c.num = u.conv_num
        LEFT JOIN snapshots s ON s.id = u.snapshot
        LEFT JOIN messages m ON m.conv_num = u.conv_num AND m.seq = u.seq
        LEFT JOIN users mu ON mu.num = m.from_num

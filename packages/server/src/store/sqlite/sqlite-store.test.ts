@@ -351,6 +351,18 @@ describe("SqliteStore on disk", () => {
     await store.close();
   });
 
+  it("refuses to read a log entry whose conversation is missing, rather than skip it", async () => {
+    const store = await SqliteStore.open(file);
+    await addUsers(store, "a", "b");
+    await addGroup(store, "g1", ["a", "b"]);
+    const db = (store as unknown as { db: Database.Database }).db;
+    const log = db.prepare("SELECT num FROM logs WHERE key = 'a'").pluck().get() as number;
+    db.prepare(INSERT_UPDATE).run(log, 2, "left", 999, null, null, null);
+    await expect(store.readUpdates("a", 0, 10)).rejects.toThrow(/update 2 names a missing conversation/);
+    expect(await store.readUpdates("a", 0, 1)).toMatchObject([{ useq: 1, u: { k: "conv" } }]);
+    await store.close();
+  });
+
   it("refuses migration 7 when a row names a conversation that does not exist, changing nothing", async () => {
     const raw = new Database(file);
     raw.pragma("journal_mode = WAL");

@@ -18,7 +18,7 @@ import { runStoreConformance } from "../store-conformance.ts";
 import type { Store } from "../../core/ports/store.ts";
 import { NUMBERED_LOG_APPLIED, SqliteStore } from "./sqlite-store.ts";
 import { CommitLog } from "./commit-log.ts";
-import { NumberedLog, logBase, logDirMarker } from "./numbered-log.ts";
+import { NumberedLog, encodeNumbered, logBase, logDirMarker } from "./numbered-log.ts";
 import type { Logger } from "../../core/ports/logger.ts";
 import { ThreadedSqliteStore } from "./threaded-sqlite-store.ts";
 import {
@@ -385,6 +385,42 @@ describe("SqliteStore on disk", () => {
       { user_id: "a", conv_id: "nowhere" },
     ]);
     check.close();
+  });
+
+  it("applies a numbered log left by a version-6 server after migrating (the log names ids)", async () => {
+    const raw = new Database(file);
+    raw.pragma("journal_mode = WAL");
+    for (const m of MIGRATIONS.slice(0, 6)) {
+      if (typeof m === "string") raw.exec(m);
+      else m(raw);
+    }
+    raw.pragma("user_version = 6");
+    raw.exec(`
+      INSERT INTO users VALUES ('a', 'a', 'h', 0), ('b', 'b', 'h', 0);
+      INSERT INTO conversations VALUES ('g1', 'group', 'g', 0, NULL, 0, 0, 0);
+      INSERT INTO members (conv_id, user_id, role) VALUES ('g1', 'a', 'owner'), ('g1', 'b', 'member');
+      INSERT INTO updates (user_id, useq, kind, conv_id, seq) VALUES ('a', 1, 'left', 'g1', NULL),
+        ('b', 1, 'left', 'g1', NULL);
+    `);
+    raw.close();
+    // A send the version-6 server acknowledged and had not committed to SQLite when it stopped.
+    const log = NumberedLog.create(file);
+    const msg = newMessage("g1", "a", "m1");
+    log.append(encodeNumbered({ batch: 1, messages: [{ msg, seq: 1, logs: ["a", "b"], useqs: [2, 2] }] }), 1);
+    log.close();
+    await log.settled();
+    // As the server opens it (commitIntervalMs: the store owns the file and applies its logs).
+    const store = await SqliteStore.open(file, { commitIntervalMs: 60_000 });
+    expect(await store.getMessage("g1", 1)).toMatchObject({ conv: "g1", from: "a", cid: "m1", seq: 1 });
+    for (const user of ["a", "b"]) {
+      expect((await store.readUpdates(user, 0, 10)).map((e) => e.u)).toMatchObject([
+        { k: "left", conv: "g1" },
+        { k: "msg", msg: { conv: "g1", from: "a", cid: "m1" } },
+      ]);
+    }
+    expect(NumberedLog.segments(file)).toEqual([]);
+    expect(await sendMsg(store, "g1", "b", "m2")).toMatchObject({ seq: 2 });
+    await store.close();
   });
 
   it("opens an existing empty file as a new database", async () => {

@@ -2,7 +2,7 @@ import type BetterSqlite3 from "better-sqlite3";
 import type { ConversationId, UserId } from "@parley/protocol";
 import type { AppendResult, LogUpdate, NewMessage } from "../../core/ports/store.ts";
 import { messageAt, replyToProblem } from "../store-rules.ts";
-import { Numbers, prepareStatements, toMessage, type Statements } from "./sqlite-statements.ts";
+import { Numbers, prepareStatements, storedByCid, toMessage, type Statements } from "./sqlite-statements.ts";
 import { groupLogKey } from "./sqlite-update-log.ts";
 import type { NumberedBatch, NumberedMessage } from "./numbered-log.ts";
 
@@ -111,8 +111,7 @@ export class Sequencer {
   fillResends(items: readonly NewMessage[], results: AppendResult[], resends: readonly number[]): void {
     for (const i of resends) {
       const item = items[i]!;
-      const from = this.userNums.get(item.from);
-      const row = from === undefined ? undefined : this.st.messageByCid.get(from, item.cid);
+      const row = storedByCid(this.st, this.userNums, item.from, item.cid);
       if (!row)
         throw new Error(`sequencer: ${item.from}'s message ${item.cid} is not in SQLite after its commit`);
       results[i] = { ok: true, duplicate: true, msg: toMessage(row), updates: [] };
@@ -152,8 +151,7 @@ export class Sequencer {
         resends.push(i);
         return PLACEHOLDER;
       }
-      const from = this.userNums.get(item.from);
-      const row = from === undefined ? undefined : this.st.messageByCid.get(from, item.cid);
+      const row = storedByCid(this.st, this.userNums, item.from, item.cid);
       return row && { ok: true, duplicate: true, msg: toMessage(row), updates: [] };
     };
     const results = items.map((item, i): AppendResult => {

@@ -359,6 +359,17 @@ export class Numbers {
   }
 }
 
+/** The message `user` stored with `cid` (the resend key), if any. */
+export function storedByCid(
+  st: Statements,
+  userNums: Numbers,
+  user: UserId,
+  cid: string,
+): MessageRow | undefined {
+  const from = userNums.get(user);
+  return from === undefined ? undefined : st.messageByCid.get(from, cid);
+}
+
 export function toUser(r: UserRow): UserRecord {
   return { id: r.id, name: r.name, passwordHash: r.password_hash, createdAt: r.created_at };
 }

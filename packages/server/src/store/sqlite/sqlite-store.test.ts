@@ -42,6 +42,20 @@ function insertUpdateOpcodes(db: Database.Database, insert = INSERT_UPDATE): str
   return (rows as Array<{ opcode: string }>).map((r) => r.opcode);
 }
 
+/** Writes `file` as the first `version` migrations leave it, then `rows` (SQL) into it: a
+ * database an earlier Parley wrote. */
+function writeVersion(file: string, version: number, rows: string): void {
+  const raw = new Database(file);
+  raw.pragma("journal_mode = WAL");
+  for (const m of MIGRATIONS.slice(0, version)) {
+    if (typeof m === "string") raw.exec(m);
+    else m(raw);
+  }
+  raw.pragma(`user_version = ${version}`);
+  raw.exec(rows);
+  raw.close();
+}
+
 /** Opening `file` fails with an error that names it and says it is damaged or not a database. */
 async function expectRefused(file: string): Promise<void> {
   const err: unknown = await SqliteStore.open(file).then(
@@ -190,11 +204,10 @@ describe("SqliteStore on disk", () => {
 
   it("migrates a version-1 file: logs go on gap-free, messages, reactions and resend keys kept", async () => {
     // A version-1 database written the way version 1 did: with a user_heads row per user.
-    const raw = new Database(file);
-    raw.pragma("journal_mode = WAL");
-    raw.exec(MIGRATIONS[0] as string);
-    raw.pragma("user_version = 1");
-    raw.exec(`
+    writeVersion(
+      file,
+      1,
+      `
       INSERT INTO users VALUES ('a', 'a', 'h', 0), ('b', 'b', 'h', 0), ('c', 'c', 'h', 0);
       INSERT INTO user_heads VALUES ('a', 2), ('b', 1), ('c', 0);
       INSERT INTO conversations VALUES ('g0', 'group', 'g', 0, NULL, 0, 0), ('g1', 'group', 'g', 0, NULL, 1, 0);
@@ -204,8 +217,8 @@ describe("SqliteStore on disk", () => {
       INSERT INTO updates (user_id, useq, kind, conv_id, seq) VALUES
         ('a', 1, 'left', 'g0', NULL), ('a', 2, 'msg', 'g1', 1), ('b', 1, 'msg', 'g1', 1);
       INSERT INTO reactions (conv_id, seq, emoji, user_id) VALUES ('g1', 1, '+1', 'b');
-    `);
-    raw.close();
+    `,
+    );
 
     // Each step is logged, with the version it reached, so that a long start is not taken for a hang.
     const { logger, records: logged } = recording();
@@ -364,18 +377,14 @@ describe("SqliteStore on disk", () => {
   });
 
   it("refuses migration 7 when a row names a conversation that does not exist, changing nothing", async () => {
-    const raw = new Database(file);
-    raw.pragma("journal_mode = WAL");
-    for (const m of MIGRATIONS.slice(0, 6)) {
-      if (typeof m === "string") raw.exec(m);
-      else m(raw);
-    }
-    raw.pragma("user_version = 6");
-    raw.exec(`
+    writeVersion(
+      file,
+      6,
+      `
       INSERT INTO users VALUES ('a', 'a', 'h', 0);
       INSERT INTO updates (user_id, useq, kind, conv_id, seq) VALUES ('a', 1, 'left', 'nowhere', NULL);
-    `);
-    raw.close();
+    `,
+    );
     await expect(SqliteStore.open(file)).rejects.toThrow(
       /migration 7 would lose rows of updates \(0 of 1 kept\)/,
     );
@@ -388,21 +397,17 @@ describe("SqliteStore on disk", () => {
   });
 
   it("applies a numbered log left by a version-6 server after migrating (the log names ids)", async () => {
-    const raw = new Database(file);
-    raw.pragma("journal_mode = WAL");
-    for (const m of MIGRATIONS.slice(0, 6)) {
-      if (typeof m === "string") raw.exec(m);
-      else m(raw);
-    }
-    raw.pragma("user_version = 6");
-    raw.exec(`
+    writeVersion(
+      file,
+      6,
+      `
       INSERT INTO users VALUES ('a', 'a', 'h', 0), ('b', 'b', 'h', 0);
       INSERT INTO conversations VALUES ('g1', 'group', 'g', 0, NULL, 0, 0, 0);
       INSERT INTO members (conv_id, user_id, role) VALUES ('g1', 'a', 'owner'), ('g1', 'b', 'member');
       INSERT INTO updates (user_id, useq, kind, conv_id, seq) VALUES ('a', 1, 'left', 'g1', NULL),
         ('b', 1, 'left', 'g1', NULL);
-    `);
-    raw.close();
+    `,
+    );
     // A send the version-6 server acknowledged and had not committed to SQLite when it stopped.
     const log = NumberedLog.create(file);
     const msg = newMessage("g1", "a", "m1");

@@ -51,6 +51,7 @@ import {
 import {
   Numbers,
   prepareStatements,
+  storedByCid,
   toConversation,
   toDevice,
   toMember,
@@ -580,8 +581,7 @@ export class SqliteStore implements Store {
     // The sender's read marks, written once per conversation and sender at the end.
     const marks = new Map<ConversationId, Map<UserId, number>>();
     const duplicateOf = (item: NewMessage): AppendResult | undefined => {
-      const from = this.userNums.get(item.from);
-      const dup = from === undefined ? undefined : this.st.messageByCid.get(from, item.cid);
+      const dup = storedByCid(this.st, this.userNums, item.from, item.cid);
       return dup && { ok: true, duplicate: true, msg: toMessage(dup), updates: [] };
     };
     const results = batch.map((item): AppendResult => {

@@ -14,7 +14,7 @@ import type {
   UserId,
 } from "@parley/protocol";
 import type { Accounts } from "./accounts.ts";
-import type { Principal, SendResult } from "./api.ts";
+import type { Principal } from "./api.ts";
 import type { Connection, Session } from "./connection.ts";
 import type { Messaging } from "./messaging.ts";
 import type { CoreOptions } from "./options.ts";
@@ -325,9 +325,11 @@ export class ClientSession implements Session, Beating {
     // Arrows passed inline, not a `const fail = ...` shared by them: tsx names every function
     // assigned to a const (a defineProperty on each new closure), 1% of the main thread at
     // direct-max for this one.
-    if (frame.t === "send" || frame.t === "ping" || frame.t === "pong") {
+    if (frame.t === "send") {
       // Sends are pipelined (many in flight per connection, group-committed); their order is
       // kept because each is queued for commit synchronously, in arrival order.
+      this.send(frame);
+    } else if (frame.t === "ping" || frame.t === "pong") {
       this.dispatch(frame).catch((e: unknown) => this.failed(frame, e));
     } else {
       // Everything else runs one at a time per connection, in arrival order, so that e.g. an
@@ -356,6 +358,35 @@ export class ClientSession implements Session, Beating {
     this.error("id" in frame ? frame.id : undefined, e);
   }
 
+  /** A send. Not a case of dispatch, and not async: a promise and an async function around
+   * each send were about a kilobyte of garbage per message and a fifth of the main thread's
+   * allocation at direct-max (docs/benchmarks.md, eighteenth session). */
+  private send(frame: SendFrame): void {
+    if (this.ctx.shuttingDown)
+      return this.failed(frame, new ParleyError("E_SHUTTING_DOWN", undefined, { retryAfterMs: 1000 }));
+    const { echoes } = this;
+    // Under version 2 it may be answered in place of the push of the entry it commits (push()).
+    // A second send of a cid already awaited here is answered as under version 1.
+    const echo = echoes !== undefined && !echoes.has(frame.cid);
+    if (echo) echoes.set(frame.cid, frame);
+    // The frame is the input (SendInput is a subset of it): messaging keeps none of it.
+    this.ctx.messaging.sendWith(this.principal!, frame, (err, r) => {
+      try {
+        if (r === undefined) {
+          if (echo && echoes.get(frame.cid) === frame) echoes.delete(frame.cid);
+          return this.failed(frame, err);
+        }
+        if (echo) {
+          if (echoes.get(frame.cid) !== frame) return; // answered in place of its push
+          echoes.delete(frame.cid);
+        }
+        this.reply({ t: "sent", id: frame.id, conv: r.conv, cid: r.cid, seq: r.seq, ts: r.ts });
+      } catch (e) {
+        this.failed(frame, e);
+      }
+    });
+  }
+
   private async dispatch(frame: ClientFrame): Promise<void> {
     const p = this.principal!;
     const { messaging } = this.ctx;
@@ -364,31 +395,8 @@ export class ClientSession implements Session, Beating {
     switch (frame.t) {
       case "hello":
         throw new ParleyError("E_ALREADY_AUTHENTICATED");
-      case "send": {
-        const { echoes } = this;
-        // Under version 2 it may be answered in place of the push of the entry it commits
-        // (push()). A second send of a cid already awaited here is answered as under version 1.
-        const echo = echoes !== undefined && !echoes.has(frame.cid);
-        if (echo) echoes.set(frame.cid, frame);
-        let r: SendResult;
-        try {
-          r = await messaging.send(p, {
-            conv: frame.conv,
-            cid: frame.cid,
-            type: frame.type,
-            body: frame.body,
-            ...(frame.replyTo !== undefined ? { replyTo: frame.replyTo } : {}),
-          });
-        } catch (e) {
-          if (echo && echoes.get(frame.cid) === frame) echoes.delete(frame.cid);
-          throw e;
-        }
-        if (echo) {
-          if (echoes.get(frame.cid) !== frame) return; // answered in place of its push
-          echoes.delete(frame.cid);
-        }
-        return this.reply({ t: "sent", id: frame.id, conv: r.conv, cid: r.cid, seq: r.seq, ts: r.ts });
-      }
+      case "send":
+        return this.send(frame); // (ready() sends them there directly)
       case "ack":
         if (frame.cursor !== undefined) this.advanceCursor(frame.cursor);
         for (const { conv, seq } of frame.convs ?? []) {

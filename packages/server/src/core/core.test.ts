@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, it, expect, beforeEach } from "vitest";
 import { encodeJson } from "@parley/protocol";
-import type { ErrorFrame, Message, PushFrame, SentFrame, ServerFrame } from "@parley/protocol";
+import type { ClientFrame, ErrorFrame, Message, PushFrame, SentFrame, ServerFrame } from "@parley/protocol";
 import { ManualClock } from "../clock/manual-clock.ts";
 import { MemoryStore } from "../store/memory/memory-store.ts";
 import type { Principal } from "./api.ts";
@@ -395,6 +395,28 @@ describe("Core", () => {
         expect(await ca.request(send(3, other.id, "m1"))).toMatchObject({ t: "error", code: "E_INVALID" });
         expect(answers(ca, 3)).toHaveLength(1);
       });
+    });
+
+    it("answers a send frame with bad fields with an error to its id, and stores nothing", async () => {
+      const a = await account("alice");
+      const b = await account("bob");
+      const conv = await core.createDirect(a.p, b.p.user);
+      const ca = await connect(a);
+      const good = { t: "send", conv: conv.id, cid: "ok", type: "text/plain", body: text("x") } as const;
+      const bad: Array<[Record<string, unknown>, string]> = [
+        [{ cid: "" }, "E_INVALID"],
+        [{ cid: "c".repeat(65) }, "E_INVALID"],
+        [{ type: "" }, "E_INVALID"],
+        [{ body: "x" }, "E_INVALID"],
+        [{ replyTo: 0 }, "E_INVALID"],
+        [{ conv: 7 }, "E_NOT_FOUND"],
+      ];
+      for (const [i, [change, code]] of bad.entries()) {
+        const frame = { ...good, id: 10 + i, cid: `bad${i}`, ...change } as unknown as ClientFrame;
+        expect(await ca.request(frame)).toMatchObject({ t: "error", id: 10 + i, code });
+      }
+      expect(await ca.request({ ...good, id: 99 })).toMatchObject({ t: "sent", id: 99, seq: 1 });
+      expect((await core.history(a.p, conv.id, {})).messages.map((m) => m.cid)).toStrictEqual(["ok"]);
     });
 
     it("is idempotent by client id", async () => {

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { ParleyError } from "@parley/protocol";
 import { MemoryStore } from "../store/memory/memory-store.ts";
 import { Admission } from "./admission.ts";
@@ -272,5 +272,58 @@ describe("GroupCommitter when publishing throws", () => {
     // "a" was committed all the same: a resend finds it.
     await expect(committer.submit(item("a"))).resolves.toMatchObject({ ok: true, duplicate: true });
     await committer.drain();
+  });
+});
+
+describe("GroupCommitter.enqueue (the callback form the send path uses)", () => {
+  it("tells a refusal before returning, and each admitted send once, in order, after its batch", async () => {
+    const store = new GatedStore();
+    await addConversation(store);
+    const admission = new Admission({ ...ADMISSION, maxPendingSends: 2 }, { now: () => 0, random: () => 0 });
+    const committer = new GroupCommitter(store, () => {}, 10, admission);
+    const told: string[] = [];
+    const done =
+      (cid: string) =>
+      (err: Error | undefined, r: AppendResult | undefined): void => {
+        told.push(
+          r !== undefined ? `${cid} seq ${r.ok ? r.msg.seq : "-"}` : `${cid} ${(err as ParleyError).code}`,
+        );
+      };
+    committer.enqueue(item("a"), done("a"));
+    committer.enqueue(item("b"), done("b"));
+    committer.enqueue(item("c"), done("c"));
+    expect(told).toStrictEqual(["c E_OVERLOADED"]);
+    await until(() => store.waiting === 1);
+    expect(told).toStrictEqual(["c E_OVERLOADED"]);
+    store.release();
+    await committer.drain();
+    expect(told).toStrictEqual(["c E_OVERLOADED", "a seq 1", "b seq 2"]);
+  });
+
+  it("tells the rest of a batch when one callback throws, and reports the throw as uncaught", async () => {
+    const store = new MemoryStore();
+    await addConversation(store);
+    const committer = new GroupCommitter(store, () => {}, 10, new Admission(ADMISSION, { now: () => 0 }));
+    const uncaught: unknown[] = [];
+    vi.stubGlobal("queueMicrotask", (task: () => void) => {
+      try {
+        task();
+      } catch (e) {
+        uncaught.push(e);
+      }
+    });
+    try {
+      const told: string[] = [];
+      committer.enqueue(item("a"), () => {
+        told.push("a");
+        throw new Error("bug in a callback");
+      });
+      committer.enqueue(item("b"), (err, r) => told.push(r?.ok ? "b stored" : String(err)));
+      await committer.drain();
+      expect(told).toStrictEqual(["a", "b stored"]);
+      expect(uncaught).toMatchObject([{ message: "bug in a callback" }]);
+    } finally {
+      vi.unstubAllGlobals();
+    }
   });
 });

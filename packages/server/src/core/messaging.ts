@@ -7,7 +7,7 @@ import { GroupCommitter } from "./group-committer.ts";
 import type { CoreOptions } from "./options.ts";
 import type { Clock } from "./ports/clock.ts";
 import type { Metrics } from "./ports/metrics.ts";
-import type { AppendResult, LogUpdate, MessageChange, Store } from "./ports/store.ts";
+import type { AppendResult, LogUpdate, MessageChange, NewMessage, Store } from "./ports/store.ts";
 
 // Messages: send (group-committed, idempotent by client id), edit, delete (recall), reactions,
 // history and receipts. Everything that changes what members see is published after commit.
@@ -51,16 +51,27 @@ export class Messaging {
 
   /** Resolves once the message is durably committed (or was already: duplicate). Rejects
    * E_OVERLOADED (nothing stored) when admission control refuses it. */
-  async send(p: Principal, input: SendInput): Promise<SendResult> {
-    checkString(input.cid, "cid", CID_MAX);
-    checkString(input.type, "type", TYPE_MAX);
-    if (!(input.body instanceof Uint8Array)) throw new ParleyError("E_INVALID", "body must be bytes");
-    if (input.body.byteLength > this.options.maxFrameBytes)
-      throw new ParleyError("E_INVALID", "body too large");
-    if (input.replyTo !== undefined && !isSeq(input.replyTo))
-      throw new ParleyError("E_INVALID", "replyTo must be a seq");
-    if (typeof input.conv !== "string") throw new ParleyError("E_NOT_FOUND", "no such conversation");
-    const result = await this.committer.submit({
+  send(p: Principal, input: SendInput): Promise<SendResult> {
+    return new Promise((resolve, reject) =>
+      this.sendWith(p, input, (err, result) =>
+        result !== undefined ? resolve(result) : reject(err ?? new Error("no result")),
+      ),
+    );
+  }
+
+  /** send() with a callback, told exactly once: before this returns if the input is refused,
+   * else once its batch ends (GroupCommitter.enqueue says why). `done` must not throw. */
+  sendWith(
+    p: Principal,
+    input: SendInput,
+    done: (err: Error | undefined, result: SendResult | undefined) => void,
+  ): void {
+    const invalid = this.invalid(input);
+    if (invalid) {
+      done(invalid, undefined);
+      return;
+    }
+    const item: NewMessage = {
       conv: input.conv,
       from: p.user,
       dev: p.device,
@@ -68,19 +79,39 @@ export class Messaging {
       type: input.type,
       body: input.body,
       ts: this.clock.now(),
-      ...(input.replyTo !== undefined ? { replyTo: input.replyTo } : {}),
-    });
-    if (!result.ok) throw new ParleyError(result.code, result.message);
-    // A resend whose cid was first used in another conversation must not reveal that one.
-    if (result.msg.conv !== input.conv)
-      throw new ParleyError("E_INVALID", "cid already used for another message");
-    return {
-      conv: result.msg.conv,
-      cid: result.msg.cid,
-      seq: result.msg.seq,
-      ts: result.msg.ts,
-      duplicate: result.duplicate,
     };
+    // Set after, not spread in: a spread of a conditional literal allocates and copies one more
+    // object per send.
+    if (input.replyTo !== undefined) item.replyTo = input.replyTo;
+    this.committer.enqueue(item, (err, result) => {
+      if (result === undefined) return done(err, undefined);
+      if (!result.ok) return done(new ParleyError(result.code, result.message), undefined);
+      // A resend whose cid was first used in another conversation must not reveal that one.
+      if (result.msg.conv !== input.conv)
+        return done(new ParleyError("E_INVALID", "cid already used for another message"), undefined);
+      done(undefined, {
+        conv: result.msg.conv,
+        cid: result.msg.cid,
+        seq: result.msg.seq,
+        ts: result.msg.ts,
+        duplicate: result.duplicate,
+      });
+    });
+  }
+
+  /** Why a send's input is refused, if it is. */
+  private invalid(input: SendInput): ParleyError | undefined {
+    if (!isString(input.cid, CID_MAX))
+      return new ParleyError("E_INVALID", `cid must be 1-${CID_MAX} characters`);
+    if (!isString(input.type, TYPE_MAX))
+      return new ParleyError("E_INVALID", `type must be 1-${TYPE_MAX} characters`);
+    if (!(input.body instanceof Uint8Array)) return new ParleyError("E_INVALID", "body must be bytes");
+    if (input.body.byteLength > this.options.maxFrameBytes)
+      return new ParleyError("E_INVALID", "body too large");
+    if (input.replyTo !== undefined && !isSeq(input.replyTo))
+      return new ParleyError("E_INVALID", "replyTo must be a seq");
+    if (typeof input.conv !== "string") return new ParleyError("E_NOT_FOUND", "no such conversation");
+    return undefined;
   }
 
   async edit(p: Principal, conv: ConversationId, seq: number, type: string, body: Uint8Array): Promise<void> {
@@ -175,9 +206,11 @@ export class Messaging {
 }
 
 function checkString(value: unknown, field: string, max: number): void {
-  if (typeof value !== "string" || value.length === 0 || value.length > max) {
-    throw new ParleyError("E_INVALID", `${field} must be 1-${max} characters`);
-  }
+  if (!isString(value, max)) throw new ParleyError("E_INVALID", `${field} must be 1-${max} characters`);
+}
+
+function isString(value: unknown, max: number): value is string {
+  return typeof value === "string" && value.length > 0 && value.length <= max;
 }
 
 function isSeq(n: unknown): n is number {

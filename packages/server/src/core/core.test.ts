@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, it, expect, beforeEach } from "vitest";
 import { encodeJson } from "@parley/protocol";
-import type { ClientFrame, ErrorFrame, Message, PushFrame, SentFrame, ServerFrame } from "@parley/protocol";
+import type { ErrorFrame, Message, PushFrame, SendFrame, SentFrame, ServerFrame } from "@parley/protocol";
 import { ManualClock } from "../clock/manual-clock.ts";
 import { MemoryStore } from "../store/memory/memory-store.ts";
 import type { Principal } from "./api.ts";
@@ -412,7 +412,7 @@ describe("Core", () => {
         [{ conv: 7 }, "E_NOT_FOUND"],
       ];
       for (const [i, [change, code]] of bad.entries()) {
-        const frame = { ...good, id: 10 + i, cid: `bad${i}`, ...change } as unknown as ClientFrame;
+        const frame = { ...good, id: 10 + i, cid: `bad${i}`, ...change } as unknown as SendFrame;
         expect(await ca.request(frame)).toMatchObject({ t: "error", id: 10 + i, code });
       }
       expect(await ca.request({ ...good, id: 99 })).toMatchObject({ t: "sent", id: 99, seq: 1 });

@@ -120,17 +120,38 @@ export abstract class GatewayConnection implements Connection {
 
   /** Holds the socket's writes until the current turn of the event loop (its microtasks
    * included) is over, then sends them together: one writev instead of one per frame, since a
-   * group commit answers and pushes many frames to a connection in one turn. */
+   * group commit answers and pushes many frames to a connection in one turn. Every connection
+   * corked in a turn is uncorked by one callback (uncorkAll): a nextTick per connection was 2%
+   * of the main thread at direct-max (docs/benchmarks.md, eighteenth session). */
   protected corkForThisTurn(socket: { cork(): void; uncork(): void }): void {
-    if (this.corked) return;
-    this.corked = true;
+    if (this.corked !== undefined) return;
+    this.corked = socket;
     socket.cork();
-    process.nextTick(() => {
-      this.corked = false;
-      socket.uncork();
-    });
+    const list = GatewayConnection.corkedThisTurn;
+    if (list.length === 0) process.nextTick(GatewayConnection.uncorkAll);
+    list.push(this);
   }
-  private corked = false;
+  private corked: { uncork(): void } | undefined;
+  /** Connections corked in this turn, in the order corked. */
+  private static corkedThisTurn: GatewayConnection[] = [];
+  private static uncorkAll(this: void): void {
+    const list = GatewayConnection.corkedThisTurn;
+    GatewayConnection.corkedThisTurn = [];
+    for (const c of list) c.uncork();
+  }
+
+  /** Sends what corkForThisTurn held (uncorkAll). */
+  private uncork(): void {
+    const socket = this.corked;
+    this.corked = undefined;
+    try {
+      socket?.uncork();
+    } catch (err) {
+      // The others must still be uncorked; this one cannot be written to.
+      this.logger.error({ err, conn: this.id }, "could not send on a connection");
+      this.destroy();
+    }
+  }
 
   /** Opens the core session; the subclass calls it once its socket listeners are set. */
   protected openSession(opener: SessionOpener): void {

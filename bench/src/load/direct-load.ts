@@ -379,6 +379,21 @@ interface Conn {
   close(): void;
 }
 
+/** Uncorks of the connections corked in this turn: one nextTick runs them all (as the server's
+ * gateway does), rather than one nextTick per connection. */
+let toUncork: Array<() => void> = [];
+
+function uncorkAfterThisTurn(uncork: () => void): void {
+  if (toUncork.length === 0) process.nextTick(uncorkAll);
+  toUncork.push(uncork);
+}
+
+function uncorkAll(): void {
+  const list = toUncork;
+  toUncork = [];
+  for (const uncork of list) uncork();
+}
+
 type FrameHandler = (f: ServerFrame) => void;
 
 /** Opens a connection, says hello and resolves on `welcome`. Pushes are acknowledged here and
@@ -458,7 +473,7 @@ function open(
           if (!corked) {
             corked = true;
             socket.cork();
-            process.nextTick(uncork);
+            uncorkAfterThisTurn(uncork);
           }
           socket.write(encodeFramed(frame));
         },
@@ -491,7 +506,7 @@ function open(
           if (!corked) {
             corked = (ws as unknown as { _socket: Socket | null })._socket ?? undefined;
             corked?.cork();
-            process.nextTick(uncork);
+            uncorkAfterThisTurn(uncork);
           }
           ws.send(encodeBinary(frame));
         },

@@ -77,10 +77,7 @@ function frameOf(): Skimmed | undefined {
       if (body === undefined) return undefined;
     } else if (at(LOG)) {
       return undefined; // a large group's log: not what the load client counts
-    } else {
-      skipValue(0); // the key
-      skipValue(0);
-    }
+    } else skipEntry(0);
   }
   if (bad || pos !== b.length) return undefined;
   if (t === "sent" && id !== undefined && body === undefined)
@@ -103,10 +100,7 @@ function update(): Uint8Array | undefined {
       const fields = mapHeader();
       for (let j = 0; j < fields && !bad; j++) {
         if (at(BODY)) body = bin();
-        else {
-          skipValue(0);
-          skipValue(0);
-        }
+        else skipEntry(0);
       }
     } else return undefined;
   }
@@ -187,7 +181,7 @@ function skipValue(depth: number): void {
     if (need(token & 0x1f)) pos += token & 0x1f;
     return;
   }
-  if (token >= 0x80 && token <= 0x8f) return skipMany((token & 0x0f) * 2, depth);
+  if (token >= 0x80 && token <= 0x8f) return skipMap(token & 0x0f, depth);
   if (token >= 0x90 && token <= 0x9f) return skipMany(token & 0x0f, depth);
   switch (token) {
     case 0xc4:
@@ -218,12 +212,34 @@ function skipValue(depth: number): void {
     case 0xdd:
       return need(4) ? skipMany(be(4), depth) : undefined;
     case 0xde:
-      return need(2) ? skipMany(be(2) * 2, depth) : undefined;
+      return need(2) ? skipMap(be(2), depth) : undefined;
     case 0xdf:
-      return need(4) ? skipMany(be(4) * 2, depth) : undefined;
+      return need(4) ? skipMap(be(4), depth) : undefined;
     default:
       bad = true; // ext types and 0xc1: not in Parley's wire format
   }
+}
+
+/** Steps over one map entry: a string key (as msgpackr, which refuses any other as an object's
+ * key) and its value. */
+function skipEntry(depth: number): void {
+  const token = b[pos];
+  const isString =
+    token !== undefined && ((token >= 0xa0 && token <= 0xbf) || (token >= 0xd9 && token <= 0xdb));
+  if (!isString) {
+    bad = true;
+    return;
+  }
+  skipValue(depth);
+  skipValue(depth);
+}
+
+function skipMap(entries: number, depth: number): void {
+  if (entries * 2 > b.length - pos) {
+    bad = true;
+    return;
+  }
+  for (let i = 0; i < entries && !bad; i++) skipEntry(depth + 1);
 }
 
 function skipFixed(n: number): void {

@@ -84,19 +84,36 @@ export class Messaging {
     // object per send.
     if (input.replyTo !== undefined) item.replyTo = input.replyTo;
     this.committer.enqueue(item, (err, result) => {
-      if (result === undefined) return done(err, undefined);
-      if (!result.ok) return done(new ParleyError(result.code, result.message), undefined);
-      // A resend whose cid was first used in another conversation must not reveal that one.
-      if (result.msg.conv !== input.conv)
-        return done(new ParleyError("E_INVALID", "cid already used for another message"), undefined);
-      done(undefined, {
-        conv: result.msg.conv,
-        cid: result.msg.cid,
-        seq: result.msg.seq,
-        ts: result.msg.ts,
-        duplicate: result.duplicate,
-      });
+      let outcome: Error | SendResult;
+      try {
+        outcome = this.outcome(input, err, result);
+      } catch (bug) {
+        // A malformed result: this send fails (E_INTERNAL where it is answered), not the batch.
+        outcome = bug instanceof Error ? bug : new Error(String(bug));
+      }
+      if (outcome instanceof Error) done(outcome, undefined);
+      else done(undefined, outcome);
     });
+  }
+
+  /** What a send's caller is told of its committer's answer. */
+  private outcome(
+    input: SendInput,
+    err: Error | undefined,
+    result: AppendResult | undefined,
+  ): Error | SendResult {
+    if (result === undefined) return err ?? new Error("the committer gave no result");
+    if (!result.ok) return new ParleyError(result.code, result.message);
+    // A resend whose cid was first used in another conversation must not reveal that one.
+    if (result.msg.conv !== input.conv)
+      return new ParleyError("E_INVALID", "cid already used for another message");
+    return {
+      conv: result.msg.conv,
+      cid: result.msg.cid,
+      seq: result.msg.seq,
+      ts: result.msg.ts,
+      duplicate: result.duplicate,
+    };
   }
 
   /** Why a send's input is refused, if it is. */

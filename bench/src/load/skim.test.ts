@@ -85,7 +85,9 @@ describe("skim", () => {
     // { t: "sent", id: 0, seq: 0, [68]: 1 } (fast-check found a frame like this).
     const bytes = Uint8Array.of(0x84, 0xa1, 0x74, 0xa4, 0x73, 0x65, 0x6e, 0x74, 0xa2, 0x69, 0x64, 0);
     const tail = [0xa3, 0x73, 0x65, 0x71, 0, 0x91, 0x44, 1];
-    expect(() => unpackr.unpack(Uint8Array.of(...bytes, ...tail))).toThrow();
+    expect(() => {
+      unpackr.unpack(Uint8Array.of(...bytes, ...tail));
+    }).toThrow();
     expect(skim(Uint8Array.of(...bytes, ...tail))).toBeUndefined();
     // The same with a string key is read.
     expect(skim(Uint8Array.of(...bytes, 0xa3, 0x73, 0x65, 0x71, 0, 0xa1, 0x44, 1))).toStrictEqual({

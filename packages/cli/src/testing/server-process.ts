@@ -50,6 +50,11 @@ export async function startServerProcess(
         : []),
       "--import",
       "tsx",
+      // PARLEY_HEAP_PROFILE_DIR=<dir>: sample what the server's main thread allocates
+      // (heap-sampling.ts; a TypeScript preload, so after tsx).
+      ...(process.env.PARLEY_HEAP_PROFILE_DIR
+        ? ["--import", join(import.meta.dirname, "heap-sampling.ts")]
+        : []),
       join(ROOT, "packages/cli/src/main.ts"),
       "serve",
       "--data",

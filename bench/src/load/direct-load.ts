@@ -57,7 +57,7 @@ const READ_BUFFER = new Uint8Array(64 * 1024);
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "number" });
 
 /** A frame as this process reads it: a `sent` or message `push` skimmed for the numbers and
- * body it uses (skim.ts: 0.2-0.3 us a frame against msgpackr's 0.6-1.0; the load client's CPU
+ * body it uses (skim.ts: 0.2-0.4 us a frame against msgpackr's 0.6-1.0; the load client's CPU
  * at direct-max went from 60% to 51%), anything else decoded in full by msgpackr. */
 type LoadFrame = ServerFrame | Skimmed;
 const decodeTrusted = (bytes: Uint8Array): LoadFrame => skim(bytes) ?? (unpackr.unpack(bytes) as ServerFrame);

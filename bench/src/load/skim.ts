@@ -6,8 +6,11 @@
 // they share two cores.
 //
 // Anything else (another frame, a push of a large group's log, a value this does not expect)
-// gives undefined, and the caller decodes the frame in full. The load client trusts its server:
-// this checks bounds, never the rest of the frame's shape.
+// gives undefined, and the caller decodes the frame in full. The fields it does not read are
+// stepped over with the protocol's own walk of plain MessagePack (plainValueEnd); the load
+// client trusts its server, so this checks no more of the frame's shape than that.
+
+import { plainValueEnd } from "@parley/protocol";
 
 /** A `sent`, skimmed: its request id, and its useq when it stands for the push of that entry. */
 export interface SkimmedSent {
@@ -77,7 +80,7 @@ function frameOf(): Skimmed | undefined {
       if (body === undefined) return undefined;
     } else if (at(LOG)) {
       return undefined; // a large group's log: not what the load client counts
-    } else skipEntry(0);
+    } else skipEntry();
   }
   if (bad || pos !== b.length) return undefined;
   if (t === "sent" && id !== undefined && body === undefined)
@@ -100,7 +103,7 @@ function update(): Uint8Array | undefined {
       const fields = mapHeader();
       for (let j = 0; j < fields && !bad; j++) {
         if (at(BODY)) body = bin();
-        else skipEntry(0);
+        else skipEntry();
       }
     } else return undefined;
   }
@@ -168,61 +171,9 @@ function bin(): Uint8Array | undefined {
   return b.subarray(pos - n, pos);
 }
 
-/** Deeper than any frame of the protocol nests (msgpack-check.ts allows 16). */
-const MAX_DEPTH = 16;
-
-/** Steps over one value of any plain MessagePack type (the general decoder judges the rest). */
-function skipValue(depth: number): void {
-  if (depth > MAX_DEPTH) bad = true;
-  if (bad || !need(1)) return;
-  const token = b[pos++]!;
-  if (token <= 0x7f || token >= 0xe0 || token === 0xc0 || token === 0xc2 || token === 0xc3) return;
-  if (token >= 0xa0 && token <= 0xbf) {
-    if (need(token & 0x1f)) pos += token & 0x1f;
-    return;
-  }
-  if (token >= 0x80 && token <= 0x8f) return skipMap(token & 0x0f, depth);
-  if (token >= 0x90 && token <= 0x9f) return skipMany(token & 0x0f, depth);
-  switch (token) {
-    case 0xc4:
-    case 0xd9:
-      return skipSized(1);
-    case 0xc5:
-    case 0xda:
-      return skipSized(2);
-    case 0xc6:
-    case 0xdb:
-      return skipSized(4);
-    case 0xcc:
-    case 0xd0:
-      return skipFixed(1);
-    case 0xcd:
-    case 0xd1:
-      return skipFixed(2);
-    case 0xca:
-    case 0xce:
-    case 0xd2:
-      return skipFixed(4);
-    case 0xcb:
-    case 0xcf:
-    case 0xd3:
-      return skipFixed(8);
-    case 0xdc:
-      return need(2) ? skipMany(be(2), depth) : undefined;
-    case 0xdd:
-      return need(4) ? skipMany(be(4), depth) : undefined;
-    case 0xde:
-      return need(2) ? skipMap(be(2), depth) : undefined;
-    case 0xdf:
-      return need(4) ? skipMap(be(4), depth) : undefined;
-    default:
-      bad = true; // ext types and 0xc1: not in Parley's wire format
-  }
-}
-
 /** Steps over one map entry: a string key (as msgpackr, which refuses any other as an object's
- * key) and its value. */
-function skipEntry(depth: number): void {
+ * key) and its value, each a plain MessagePack value as the protocol's own check judges it. */
+function skipEntry(): void {
   const token = b[pos];
   const isString =
     token !== undefined && ((token >= 0xa0 && token <= 0xbf) || (token >= 0xd9 && token <= 0xdb));
@@ -230,34 +181,9 @@ function skipEntry(depth: number): void {
     bad = true;
     return;
   }
-  skipValue(depth);
-  skipValue(depth);
-}
-
-function skipMap(entries: number, depth: number): void {
-  if (entries * 2 > b.length - pos) {
-    bad = true;
-    return;
+  try {
+    pos = plainValueEnd(b, plainValueEnd(b, pos));
+  } catch {
+    bad = true; // truncated, ext types, non-string keys below, nested too deep
   }
-  for (let i = 0; i < entries && !bad; i++) skipEntry(depth + 1);
-}
-
-function skipFixed(n: number): void {
-  if (need(n)) pos += n;
-}
-
-function skipSized(width: number): void {
-  if (!need(width)) return;
-  const n = be(width);
-  if (need(n)) pos += n;
-}
-
-function skipMany(n: number, depth: number): void {
-  // A count the rest of the bytes cannot hold (every value takes one at least) is refused at
-  // once, rather than looped through.
-  if (n > b.length - pos) {
-    bad = true;
-    return;
-  }
-  for (let i = 0; i < n && !bad; i++) skipValue(depth + 1);
 }

@@ -4,7 +4,7 @@ import { clientFrames, frame, serverFrames } from "./arbitraries.ts";
 import { decodeBinary, encodeBinary, encodeFramed, lengthPrefixed } from "./binary-codec.ts";
 import { ParleyError } from "./errors.ts";
 import type { Frame } from "./frames.ts";
-import { MAX_NESTING } from "./msgpack-check.ts";
+import { MAX_NESTING, plainValueEnd } from "./msgpack-check.ts";
 import { parseClientFrame, parseServerFrame } from "./validate.ts";
 
 const fromHex = (hex: string) => new Uint8Array(Buffer.from(hex.replace(/\s+/g, ""), "hex"));
@@ -177,6 +177,17 @@ describe("binary decoding", () => {
     expectBadFrame(() => decodeBinary(nested(MAX_NESTING + 1)));
     // Deep enough to overflow a recursive decoder's stack.
     expectBadFrame(() => decodeBinary(fromHex("91".repeat(200_000) + "c0")));
+  });
+
+  it("plainValueEnd finds where a value at an offset ends, and refuses what the check refuses", () => {
+    // nil, then { t: [1, "ab"] }, then a trailing byte.
+    const bytes = fromHex("c0 81 a1 74 92 01 a2 61 62 ff");
+    expect(plainValueEnd(bytes, 0)).toBe(1);
+    expect(plainValueEnd(bytes, 1)).toBe(9);
+    expect(plainValueEnd(bytes.subarray(0, 9), 1)).toBe(9);
+    expectBadFrame(() => plainValueEnd(bytes.subarray(0, 8), 1)); // truncated
+    expectBadFrame(() => plainValueEnd(fromHex("00 81 01 02"), 1)); // integer map key
+    expectBadFrame(() => plainValueEnd(fromHex("00 d4 00 00"), 1)); // ext
   });
 
   it("refuses values that are not bytes", () => {

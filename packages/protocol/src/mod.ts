@@ -12,7 +12,7 @@ export { encodeBinary, encodeFramed, decodeBinary, lengthPrefixed } from "./bina
 export { encodeJson, decodeJson } from "./json-codec.ts";
 export { FrameParser } from "./frame-parser.ts";
 export type { FrameParserOptions, FrameParserState } from "./frame-parser.ts";
-export { MAX_NESTING } from "./msgpack-check.ts";
+export { MAX_NESTING, plainValueEnd } from "./msgpack-check.ts";
 export { encodeBase64, decodeBase64 } from "./base64.ts";
 export * from "./validate.ts";
 

@@ -51,13 +51,19 @@ function isProtoKey(bytes: Uint8Array, start: number, length: number): boolean {
  * booleans, integers, floats, str, bin, arrays, and maps whose keys are str other than
  * "__proto__", nested at most MAX_NESTING deep, with no ext types and no trailing bytes. */
 export function checkPlainMsgpack(bytes: Uint8Array): void {
+  if (plainValueEnd(bytes, 0) !== bytes.length) throw bad("trailing bytes after the value");
+}
+
+/** Where the one plain MessagePack value that starts at `start` ends (as checkPlainMsgpack
+ * judges it, bytes after it allowed). Throws ParleyError("E_BAD_FRAME") as checkPlainMsgpack. */
+export function plainValueEnd(bytes: Uint8Array, start: number): number {
   const end = bytes.length;
   const remaining = REMAINING;
   const isMap = IS_MAP;
   remaining[0] = 1;
   isMap[0] = 0;
   let depth = 0;
-  let pos = 0;
+  let pos = start;
 
   while (depth >= 0) {
     if (pos >= end) throw bad("truncated");
@@ -116,5 +122,5 @@ export function checkPlainMsgpack(bytes: Uint8Array): void {
     }
     while (depth >= 0 && remaining[depth] === 0) depth--;
   }
-  if (pos !== end) throw bad("trailing bytes after the value");
+  return pos;
 }

@@ -387,7 +387,8 @@ export class ClientSession implements Session, Beating {
     });
   }
 
-  private async dispatch(frame: ClientFrame): Promise<void> {
+  /** Every request but a send (ready() gives those to send()). */
+  private async dispatch(frame: Exclude<ClientFrame, SendFrame>): Promise<void> {
     const p = this.principal!;
     const { messaging } = this.ctx;
     if (this.ctx.shuttingDown && "id" in frame)
@@ -395,8 +396,6 @@ export class ClientSession implements Session, Beating {
     switch (frame.t) {
       case "hello":
         throw new ParleyError("E_ALREADY_AUTHENTICATED");
-      case "send":
-        return this.send(frame); // (ready() sends them there directly)
       case "ack":
         if (frame.cursor !== undefined) this.advanceCursor(frame.cursor);
         for (const { conv, seq } of frame.convs ?? []) {

@@ -153,6 +153,8 @@ const SELECT_MESSAGE = `SELECT c.id AS conv_id, m.seq, u.id AS from_user, m.from
 
 /** The number of the conversation whose id is the statement's next parameter. */
 const CONV_NUM = "(SELECT num FROM conversations WHERE id = ?)";
+/** The number of the log whose key (a user id, or '#' || a large group's id) is the next one. */
+const LOG_NUM = "(SELECT num FROM logs WHERE key = ?)";
 
 export function prepareStatements(db: BetterSqlite3.Database) {
   const s = <P extends unknown[] = unknown[], R = unknown>(sql: string) => db.prepare<P, R>(sql);
@@ -287,9 +289,7 @@ export function prepareStatements(db: BetterSqlite3.Database) {
 
     // The head of a log (a user id, or '#' || a large group's id): one seek to the end of the
     // log's range of the primary key.
-    head: s<[string], number | null>(
-      "SELECT max(useq) FROM updates WHERE log_num = (SELECT num FROM logs WHERE key = ?)",
-    ).pluck(),
+    head: s<[string], number | null>(`SELECT max(useq) FROM updates WHERE log_num = ${LOG_NUM}`).pluck(),
     logNum: s<[string], number>("SELECT num FROM logs WHERE key = ?").pluck(),
     insertLog: s<[string]>("INSERT INTO logs (key) VALUES (?)"),
     // Keyed by the log's number (logNum) and naming the conversation by its number (convNum).
@@ -310,7 +310,7 @@ export function prepareStatements(db: BetterSqlite3.Database) {
        LEFT JOIN snapshots s ON s.id = u.snapshot
        LEFT JOIN messages m ON m.conv_num = u.conv_num AND m.seq = u.seq
        LEFT JOIN users mu ON mu.num = m.from_num
-       WHERE u.log_num = (SELECT num FROM logs WHERE key = ?) AND u.useq > ?
+       WHERE u.log_num = ${LOG_NUM} AND u.useq > ?
        ORDER BY u.useq
        LIMIT ?`,
     ).raw(true),

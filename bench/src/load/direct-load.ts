@@ -4,11 +4,11 @@ import { connect, type Socket } from "node:net";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { PerformanceObserver, monitorEventLoopDelay } from "node:perf_hooks";
-import { WebSocket } from "ws";
 import { Unpackr } from "msgpackr";
 import { FrameParser, encodeBinary, encodeFramed } from "@parley/protocol";
 import type { ClientFrame, SendFrame, ServerFrame } from "@parley/protocol";
 import { skim, type Skimmed } from "./skim.ts";
+import { WsClient } from "./ws-client.ts";
 import { newCid } from "../../../packages/sdk/src/client.ts";
 import { profileArgs } from "../proc-stats.ts";
 
@@ -41,19 +41,19 @@ import { profileArgs } from "../proc-stats.ts";
 
 export type Transport = "tcp" | "ws";
 
-/** The TCP connections' read buffer, one for all of them (net.connect's `onread`). Without it
- * Node allocates 64 KiB for every read and copies what arrived into a new buffer of its own; with
- * thousands of reads a second that was this process's largest use of malloc. Sharing is safe
- * because a read's callback parses and decodes the whole chunk before it returns (FrameParser
- * copies the part of a frame a chunk leaves incomplete, and nothing keeps a view of it: see
- * decodeTrusted), and the event loop runs one callback at a time. */
+/** The connections' read buffer, one for all of them, TCP and WebSocket (net.connect's `onread`).
+ * Without it Node allocates 64 KiB for every read and copies what arrived into a new buffer of
+ * its own; with thousands of reads a second that was this process's largest use of malloc.
+ * Sharing is safe because a read's callback parses and decodes the whole chunk before it returns
+ * (FrameParser and WsFrameReader copy the part of a frame a chunk leaves incomplete, and nothing
+ * keeps a view of it: see decodeTrusted), and the event loop runs one callback at a time. */
 const READ_BUFFER = new Uint8Array(64 * 1024);
 
 /** The server's frames as msgpackr reads them (maps as objects, no records, as the codec does),
  * without decodeBinary's checks: that the bytes are plain MessagePack (checkPlainMsgpack) and the
  * copy of every byte string into a plain Uint8Array. This process trusts its server, and the
  * checks were 7% of its CPU at direct-max. A push's body is then a view into the bytes it was
- * read from (on TCP the shared READ_BUFFER): it is read before the callback returns, never kept. */
+ * read from (the shared READ_BUFFER): it is read before the callback returns, never kept. */
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "number" });
 
 /** A frame as this process reads it: a `sent` or message `push` skimmed for the numbers and
@@ -490,28 +490,33 @@ function open(
       socket.on("error", (err) => closed(err));
       socket.on("close", () => closed());
     } else {
-      const ws = new WebSocket(target.wsUrl, "parley.v1.binary", {
-        perMessageDeflate: false,
-        // An all-zero masking key (legal on the wire; RFC 6455 wants it unpredictable only to
-        // protect proxies from browser scripts): ws then skips masking, which halves this
-        // process's garbage collection (23 -> 10 ms/s at 10k msg/s) and its latency tail. The
-        // server's ws skips unmasking too: a few ns per small frame.
-        generateMask: (mask: Buffer) => void mask.fill(0),
-        ...(localAddress ? { localAddress } : {}),
-      });
-      ws.binaryType = "nodebuffer";
-      // As on TCP, the frames of one event-loop turn leave in one writev: ws writes each message
-      // to its socket at once (`_socket` is ws's own, undocumented).
-      let corked: Socket | undefined;
+      // ws-client.ts rather than the `ws` library: reads into the same shared READ_BUFFER, and
+      // every frame is parsed and decoded before the read's callback returns, as on TCP.
+      const ws: WsClient = new WsClient(
+        {
+          url: target.wsUrl,
+          protocol: "parley.v1.binary",
+          readBuffer: READ_BUFFER,
+          maxMessageBytes: 1 << 24,
+          ...(localAddress ? { localAddress } : {}),
+        },
+        {
+          open: () => conn.send({ t: "hello", versions: VERSIONS, token }),
+          message: (data) => receive(decodeTrusted(data)),
+          close: (err) => closed(err),
+        },
+      );
+      // As on TCP, the frames of one event-loop turn leave in one writev.
+      let corked = false;
       const uncork = (): void => {
-        corked?.uncork();
-        corked = undefined;
+        corked = false;
+        ws.socket.uncork();
       };
       conn = {
         send(frame) {
           if (!corked) {
-            corked = (ws as unknown as { _socket: Socket | null })._socket ?? undefined;
-            corked?.cork();
+            corked = true;
+            ws.socket.cork();
             uncorkAfterThisTurn(uncork);
           }
           ws.send(encodeBinary(frame));
@@ -519,10 +524,6 @@ function open(
         flushIdleAck,
         close: () => ws.terminate(),
       };
-      ws.on("open", () => conn.send({ t: "hello", versions: VERSIONS, token }));
-      ws.on("message", (data: Buffer) => receive(decodeTrusted(data)));
-      ws.on("error", (err) => closed(err));
-      ws.on("close", () => closed());
     }
   });
 }

@@ -1,6 +1,6 @@
-import { WebSocket } from "ws";
 import { decodeBinary, encodeBinary } from "@parley/protocol";
 import type { ClientFrame, ServerFrame } from "@parley/protocol";
+import { WsClient } from "./ws-client.ts";
 
 // The load client of the group-fanout scenario, run as its own process (several at once; the
 // scenario, group-fanout.ts, starts them). It is driven over the IPC channel: the parent sends
@@ -86,13 +86,15 @@ const BODY_BYTES = 32;
 const CONNECT_CONCURRENCY = 64;
 const ACK_INTERVAL_MS = 1000;
 const ACK_SLICES = 10;
+/** Every connection's reads, one buffer for all (see direct-load.ts). */
+const READ_BUFFER = new Uint8Array(64 * 1024);
 /** Protocol versions the 1:1 senders offer: 2, as the SDK does, unless PARLEY_BENCH_PROTOCOL=1
  * (A/B against version 1, as in the direct scenarios). Group members only read, and the group's
  * sender stays on 1 so that its own push counts in the fan-out as every other member's does. */
 const DIRECT_VERSIONS: readonly number[] = process.env.PARLEY_BENCH_PROTOCOL === "1" ? [1] : [1, 2];
 
 interface Conn {
-  ws: WebSocket;
+  ws: WsClient;
   cursor: number;
   acked: number;
   /** Highest seq seen per conversation (delivery receipts, and duplicate detection). */
@@ -144,25 +146,29 @@ async function main(): Promise<void> {
   ): Promise<Conn> =>
     new Promise((resolve, reject) => {
       const localAddress = cfg.localAddresses[opened++ % cfg.localAddresses.length]!;
-      const ws = new WebSocket(cfg.wsUrl, "parley.v1.binary", { perMessageDeflate: false, localAddress });
-      ws.binaryType = "nodebuffer";
-      const c: Conn = { ws, cursor: 0, acked: 0, seen: new Map(), receiptSent: new Map() };
       let ready = false;
-      ws.on("error", (err) => {
-        if (!ready) reject(err);
-        else if (!stopping) countError(`socket: ${err.message}`);
-      });
-      ws.on("close", () => {
-        if (ready && !stopping) {
-          disconnects++;
-          if (disconnects === 1)
-            process.stderr.write(`[${cfg.name}] a connection was closed by the server\n`);
-        }
-      });
-      ws.on("open", () =>
-        ws.send(encodeBinary({ t: "hello", versions: [...versions], token, agent: "bench-fanout" })),
+      // ws-client.ts, as in the direct scenarios. Reads share READ_BUFFER: decodeBinary copies
+      // what it keeps before the read's callback returns.
+      const ws: WsClient = new WsClient(
+        { url: cfg.wsUrl, protocol: "parley.v1.binary", localAddress, readBuffer: READ_BUFFER },
+        {
+          open: () =>
+            ws.send(encodeBinary({ t: "hello", versions: [...versions], token, agent: "bench-fanout" })),
+          message: (data) => receive(data),
+          close: (err) => {
+            if (!ready) {
+              reject(err ?? new Error("closed before welcome"));
+            } else if (!stopping) {
+              if (err) countError(`socket: ${err.message}`);
+              disconnects++;
+              if (disconnects === 1)
+                process.stderr.write(`[${cfg.name}] a connection was closed by the server\n`);
+            }
+          },
+        },
       );
-      ws.on("message", (data: Buffer) => {
+      const c: Conn = { ws, cursor: 0, acked: 0, seen: new Map(), receiptSent: new Map() };
+      const receive = (data: Uint8Array): void => {
         const f = decodeBinary(data) as ServerFrame;
         switch (f.t) {
           case "welcome":
@@ -186,7 +192,7 @@ async function main(): Promise<void> {
           default:
             return onFrame(f, c);
         }
-      });
+      };
     });
 
   /** A new message in `conv` for this connection (not seen before), for receipts and dedup. */
@@ -228,7 +234,7 @@ async function main(): Promise<void> {
         const p = f.id !== undefined ? pending.get(f.id) : undefined;
         if (p && f.retry && !stopping) {
           setTimeout(() => {
-            if (!stopping && c.ws.readyState === WebSocket.OPEN) c.ws.send(encodeBinary(p.frame));
+            if (!stopping && c.ws.isOpen) c.ws.send(encodeBinary(p.frame));
           }, f.retryAfterMs ?? 100);
         } else if (p) pending.delete(f.id!);
       }
@@ -272,7 +278,7 @@ async function main(): Promise<void> {
   const ackTimer = setInterval(() => {
     for (let i = slice; i < conns.length; i += ACK_SLICES) {
       const c = conns[i]!;
-      if (c.cursor <= c.acked || c.ws.readyState !== WebSocket.OPEN) continue;
+      if (c.cursor <= c.acked || !c.ws.isOpen) continue;
       const convs: Array<{ conv: string; seq: number }> = [];
       if (cfg.receipts) {
         for (const [conv, seq] of c.seen) {

@@ -379,6 +379,58 @@ describe("socket gateways", () => {
   });
 });
 
+describe("websocket binary messages of every length", () => {
+  // Frames with 7-bit, 16-bit and 64-bit lengths (pong, pushes of about 4 KiB and 64 KiB, one of
+  // 300 KB) come through whole and in order, among frames the connection corks per turn.
+  let core: Core;
+  let ws: WsGateway;
+  let server: http.Server;
+
+  beforeAll(async () => {
+    core = newTestCore({ options: { maxFrameBytes: 1 << 20 } });
+    ws = new WsGateway(core, { maxFrameBytes: 1 << 20, closeGraceMs: 500 });
+    server = http.createServer((_req, res) => res.writeHead(404).end());
+    ws.attach(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  });
+
+  afterAll(async () => {
+    await ws.close();
+    await core.shutdown();
+    await ws.connectionsClosed();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  it("delivers pushes whose frames cross each length encoding", async () => {
+    await core.register("carol", "password-carol");
+    const dave = await core.register("dave", "password-dave");
+    const { token } = await core.login("carol", "password-carol", "test");
+    const conv = await core.createDirect(await core.authenticate(token), dave.id);
+    const c = await connectWs((server.address() as net.AddressInfo).port, "parley.v1.binary");
+    c.send({ t: "hello", versions: [1], token });
+    await c.waitFor("welcome");
+    c.send({ t: "ping", n: 1 });
+    expect((await c.waitFor("pong")).n).toBe(1);
+    const range = (from: number, to: number, step: number) =>
+      Array.from({ length: Math.floor((to - from) / step) + 1 }, (_, i) => from + i * step);
+    const sizes = [0, 1, 100, ...range(3_900, 4_100, 20), ...range(65_250, 65_550, 6), 300_000];
+    const body = (n: number) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + n) & 0xff);
+    sizes.forEach((n, i) =>
+      c.send({ t: "send", id: i + 1, conv: conv.id, cid: `len-${n}`, type: "bench", body: body(n) }),
+    );
+    const deadline = Date.now() + 10_000;
+    const pushed = () => c.frames.filter((f) => f.t === "push" && f.u.k === "msg");
+    while (pushed().length < sizes.length && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const bodies = pushed().map((f) => (f.t === "push" && f.u.k === "msg" ? f.u.msg.body : undefined));
+    expect(bodies.map((b) => b?.length)).toEqual(sizes);
+    sizes.forEach((n, i) => expect(Buffer.compare(bodies[i]!, body(n)), `body of ${n} bytes`).toBe(0));
+    c.end();
+    expect((await c.closed).code).toBe(1000);
+  });
+});
+
 describe("tcp gateway over TLS", () => {
   const made = makeCert();
 

@@ -3,14 +3,15 @@ import { connect, type Socket } from "node:net";
 
 // A WebSocket client (RFC 6455) for the load processes, in place of the `ws` library's.
 //
-// Why our own: at direct-max over WebSocket the load client spent 59 us of CPU per message
-// against 32 over TCP, and the difference was `ws`'s receiving side: every read went through a
-// Readable stream, `ws`'s Receiver (itself a Writable stream) and an EventEmitter per message,
-// and each read got a fresh 64 KiB buffer. The figures over WebSocket then measured the load
-// client as much as the server (docs/benchmarks.md). This client reads the way the TCP load
-// client does: into one buffer its caller may share between connections (net.connect's
-// `onread`), frames parsed in place, each message handed on as a view that is valid only during
-// the callback.
+// Why our own: at direct-max over WebSocket the load client spent 46-58 us of CPU per message
+// with `ws` against 28 over TCP. Every read went through a Readable stream, `ws`'s Receiver
+// (itself a Writable stream) and an EventEmitter per message, each read got a fresh 64 KiB
+// buffer, and each send made two writes. The figures over WebSocket then
+// measured the load client as much as the server. This client reads the way the TCP load client
+// does: into one buffer its caller may share between connections (net.connect's `onread`),
+// frames parsed in place, each message handed on as a view that is valid only during the
+// callback; each send is one write. With it: 34-36 us per message (docs/benchmarks.md,
+// nineteenth session).
 //
 // It is a client for one server, ours, on loopback, and does only what that needs: the opening
 // handshake with one subprotocol and no extensions, binary messages either way (fragmented ones

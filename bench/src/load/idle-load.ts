@@ -2,9 +2,9 @@ import { readFileSync } from "node:fs";
 import net from "node:net";
 import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
-import { WebSocket } from "ws";
 import { FrameParser, decodeBinary, encodeBinary, encodeFramed, parseServerFrame } from "@parley/protocol";
 import type { ClientFrame, ServerFrame } from "@parley/protocol";
+import { WsClient } from "./ws-client.ts";
 
 // The many-connections load client of the idle and login-storm scenarios, run as its own process
 // (several of them, each under the 20,000 fd limit). Each client opens one connection (TCP, or
@@ -84,6 +84,9 @@ export interface ClientConn {
   reset(): void;
 }
 
+/** Every WebSocket connection's reads, one buffer for all (see direct-load.ts). */
+const READ_BUFFER = new Uint8Array(64 * 1024);
+
 /** One connection speaking MessagePack frames over TCP or WebSocket binary. */
 export function openConn(
   cfg: { transport: "tcp" | "ws"; host: string; tcpPort: number; wsUrl: string },
@@ -118,34 +121,42 @@ export function openConn(
       reset: () => void (sock.connecting ? sock.destroy() : sock.resetAndDestroy()),
     };
   }
-  const ws = new WebSocket(cfg.wsUrl, "parley.v1.binary", { perMessageDeflate: false, localAddress });
-  ws.binaryType = "nodebuffer";
-  let raw: net.Socket | undefined;
-  let upgradeBytes = 0;
-  ws.on("upgrade", (res) => {
-    raw = res.socket;
-    upgradeBytes = raw.bytesRead;
-  });
-  ws.on("open", () => h.onOpen());
-  ws.on("message", (data: Buffer) => {
-    const t = h.onDecode ? performance.now() : 0;
-    const f = parseServerFrame(decodeBinary(data));
-    h.onDecode?.(performance.now() - t);
-    h.onFrame(f);
-  });
-  ws.on("error", (e: NodeJS.ErrnoException) => {
-    const status = /Unexpected server response: (\d+)/.exec(e.message);
-    failure ??= status ? `HTTP ${status[1]}` : (e.code ?? e.message);
-  });
-  ws.on("close", (code: number) => {
-    failure ??= `ws close ${code}`;
-    close();
-  });
+  // ws-client.ts, as in every load process. Reads share READ_BUFFER: decodeBinary copies what
+  // it keeps before the read's callback returns.
+  const ws: WsClient = new WsClient(
+    {
+      url: cfg.wsUrl,
+      protocol: "parley.v1.binary",
+      readBuffer: READ_BUFFER,
+      maxMessageBytes: 1 << 24,
+      ...(localAddress !== undefined ? { localAddress } : {}),
+    },
+    {
+      open: () => h.onOpen(),
+      message: (data) => {
+        const t = h.onDecode ? performance.now() : 0;
+        const f = parseServerFrame(decodeBinary(data));
+        h.onDecode?.(performance.now() - t);
+        h.onFrame(f);
+      },
+      close: (err, code) => {
+        // As the `ws` client's were: "HTTP <status>" for a refused upgrade, "ws close <code>"
+        // after the server's close frame, else the socket's error code.
+        const status = err && /unexpected server response: HTTP\/1\.1 (\d+)/.exec(err.message);
+        if (status) failure ??= `HTTP ${status[1]}`;
+        else if (code !== undefined) failure ??= `ws close ${code}`;
+        else if (err) failure ??= "code" in err ? String(err.code) : err.message;
+        close();
+      },
+    },
+  );
+  const raw = ws.socket;
   return {
     send: (f) => ws.send(encodeBinary(f)),
-    bytesRead: () => (raw ? raw.bytesRead - upgradeBytes : 0),
-    bytesWritten: () => raw?.bytesWritten ?? 0,
-    reset: () => (raw && !raw.destroyed ? void raw.resetAndDestroy() : ws.terminate()),
+    bytesRead: () => (ws.handshakeBytes > 0 ? raw.bytesRead - ws.handshakeBytes : 0),
+    bytesWritten: () => raw.bytesWritten,
+    // A socket still connecting cannot be reset (node waits for the connect): destroy it.
+    reset: () => void (raw.connecting ? ws.terminate() : (raw.resetAndDestroy(), ws.terminate())),
   };
 }
 

@@ -237,17 +237,22 @@ describe("WsClient against the ws library's server", () => {
     opened: Promise<void>;
     messages: Uint8Array[];
     closed: Promise<Error | undefined>;
+    code: Promise<number | undefined>;
   }
   function client(url: string, readBuffer?: Uint8Array): { c: WsClient } & Events {
     let opened!: () => void;
     let closed!: (err: Error | undefined) => void;
+    let code!: (code: number | undefined) => void;
     const messages: Uint8Array[] = [];
     const c = new WsClient(
       { url, protocol: "parley.v1.binary", ...(readBuffer ? { readBuffer } : {}), maxMessageBytes: 1 << 20 },
       {
         open: () => opened(),
         message: (data) => messages.push(data.slice()),
-        close: (err) => closed(err),
+        close: (err, status) => {
+          closed(err);
+          code(status);
+        },
       },
     );
     return {
@@ -255,6 +260,7 @@ describe("WsClient against the ws library's server", () => {
       messages,
       opened: new Promise((resolve) => (opened = resolve)),
       closed: new Promise((resolve) => (closed = resolve)),
+      code: new Promise((resolve) => (code = resolve)),
     };
   }
   const until = async (check: () => boolean): Promise<void> => {
@@ -316,8 +322,9 @@ describe("WsClient against the ws library's server", () => {
   it("answers a ping with a pong of the same data, and a close with the server's code", async () => {
     const url = await startWss();
     const server = once(wss!, "connection") as Promise<[WebSocket]>;
-    const { opened, closed } = client(url);
+    const { c, opened, closed, code } = client(url);
     await opened;
+    expect(c.handshakeBytes).toBeGreaterThan(100);
     const [ws] = await server;
     const pong = once(ws, "pong") as Promise<[Buffer]>;
     ws.ping(Buffer.from("are you there"));
@@ -326,6 +333,7 @@ describe("WsClient against the ws library's server", () => {
     ws.close(4001, "bye");
     expect((await serverClosed)[0]).toBe(4001);
     expect(await closed).toBeUndefined();
+    expect(await code).toBe(4001);
   });
 
   it("closes with an error on a text message", async () => {
@@ -365,8 +373,9 @@ describe("WsClient against the ws library's server", () => {
   it("reports a connection that ends without a close frame", async () => {
     const url = await startWss();
     wss!.on("connection", (ws: WebSocket) => ws.terminate());
-    const { opened, closed } = client(url);
+    const { opened, closed, code } = client(url);
     await opened;
     expect((await closed)?.message).toMatch(/without a close frame/);
+    expect(await code).toBeUndefined();
   });
 });

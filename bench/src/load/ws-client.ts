@@ -234,8 +234,9 @@ export interface WsClientEvents {
   message(data: Uint8Array): void;
   /** Called once, last. With an error when the handshake failed, the server broke the protocol
    * or the connection ended without the closing handshake; without one after the server's close
-   * frame or terminate(). */
-  close(err?: Error): void;
+   * frame or terminate(). `code` is the status code of the server's close frame, if one came
+   * (1005 when it carried none). */
+  close(err?: Error, code?: number): void;
 }
 
 const MAX_RESPONSE_HEAD = 16 * 1024;
@@ -249,6 +250,9 @@ export class WsClient {
   private responseHead = "";
   private readonly reader: WsFrameReader;
   private closeError: Error | undefined;
+  private closeCode: number | undefined;
+  /** Bytes of the server's handshake response (socket.bytesRead less these: WebSocket bytes). */
+  handshakeBytes = 0;
 
   constructor(
     private readonly options: WsClientOptions,
@@ -336,6 +340,7 @@ export class WsClient {
         return;
       }
       this.checkResponse(this.responseHead.slice(0, end));
+      this.handshakeBytes = end + 4;
       this.responseHead = "";
       this.state = "open";
       this.events.open();
@@ -396,6 +401,7 @@ export class WsClient {
         // OP_CLOSE: answer with the server's status code, then end our side; the close event
         // follows when the server closes the TCP connection.
         if (payload.length === 1) throw new WsProtocolError("a close frame with a 1-byte payload");
+        this.closeCode = payload.length === 0 ? 1005 : (payload[0]! << 8) | payload[1]!;
         this.state = "closing";
         this.socket.end(clientFrame(OP_CLOSE, payload.subarray(0, 2)));
       }
@@ -412,6 +418,6 @@ export class WsClient {
   private finish(): void {
     if (this.state === "closed") return;
     this.state = "closed";
-    this.events.close(this.closeError);
+    this.events.close(this.closeError, this.closeCode);
   }
 }

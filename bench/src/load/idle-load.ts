@@ -156,7 +156,10 @@ export function openConn(
     bytesRead: () => (ws.handshakeBytes > 0 ? raw.bytesRead - ws.handshakeBytes : 0),
     bytesWritten: () => raw.bytesWritten,
     // A socket still connecting cannot be reset (node waits for the connect): destroy it.
-    reset: () => void (raw.connecting ? ws.terminate() : (raw.resetAndDestroy(), ws.terminate())),
+    reset: () => {
+      if (!raw.connecting) raw.resetAndDestroy();
+      ws.terminate();
+    },
   };
 }
 

@@ -48,16 +48,6 @@ function serverFrame(
 
 const b64 = (bytes: Uint8Array | number[]): string => Buffer.from(bytes).toString("base64");
 
-const concat = (parts: Uint8Array[]): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-};
-
 /** Feeds `bytes` to a reader in reads of the given sizes, each copied into one reused buffer that
  * is scribbled over after the read (as the load client's shared read buffer is), and returns what
  * came out, each payload copied (as base64) in the sink. */
@@ -118,7 +108,7 @@ describe("WsFrameReader", () => {
               }
             }
           }
-          const bytes = concat(frames);
+          const bytes = Buffer.concat(frames);
           expect(readAll(new WsFrameReader(1 << 20), bytes, reads)).toEqual(expected);
         },
       ),
@@ -127,7 +117,7 @@ describe("WsFrameReader", () => {
   });
 
   it("reads one byte at a time", () => {
-    const bytes = concat([
+    const bytes = Buffer.concat([
       serverFrame(OP_BINARY, Uint8Array.of(1, 2, 3)),
       serverFrame(OP_BINARY, new Uint8Array(300).fill(7), true, 64),
       serverFrame(OP_PONG, Uint8Array.of(9)),
@@ -165,7 +155,7 @@ describe("WsFrameReader", () => {
   ];
   for (const [what, frames, message] of refused) {
     it(`refuses ${what}, in one read or byte by byte`, () => {
-      const bytes = concat(frames);
+      const bytes = Buffer.concat(frames);
       for (const reads of [[], Array<number>(bytes.length).fill(1)]) {
         const run = () => readAll(new WsFrameReader(1024), bytes, reads);
         expect(run).toThrow(WsProtocolError);

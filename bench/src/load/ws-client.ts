@@ -60,8 +60,9 @@ function readHeader(bytes: Uint8Array, at: number, end: number, maxMessageBytes:
   if ((b1 & 0x80) !== 0) throw new WsProtocolError("a masked frame from the server");
   const fin = (b0 & 0x80) !== 0;
   const opcode = b0 & 0x0f;
-  if (opcode > OP_BINARY && opcode < OP_CLOSE) throw new WsProtocolError(`reserved opcode ${opcode}`);
-  if (opcode > OP_PONG) throw new WsProtocolError(`reserved opcode ${opcode}`);
+  if ((opcode > OP_BINARY && opcode < OP_CLOSE) || opcode > OP_PONG) {
+    throw new WsProtocolError(`reserved opcode ${opcode}`);
+  }
   const len7 = b1 & 0x7f;
   if (opcode >= OP_CLOSE) {
     if (!fin) throw new WsProtocolError("a fragmented control frame");
@@ -166,12 +167,7 @@ export class WsFrameReader {
       }
       this.fragments.push(owned ? payload : payload.slice());
       if (!fin) return;
-      const whole = new Uint8Array(this.fragmentBytes);
-      let offset = 0;
-      for (const piece of this.fragments) {
-        whole.set(piece, offset);
-        offset += piece.length;
-      }
+      const whole = Buffer.concat(this.fragments, this.fragmentBytes);
       const messageOpcode = this.fragmentOpcode;
       this.fragmentOpcode = 0;
       this.fragments = [];
@@ -251,8 +247,9 @@ export class WsClient {
   private readonly reader: WsFrameReader;
   private closeError: Error | undefined;
   private closeCode: number | undefined;
-  /** Bytes of the server's handshake response (socket.bytesRead less these: WebSocket bytes). */
-  handshakeBytes = 0;
+  private responseBytes = 0;
+  /** Hands the reader's frames to frame(): one function for every read. */
+  private readonly sink: WsFrameSink = (opcode, payload) => this.frame(opcode, payload);
 
   constructor(
     private readonly options: WsClientOptions,
@@ -308,6 +305,11 @@ export class WsClient {
     });
   }
 
+  /** Bytes of the server's handshake response (socket.bytesRead less these: WebSocket bytes). */
+  get handshakeBytes(): number {
+    return this.responseBytes;
+  }
+
   /** Whether send() sends: the handshake is done and the connection has not begun closing. */
   get isOpen(): boolean {
     return this.state === "open";
@@ -340,14 +342,14 @@ export class WsClient {
         return;
       }
       this.checkResponse(this.responseHead.slice(0, end));
-      this.handshakeBytes = end + 4;
+      this.responseBytes = end + 4;
       this.responseHead = "";
       this.state = "open";
       this.events.open();
       chunk = chunk.subarray(end + 4 - before);
     }
     if (this.state === "closed") return;
-    this.reader.push(chunk, (opcode, payload) => this.frame(opcode, payload));
+    this.reader.push(chunk, this.sink);
   }
 
   private checkResponse(head: string): void {

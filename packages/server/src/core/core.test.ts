@@ -1,3 +1,5 @@
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import fc from "fast-check";
 import { describe, it, expect, beforeEach } from "vitest";
 import { encodeJson } from "@parley/protocol";
@@ -12,6 +14,9 @@ import type { Store } from "./ports/store.ts";
 import { TestConnection } from "./testing/test-connection.ts";
 
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
+/** V8's full collection, for tests of what stays reachable. */
+setFlagsFromString("--expose-gc");
+const collectGarbage = runInNewContext("gc") as () => void;
 const isPush = (f: ServerFrame): f is PushFrame => f.t === "push";
 const isError = (f: ServerFrame): f is ErrorFrame => f.t === "error";
 const pushedMessages = (c: TestConnection): Message[] =>
@@ -124,6 +129,27 @@ describe("Core", () => {
       clock.advance(core.options.helloTimeoutMs + 1);
       expect(c.frames.find(isError)?.code).toBe("E_TIMEOUT");
       expect(c.closedWith?.code).toBe(4003);
+    });
+
+    it("lets go of the hello timer once the session is ready (memory per idle connection)", async () => {
+      const a = await account("alice");
+      const handles: Array<WeakRef<object>> = [];
+      const setTimeout = clock.setTimeout.bind(clock);
+      clock.setTimeout = (fn, ms) => {
+        const handle = setTimeout(fn, ms);
+        handles.push(new WeakRef(handle));
+        return handle;
+      };
+      const c = new TestConnection(core);
+      const helloTimer = handles[0];
+      expect(helloTimer).toBeDefined();
+      c.receive({ t: "hello", versions: [1], token: a.token });
+      await c.waitFor((f) => f.t === "welcome");
+      // A WeakRef's target is kept until the current job ends: collect in a later one.
+      await new Promise((resolve) => setImmediate(resolve));
+      collectGarbage();
+      expect(helloTimer!.deref()).toBeUndefined();
+      expect(c.closedWith).toBeUndefined();
     });
 
     it("pings a silent connection and closes it after 2.5 heartbeats", async () => {

@@ -158,11 +158,7 @@ export class TcpGateway {
     socket.setNoDelay(true);
     const conn = new TcpConnection(socket, this.options, this.limits, this.logger);
     this.connections.add(conn);
-    // start() first: its close listener (Session.closed) runs before this one reports idle.
-    conn.start(this.opener);
-    socket.once("close", () => {
-      this.connections.delete(conn);
-    });
+    conn.start(this.opener, this.connections);
   }
 }
 
@@ -183,12 +179,17 @@ class TcpConnection extends GatewayConnection {
     this.parser = new FrameParser({ maxFrameBytes: options.maxFrameBytes });
   }
 
-  start(opener: SessionOpener): void {
+  /** Leaves `connections` when the socket closes, once the session has been told. */
+  start(opener: SessionOpener, connections: ConnectionSet<TcpConnection>): void {
     const { socket } = this;
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     // 'close' always follows 'error'; the error itself is the peer's business.
     socket.on("error", (err) => this.logger.debug({ err, conn: this.id }, "socket error"));
-    socket.once("close", () => this.socketClosed());
+    // 'close' is emitted once: `on` spares the wrapper `once` would allocate per connection.
+    socket.on("close", () => {
+      this.socketClosed();
+      connections.delete(this);
+    });
     this.openSession(opener);
   }
 

@@ -61,6 +61,8 @@ export class WsGateway {
   private accepting = true;
   private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void =>
     this.upgrade(req, socket, head);
+  /** One function for every upgraded socket, not a closure each (idle memory per connection). */
+  private readonly onSocketError = (err: Error): void => this.logger.debug({ err }, "upgrade socket error");
 
   constructor(
     private readonly opener: SessionOpener,
@@ -102,7 +104,7 @@ export class WsGateway {
   }
 
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    socket.on("error", (err) => this.logger.debug({ err }, "upgrade socket error"));
+    socket.on("error", this.onSocketError);
     const path = (req.url ?? "").split("?", 1)[0];
     if (path !== WS_PATH) return refuse(socket, 404, "Not Found");
     if (!this.accepting) return refuse(socket, 503, "Service Unavailable");
@@ -113,13 +115,12 @@ export class WsGateway {
       this.logger.debug({ remote }, "too many connections from this address");
       return refuse(socket, 429, "Too Many Requests", TOO_MANY_FROM_ADDRESS);
     }
-    socket.once("close", release);
+    // 'close' is emitted once, and release is idempotent: `on` spares `once`'s wrapper.
+    socket.on("close", release);
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       const conn = new WsConnection(ws, socket, remote, this.options, this.limits, this.logger);
       this.connections.add(conn);
-      // start() first: its close listener (Session.closed) runs before this one reports idle.
-      conn.start(this.opener);
-      ws.once("close", () => this.connections.delete(conn));
+      conn.start(this.opener, this.connections);
     });
   }
 }
@@ -166,12 +167,17 @@ class WsConnection extends GatewayConnection {
     this.maxFrameBytes = options.maxFrameBytes;
   }
 
-  start(opener: SessionOpener): void {
+  /** Leaves `connections` when the WebSocket closes, once the session has been told. */
+  start(opener: SessionOpener, connections: ConnectionSet<WsConnection>): void {
     const { ws } = this;
     ws.on("message", (data, isBinary) => this.onMessage(data, isBinary));
     // ws emits 'error' for protocol violations (bad opcode, maxPayload...) and then closes.
     ws.on("error", (err) => this.logger.debug({ err, conn: this.id }, "websocket error"));
-    ws.once("close", () => this.socketClosed());
+    // ws emits 'close' once: `on` spares the wrapper `once` would allocate per connection.
+    ws.on("close", () => {
+      this.socketClosed();
+      connections.delete(this);
+    });
     this.socket.on("data", (chunk: Buffer) => this.received(chunk.byteLength));
     this.openSession(opener);
   }

@@ -26,6 +26,10 @@ export interface ChaosOptions {
   opsPerSecond: number;
   /** Mean seconds between server SIGKILLs (0: none). */
   killEveryS: number;
+  /** Each SIGKILL first waits until the server has acknowledged a send in the last
+   * KILL_ON_TRAFFIC_MS (while clients are still reconnecting after a restart there is nothing
+   * to lose), so that it lands on acknowledged sends its store may not have committed yet. */
+  killOnTraffic?: boolean;
   /** Mean seconds between clean server restarts (0: none). */
   restartEveryS: number;
   /** Mean seconds between network faults on some device: cut, stall or offline (0: none). */
@@ -45,6 +49,9 @@ export interface ChaosOptions {
   /** Progress to stderr. */
   verbose?: boolean;
 }
+
+/** killOnTraffic: how recent the last acknowledged send must be when a SIGKILL lands. */
+const KILL_ON_TRAFFIC_MS = 500;
 
 export const DEFAULT_CHAOS: ChaosOptions = {
   durationS: 60,
@@ -79,7 +86,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const historyPath = o.historyPath ?? join(dataDir, "history.jsonl");
   const historyFd = openSync(historyPath, "w");
   const events: ChaosEvent[] = [];
+  /** When a client last saw a send acknowledged (killOnTraffic). */
+  let lastAckAt = 0;
   const recordEvent = (ev: ChaosEvent) => {
+    if (ev.e === "ack") lastAckAt = Math.max(lastAckAt, ev.t);
     events.push(ev);
     writeSync(historyFd, JSON.stringify(ev) + "\n");
   };
@@ -98,6 +108,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   };
   const startServer = () => startServerProcess(serverArgs, storeDir, { env, onLog });
   let server: ServerProcess | undefined = await startServer();
+  let serverUpAt = Date.now();
   const proxies: FaultProxy[] = [];
   const workers: ChildProcess[] = [];
   let sigkills = 0;
@@ -161,6 +172,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         if (Date.now() + wait >= deadline) return;
         await sleep(wait);
         const kill = rng.chance(killRate / (killRate + restartRate));
+        if (kill && o.killOnTraffic) {
+          while (lastAckAt < Math.max(serverUpAt, Date.now() - KILL_ON_TRAFFIC_MS)) {
+            if (Date.now() >= deadline) return;
+            await sleep(10);
+          }
+        }
         const old = server!;
         server = undefined;
         if (kill) {
@@ -174,6 +191,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         }
         await sleep(rng.int(0, 500));
         server = await startServer();
+        serverUpAt = Date.now();
         log(`server ${kill ? "killed" : "restarted"}, up again on ${server.httpPort}/${server.tcpPort}`);
       }
     };

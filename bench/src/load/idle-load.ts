@@ -4,7 +4,7 @@ import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
 import { FrameParser, decodeBinary, encodeBinary, encodeFramed, parseServerFrame } from "@parley/protocol";
 import type { ClientFrame, ServerFrame } from "@parley/protocol";
-import { WsClient } from "./ws-client.ts";
+import { WsClient, WsUpgradeRefused } from "./ws-client.ts";
 
 // The many-connections load client of the idle and login-storm scenarios, run as its own process
 // (several of them, each under the 20,000 fd limit). Each client opens one connection (TCP, or
@@ -142,8 +142,7 @@ export function openConn(
       close: (err, code) => {
         // As the `ws` client's were: "HTTP <status>" for a refused upgrade, "ws close <code>"
         // after the server's close frame, else the socket's error code.
-        const status = err && /unexpected server response: HTTP\/1\.1 (\d+)/.exec(err.message);
-        if (status) failure ??= `HTTP ${status[1]}`;
+        if (err instanceof WsUpgradeRefused) failure ??= `HTTP ${err.status}`;
         else if (code !== undefined) failure ??= `ws close ${code}`;
         else if (err) failure ??= "code" in err ? String(err.code) : err.message;
         close();

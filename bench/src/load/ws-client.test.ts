@@ -13,6 +13,7 @@ import {
   WsClient,
   WsFrameReader,
   WsProtocolError,
+  WsUpgradeRefused,
   clientFrame,
 } from "./ws-client.ts";
 
@@ -339,9 +340,10 @@ describe("WsClient against the ws library's server", () => {
   it("refuses a server that picks no subprotocol, and a path the server does not serve", async () => {
     const url = await startWss({ handleProtocols: () => false });
     expect((await client(url).closed)?.message).toMatch(/chose subprotocol none/);
-    expect((await client(url.replace("/v1/ws", "/elsewhere")).closed)?.message).toMatch(
-      /unexpected server response: HTTP\/1\.1 400/,
-    );
+    const refused = await client(url.replace("/v1/ws", "/elsewhere")).closed;
+    expect(refused?.message).toMatch(/unexpected server response: HTTP\/1\.1 400/);
+    expect(refused).toBeInstanceOf(WsUpgradeRefused);
+    expect((refused as WsUpgradeRefused).status).toBe(400);
   });
 
   it("refuses a handshake whose accept key is wrong, and one cut short", async () => {

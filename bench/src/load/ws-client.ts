@@ -35,6 +35,18 @@ export class WsProtocolError extends Error {
   override name = "WsProtocolError";
 }
 
+/** The server answered the opening handshake with a status other than 101 (a refusal: 429,
+ * 503, 404...). */
+export class WsUpgradeRefused extends WsProtocolError {
+  override name = "WsUpgradeRefused";
+  constructor(
+    readonly status: number,
+    statusLine: string,
+  ) {
+    super(`unexpected server response: ${statusLine}`);
+  }
+}
+
 /** Receives a whole message (opcode OP_TEXT or OP_BINARY, fragments put together) or a control
  * frame (OP_CLOSE, OP_PING, OP_PONG). The payload may be a view into the chunk being read: it is
  * valid only until the call returns. */
@@ -355,7 +367,8 @@ export class WsClient {
   private checkResponse(head: string): void {
     const [statusLine = "", ...lines] = head.split("\r\n");
     const status = /^HTTP\/1\.1 (\d{3})/.exec(statusLine);
-    if (status?.[1] !== "101") throw new WsProtocolError(`unexpected server response: ${statusLine}`);
+    if (status === null) throw new WsProtocolError(`unexpected server response: ${statusLine}`);
+    if (status[1] !== "101") throw new WsUpgradeRefused(Number(status[1]), statusLine);
     const headers = new Map<string, string>();
     for (const line of lines) {
       const colon = line.indexOf(":");

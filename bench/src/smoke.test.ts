@@ -1,4 +1,6 @@
 import { spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 
@@ -182,4 +184,37 @@ describe("the benchmark scenarios, scaled down", () => {
     },
     TIMEOUT_MS,
   );
+
+  it(
+    "log-sync appends every send to the numbered log and leaves nothing in --dir",
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), "parley-smoke-log-sync-"));
+      try {
+        const results = await bench([
+          "log-sync",
+          ...["--rates", "400,800", "--duration", "1", "--warmup", "0.5", "--rotate-ms", "200", "--dir", dir],
+        ]);
+        expect(results.map((r) => [r.offered_per_s, r.messages])).toEqual([
+          [400, 400],
+          [800, 800],
+        ]);
+        for (const r of results) {
+          expect(r).toMatchObject({ scenario: "log-sync", read_back: true, durable: true });
+          expect(r.msgs_per_sync).toBeGreaterThanOrEqual(1);
+          expect(r.p50_ms as number).toBeLessThanOrEqual(r.p99_ms as number);
+          expect(r.sync_p50_ms as number).toBeLessThanOrEqual(r.sync_max_ms as number);
+        }
+        expect(readdirSync(dir)).toEqual([]);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    TIMEOUT_MS,
+  );
+
+  it("log-sync refuses a directory that does not exist", async () => {
+    await expect(
+      bench(["log-sync", "--rates", "100", "--duration", "1", "--dir", "/nonexistent/parley"]),
+    ).rejects.toThrow(/nonexistent\/parley/);
+  });
 });

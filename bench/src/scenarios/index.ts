@@ -7,6 +7,7 @@ import { catchUp } from "./catch-up.ts";
 import { idle } from "./idle.ts";
 import { loginStorm } from "./login-storm.ts";
 import { storeAppend } from "./store-append.ts";
+import { logSync } from "./log-sync.ts";
 
 // Every scenario of `npm run bench`, in the order `npm run bench -- all` runs them.
 
@@ -20,4 +21,5 @@ export const SCENARIOS: Scenario[] = [
   catchUp,
   loginStorm,
   storeAppend,
+  logSync,
 ];

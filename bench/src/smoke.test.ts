@@ -212,6 +212,27 @@ describe("the benchmark scenarios, scaled down", () => {
     TIMEOUT_MS,
   );
 
+  it(
+    "log-sync with a commit's flush beside it, which stops with the run",
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), "parley-smoke-log-sync-"));
+      try {
+        const [r, ...rest] = await bench([
+          "log-sync",
+          ...["--rates", "400", "--duration", "1", "--warmup", "0.5", "--beside", "1", "--dir", dir],
+        ]);
+        expect(rest).toEqual([]);
+        expect(r).toMatchObject({ scenario: "log-sync", messages: 400, read_back: true, beside_mib: 1 });
+        // At least one flush, every 500 ms of the run: its time is measured, whatever it is.
+        expect(r!.beside_flush_max_ms).toBeGreaterThan(0);
+        expect(readdirSync(dir)).toEqual([]);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    TIMEOUT_MS,
+  );
+
   it("log-sync refuses a directory that does not exist", async () => {
     await expect(
       bench(["log-sync", "--rates", "100", "--duration", "1", "--dir", "/nonexistent/parley"]),

@@ -1,5 +1,6 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { Worker } from "node:worker_threads";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import {
@@ -8,6 +9,7 @@ import {
   encodeNumbered,
   type NumberedMessage,
 } from "../../../packages/server/src/store/sqlite/numbered-log.ts";
+import type { CommitFlushConfig } from "../load/commit-flush.ts";
 import { listFlag, numberFlag, percentile, stringFlag, type BenchResult, type Scenario } from "../harness.ts";
 
 // log-sync: the disk's share of a send's latency, alone. The server acknowledges a send once its
@@ -20,7 +22,9 @@ import { listFlag, numberFlag, percentile, stringFlag, type BenchResult, type Sc
 // every --rotate-ms as at the applier's commits), and a send's latency runs from its intended time to
 // the end of the fdatasync that covers it. No sockets, no codec, no thread hop, no SQLite: the
 // floor the disk sets under direct-rate's p99 at the same rate, to be read beside raw-relay's
-// (the transport's floor). The log goes in a fresh directory under the system's temporary
+// (the transport's floor). --beside <MiB> adds what the applier's commits do to the same disk: a
+// thread overwriting that many MiB of another file and fdatasyncing it every --rotate-ms
+// (load/commit-flush.ts). The log goes in a fresh directory under the system's temporary
 // directory, where the other scenarios put the server's data, unless --dir names another.
 
 async function run(flags: ReadonlyMap<string, string>): Promise<BenchResult[]> {
@@ -30,18 +34,66 @@ async function run(flags: ReadonlyMap<string, string>): Promise<BenchResult[]> {
   const bodyBytes = numberFlag(flags, "bytes", 100, true);
   const rotateMs = numberFlag(flags, "rotate-ms", 500);
   const spares = stringFlag(flags, "spares", ["0", "1"], "1") === "1";
+  const besideMib = numberFlag(flags, "beside", 0, true);
   const results: BenchResult[] = [];
   for (const rate of rates) {
     const dir = mkdtempSync(join(flags.get("dir") ?? tmpdir(), "parley-log-sync-"));
     try {
-      results.push(
-        await measure(join(dir, "bench.db"), { rate, durationS, warmupS, bodyBytes, rotateMs, spares }),
-      );
+      const run = { rate, durationS, warmupS, bodyBytes, rotateMs, spares };
+      const beside =
+        besideMib > 0
+          ? await startFlusher({ path: join(dir, "beside"), mib: besideMib, intervalMs: rotateMs })
+          : undefined;
+      try {
+        const result = await measure(join(dir, "bench.db"), run);
+        const flushMs = (await beside?.stop()) ?? [];
+        results.push(
+          beside === undefined
+            ? result
+            : {
+                ...result,
+                beside_mib: besideMib,
+                beside_flush_p50_ms: percentile(flushMs, 0.5),
+                beside_flush_max_ms: percentile(flushMs, 1),
+              },
+        );
+      } finally {
+        await beside?.terminate();
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   }
   return results;
+}
+
+/** The --beside thread (load/commit-flush.ts), once its file is made. stop() resolves with the
+ * time of each of its fdatasyncs, sorted. */
+async function startFlusher(
+  cfg: CommitFlushConfig,
+): Promise<{ stop(): Promise<number[]>; terminate(): Promise<number> }> {
+  const tsx = import.meta.resolve("tsx/esm/api");
+  const entry = new URL("../load/commit-flush.ts", import.meta.url).href;
+  const worker = new Worker(
+    `import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(entry)}); })`,
+    { eval: true, workerData: cfg },
+  );
+  const next = () =>
+    new Promise<unknown>((resolve, reject) => {
+      worker.once("message", resolve);
+      worker.once("error", reject);
+      worker.once("exit", () => reject(new Error("log-sync: the --beside thread exited")));
+    });
+  await next();
+  return {
+    async stop() {
+      const done = next();
+      worker.postMessage("stop");
+      const { flushMs } = (await done) as { flushMs: number[] };
+      return flushMs.sort((a, b) => a - b);
+    },
+    terminate: () => worker.terminate(),
+  };
 }
 
 interface Run {
@@ -152,6 +204,6 @@ async function measure(dbPath: string, r: Run): Promise<BenchResult> {
 
 export const logSync: Scenario = {
   name: "log-sync",
-  help: "the numbered log's appends alone at open-loop rates: the disk's floor under direct-rate's latency (--rates 2000,10000,20000 --duration 10 --warmup 1 --bytes 100 --rotate-ms 500 --spares 1|0 --dir <tmpdir>)",
+  help: "the numbered log's appends alone at open-loop rates: the disk's floor under direct-rate's latency (--rates 2000,10000,20000 --duration 10 --warmup 1 --bytes 100 --rotate-ms 500 --spares 1|0 --beside <MiB> --dir <tmpdir>)",
   run,
 };

@@ -466,13 +466,8 @@ async function writeSpare(path: string, zeros: number): Promise<boolean> {
       for (let at = 0; at < zeros; at += ZEROS.length) {
         const block = ZEROS.subarray(0, Math.min(ZEROS.length, zeros - at));
         await writeAllAt(file, block, SEGMENT_HEADER.length + at);
-        // Synced a piece at a time: one fdatasync of the whole spare (up to 16 MiB, about 2 MiB
-        // at 10,000 msg/s) held the disk for several ms twice a second, and every append of the
-        // log waiting behind it held its sends; in pieces, appends get the disk in between
-        // (docs/benchmarks.md, twenty-first session, log-sync).
-        const written = at + block.length;
-        if (written % SPARE_SYNC_BYTES === 0 || written === zeros) await file.datasync();
       }
+      await file.datasync();
     } finally {
       await file.close();
     }
@@ -489,11 +484,6 @@ async function writeSpare(path: string, zeros: number): Promise<boolean> {
   }
 }
 
-/** How much of a spare is written between two of its fdatasyncs (a multiple of ZEROS' length).
- * Every 64 KiB cost direct-max about a tenth of its throughput on a slow day (seven alternating
- * pairs; each fdatasync of a spare allocates, so it is a journal commit and a flush of the
- * virtual disk); every 256 KiB and 1 MiB cost nothing measurable and cut the stalls as well. */
-const SPARE_SYNC_BYTES = 256 * 1024;
 /** The block of zeros spares are written from. */
 const ZEROS = Buffer.alloc(SPARE_MIN_BYTES);
 

@@ -233,9 +233,13 @@ describe("the benchmark scenarios, scaled down", () => {
     TIMEOUT_MS,
   );
 
-  it("log-sync refuses a directory that does not exist", async () => {
-    await expect(
-      bench(["log-sync", "--rates", "100", "--duration", "1", "--dir", "/nonexistent/parley"]),
-    ).rejects.toThrow(/nonexistent\/parley/);
-  });
+  it(
+    "log-sync refuses a directory that does not exist",
+    async () => {
+      await expect(
+        bench(["log-sync", "--rates", "100", "--duration", "1", "--dir", "/nonexistent/parley"]),
+      ).rejects.toThrow(/nonexistent\/parley/);
+    },
+    TIMEOUT_MS,
+  );
 });

@@ -19,8 +19,8 @@ import { listFlag, numberFlag, percentile, stringFlag, type BenchResult, type Sc
 // loop at --rates (evenly spaced intended times, so a slow sync delays every send behind it, as
 // in direct-rate), each batch of the sends that have arrived is encoded and appended with the
 // server's own NumberedLog (spare segments made ahead unless --spares 0, a rotation and release
-// every --rotate-ms as at the applier's commits), and a send's latency runs from its intended time to
-// the end of the fdatasync that covers it. No sockets, no codec, no thread hop, no SQLite: the
+// every --rotate-ms as at the applier's commits), and a send's latency runs from its intended
+// time to the end of the fdatasync that covers it. No sockets, no codec, no thread hop, no SQLite: the
 // floor the disk sets under direct-rate's p99 at the same rate, to be read beside raw-relay's
 // (the transport's floor). --beside <MiB> adds what the applier's commits do to the same disk: a
 // thread overwriting that many MiB of another file and fdatasyncing it every --rotate-ms
@@ -39,13 +39,13 @@ async function run(flags: ReadonlyMap<string, string>): Promise<BenchResult[]> {
   for (const rate of rates) {
     const dir = mkdtempSync(join(flags.get("dir") ?? tmpdir(), "parley-log-sync-"));
     try {
-      const run = { rate, durationS, warmupS, bodyBytes, rotateMs, spares };
+      const params: Run = { rate, durationS, warmupS, bodyBytes, rotateMs, spares };
       const beside =
         besideMib > 0
           ? await startFlusher({ path: join(dir, "beside"), mib: besideMib, intervalMs: rotateMs })
           : undefined;
       try {
-        const result = await measure(join(dir, "bench.db"), run);
+        const result = await measure(join(dir, "bench.db"), params);
         const flushMs = (await beside?.stop()) ?? [];
         results.push(
           beside === undefined

@@ -188,11 +188,12 @@ describe("the benchmark scenarios, scaled down", () => {
   it(
     "log-sync appends every send to the numbered log and leaves nothing in --dir",
     async () => {
+      // --rotate-ms 1: a rotation and release after every batch, the last one's included.
       const dir = mkdtempSync(join(tmpdir(), "parley-smoke-log-sync-"));
       try {
         const results = await bench([
           "log-sync",
-          ...["--rates", "400,800", "--duration", "1", "--warmup", "0.5", "--rotate-ms", "200", "--dir", dir],
+          ...["--rates", "400,800", "--duration", "1", "--warmup", "0.5", "--rotate-ms", "1", "--dir", dir],
         ]);
         expect(results.map((r) => [r.offered_per_s, r.messages])).toEqual([
           [400, 400],

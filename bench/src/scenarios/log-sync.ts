@@ -136,6 +136,7 @@ async function measure(dbPath: string, r: Run): Promise<BenchResult> {
   const start = performance.now() + 5;
   let lastRotate = start;
   let measuredFrom = Number.NaN;
+  let readBack = false;
   while (next < total) {
     const now = performance.now();
     const due = start + next * gapMs;
@@ -159,6 +160,11 @@ async function measure(dbPath: string, r: Run): Promise<BenchResult> {
       for (let i = Math.max(next, firstMeasured); i < upTo; i++) latencies.push(end - (start + i * gapMs));
     }
     next = upTo;
+    if (next === total) {
+      // The last batch, read back from the segment files (before a rotation could release it).
+      const last = NumberedLog.readAll(dbPath).at(-1);
+      readBack = last !== undefined && decodeNumbered(last).batch === batch;
+    }
     if (end - lastRotate >= r.rotateMs) {
       // As at the applier's commit: a new segment, and the ones wholly committed deleted.
       log.rotate();
@@ -169,8 +175,6 @@ async function measure(dbPath: string, r: Run): Promise<BenchResult> {
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
   const seconds = (performance.now() - measuredFrom) / 1000;
-  const last = NumberedLog.readAll(dbPath).at(-1);
-  const readBack = last !== undefined && decodeNumbered(last).batch === batch;
   log.close(true);
   await log.settled();
   latencies.sort((a, b) => a - b);
@@ -186,7 +190,6 @@ async function measure(dbPath: string, r: Run): Promise<BenchResult> {
     syncs_per_s: Math.round(syncs.length / seconds),
     msgs_per_sync: Number((latencies.length / syncs.length).toFixed(1)),
     bytes_per_sync: Math.round(bytes / syncs.length),
-    // The last batch, read back from the segment files before they are removed.
     read_back: readBack,
     sync_p50_ms: percentile(syncs, 0.5),
     sync_p99_ms: percentile(syncs, 0.99),

@@ -42,6 +42,16 @@ function bench(args: string[], env: Record<string, string> = {}): Promise<Result
   });
 }
 
+/** Runs `fn` with a new empty directory, removed afterwards whatever happens. */
+async function inTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "parley-smoke-"));
+  try {
+    await fn(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** Nothing refused, lost, or acknowledged and then not delivered. */
 function expectAllDelivered(r: Result): void {
   expect(r).toMatchObject({ errors: 0, error_codes: {}, lost: 0, acked_not_delivered: 0 });
@@ -187,10 +197,9 @@ describe("the benchmark scenarios, scaled down", () => {
 
   it(
     "log-sync appends every send to the numbered log and leaves nothing in --dir",
-    async () => {
-      // --rotate-ms 1: a rotation and release after every batch, the last one's included.
-      const dir = mkdtempSync(join(tmpdir(), "parley-smoke-log-sync-"));
-      try {
+    () =>
+      inTempDir(async (dir) => {
+        // --rotate-ms 1: a rotation and release after every batch, the last one's included.
         const results = await bench([
           "log-sync",
           ...["--rates", "400,800", "--duration", "1", "--warmup", "0.5", "--rotate-ms", "1", "--dir", dir],
@@ -206,18 +215,14 @@ describe("the benchmark scenarios, scaled down", () => {
           expect(r.sync_p50_ms as number).toBeLessThanOrEqual(r.sync_max_ms as number);
         }
         expect(readdirSync(dir)).toEqual([]);
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
-    },
+      }),
     TIMEOUT_MS,
   );
 
   it(
     "log-sync with a commit's flush beside it, which stops with the run",
-    async () => {
-      const dir = mkdtempSync(join(tmpdir(), "parley-smoke-log-sync-"));
-      try {
+    () =>
+      inTempDir(async (dir) => {
         const [r, ...rest] = await bench([
           "log-sync",
           ...["--rates", "400", "--duration", "1", "--warmup", "0.5", "--beside", "1", "--dir", dir],
@@ -227,10 +232,7 @@ describe("the benchmark scenarios, scaled down", () => {
         // At least one flush, every 500 ms of the run: its time is measured, whatever it is.
         expect(r!.beside_flush_max_ms).toBeGreaterThan(0);
         expect(readdirSync(dir)).toEqual([]);
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
-    },
+      }),
     TIMEOUT_MS,
   );
 

@@ -1,6 +1,5 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { Worker } from "node:worker_threads";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import {
@@ -9,6 +8,7 @@ import {
   encodeNumbered,
   type NumberedMessage,
 } from "../../../packages/server/src/store/sqlite/numbered-log.ts";
+import { typeScriptWorker } from "../../../packages/server/src/ts-worker.ts";
 import type { CommitFlushConfig } from "../load/commit-flush.ts";
 import { listFlag, numberFlag, percentile, stringFlag, type BenchResult, type Scenario } from "../harness.ts";
 
@@ -72,12 +72,7 @@ async function run(flags: ReadonlyMap<string, string>): Promise<BenchResult[]> {
 async function startFlusher(
   cfg: CommitFlushConfig,
 ): Promise<{ stop(): Promise<number[]>; terminate(): Promise<number> }> {
-  const tsx = import.meta.resolve("tsx/esm/api");
-  const entry = new URL("../load/commit-flush.ts", import.meta.url).href;
-  const worker = new Worker(
-    `import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(entry)}); })`,
-    { eval: true, workerData: cfg },
-  );
+  const worker = typeScriptWorker(new URL("../load/commit-flush.ts", import.meta.url), { workerData: cfg });
   const next = () =>
     new Promise<unknown>((resolve, reject) => {
       worker.once("message", resolve);

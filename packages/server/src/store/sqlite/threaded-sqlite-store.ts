@@ -1,4 +1,4 @@
-import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
+import { MessageChannel, type MessagePort, type Worker } from "node:worker_threads";
 import { ParleyError } from "@parley/protocol";
 import type {
   ConversationId,
@@ -27,6 +27,7 @@ import type {
 } from "../../core/ports/store.ts";
 import type { Conversation } from "@parley/protocol";
 import type { Logger } from "../../core/ports/logger.ts";
+import { typeScriptWorker } from "../../ts-worker.ts";
 import { SqliteStore } from "./sqlite-store.ts";
 import { APPEND_PACKED, packBatch, unpackResults, type PackedResults } from "./append-wire.ts";
 import type { WireError, WorkerInit, WorkerReply } from "./sqlite-worker.ts";
@@ -402,23 +403,15 @@ export class ThreadedSqliteStore implements Store {
 /** The young generation of each writer thread, in MiB. */
 const WORKER_YOUNG_GENERATION_MB = 16;
 
-/** Starts the worker module `file` (next to this one) with `data`; `ready` resolves once it says
- * it is ready. The worker runs TypeScript: a small bootstrap registers tsx's loader in the thread
- * (a loader given by --import to the main thread does not apply to a worker's entry), then
- * imports the module. */
+/** Starts the worker module `file` (next to this one, TypeScript: typeScriptWorker) with `data`;
+ * `ready` resolves once it says it is ready. */
 function startWorker(
   file: string,
   data: unknown,
   transfer: MessagePort[],
   logger: Logger | undefined,
 ): { worker: Worker; ready: Promise<void> } {
-  const tsx = import.meta.resolve("tsx/esm/api");
-  const entry = new URL(file, import.meta.url).href;
-  const boot =
-    `import(${JSON.stringify(tsx)})` +
-    `.then((api) => { api.register(); return import(${JSON.stringify(entry)}); })`;
-  const worker = new Worker(boot, {
-    eval: true,
+  const worker = typeScriptWorker(new URL(file, import.meta.url), {
     workerData: data,
     transferList: transfer,
     // Not the main thread's young generation (--max-semi-space-size, node-flags.ts): these threads
